@@ -1,0 +1,439 @@
+//! The branch actor: one tokio task per branch that owns the branch's pinned
+//! MySQL connection from `XA START` through phase 2.
+//!
+//! MariaDB ties a prepared branch to the session that prepared it (DESIGN
+//! §4), so every XA statement of a branch runs on that one connection while
+//! it lives. The actor serialises requests, asks the [`Engine`] what each one
+//! means in the current state, runs the SQL, and records the result. It also
+//! rolls back an unprepared branch whose deadline passed without word from
+//! the coordinator. A prepared branch is never decided here alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Either, Executor, MySql};
+use tandem_proto::v1::{self as pb, Isolation, Statement, StatementResult, Then, VoteKind, expect};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::engine::{Done, Engine, Phase, Request, Step};
+use crate::error::{Error, describe_sql, is_connection_error};
+use crate::sql::Access;
+use crate::xa::{self, Op, Xid};
+use crate::{Shared, recovery, values};
+
+/// Extra time a participant gives the coordinator past the transaction's
+/// deadline before rolling back an unprepared branch on its own: the
+/// coordinator normally sends the rollback first.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Statements validated by the server before they reach the actor.
+#[derive(Debug)]
+pub struct Batch {
+    pub statements: Vec<Statement>,
+    pub access: Vec<Access>,
+    pub isolation: Isolation,
+    /// Time left until the transaction's deadline, from the request.
+    pub timeout: Duration,
+    pub then: Then,
+}
+
+#[derive(Debug, Default)]
+pub struct ExecuteOutput {
+    pub results: Vec<StatementResult>,
+    pub vote: Option<pb::Vote>,
+    /// Set when the batch was committed in one phase.
+    pub committed: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Msg {
+    Execute(Batch, Reply<ExecuteOutput>),
+    Prepare(Reply<pb::Vote>),
+    Commit { one_phase: bool, reply: Reply<()> },
+    Rollback(Reply<()>),
+}
+
+/// Cloneable address of a branch actor.
+#[derive(Clone)]
+pub struct BranchHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl BranchHandle {
+    /// Spawns the actor for a new branch. It runs `XA START` on its first
+    /// batch and removes itself from the registry when the branch ends.
+    pub fn spawn(shared: Arc<Shared>, xid: Xid) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let actor = BranchActor {
+            shared,
+            xid,
+            engine: Engine::new(),
+            conn: None,
+            deadline: None,
+            lock_wait_secs: u64::MAX,
+            rx,
+        };
+        tokio::spawn(actor.run());
+        Self { tx }
+    }
+
+    pub async fn execute(&self, batch: Batch) -> Result<ExecuteOutput, Error> {
+        self.call(|reply| Msg::Execute(batch, reply)).await
+    }
+
+    pub async fn prepare(&self) -> Result<pb::Vote, Error> {
+        self.call(Msg::Prepare).await
+    }
+
+    pub async fn commit(&self, one_phase: bool) -> Result<(), Error> {
+        self.call(|reply| Msg::Commit { one_phase, reply }).await
+    }
+
+    pub async fn rollback(&self) -> Result<(), Error> {
+        self.call(Msg::Rollback).await
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, Error> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Error::FailedPrecondition("branch has ended".to_owned());
+        self.tx.send(msg(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+struct BranchActor {
+    shared: Arc<Shared>,
+    xid: Xid,
+    engine: Engine,
+    /// The pinned connection, from `XA START` until the branch ends.
+    conn: Option<PoolConnection<MySql>>,
+    /// When to roll back on our own if still unprepared.
+    deadline: Option<Instant>,
+    /// The session's `innodb_lock_wait_timeout`, so later batches only
+    /// tighten it (lock waits must not outlive the deadline).
+    lock_wait_secs: u64,
+    rx: mpsc::Receiver<Msg>,
+}
+
+impl BranchActor {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.deadline.filter(|_| self.engine.phase() == Phase::Active);
+            let msg = tokio::select! {
+                msg = self.rx.recv() => msg,
+                () = sleep_until(deadline) => {
+                    warn!(xid = %self.xid, "deadline passed without a decision; rolling back the unprepared branch");
+                    self.step(Request::Deadline).await.ok();
+                    None
+                }
+            };
+            if let Some(msg) = msg {
+                self.handle(msg).await;
+            }
+            if self.engine.is_finished() {
+                break;
+            }
+        }
+        // The branch is over: later requests get the idempotent answer from
+        // the registry's record of how it ended.
+        if let Some(ending) = self.engine.ending() {
+            self.shared.branches.finish(self.xid.gtrid(), ending);
+        }
+        self.rx.close();
+        while let Some(msg) = self.rx.recv().await {
+            self.handle(msg).await;
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Execute(batch, reply) => {
+                let out = self.execute(batch).await;
+                reply.send(out).ok();
+            }
+            Msg::Prepare(reply) => {
+                reply.send(self.prepare().await).ok();
+            }
+            Msg::Commit { one_phase, reply } => {
+                let out = self.step(Request::Commit { one_phase }).await.map(|_| ());
+                reply.send(out).ok();
+            }
+            Msg::Rollback(reply) => {
+                reply.send(self.step(Request::Rollback).await.map(|_| ())).ok();
+            }
+        }
+    }
+
+    async fn execute(&mut self, batch: Batch) -> Result<ExecuteOutput, Error> {
+        self.engine.decide(Request::Execute).map_err(refused)?;
+        let deadline = Instant::now() + batch.timeout;
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)) + DEADLINE_GRACE);
+        if let Err(err) = self.start_or_tighten(&batch).await {
+            self.abort_after_failure(Step::RunStatements).await;
+            return Err(err);
+        }
+        let mut out = ExecuteOutput::default();
+        for (i, (statement, access)) in batch.statements.iter().zip(&batch.access).enumerate() {
+            if *access == Access::Write {
+                self.engine.note_write();
+            }
+            match self.run_statement(i + 1, statement).await {
+                Ok(result) => out.results.push(result),
+                Err(err) => {
+                    self.abort_after_failure(Step::RunStatements).await;
+                    return Err(err);
+                }
+            }
+        }
+        match batch.then {
+            Then::KeepOpen => {}
+            Then::Prepare => out.vote = Some(self.prepare().await?),
+            Then::CommitOnePhase => {
+                self.step(Request::Commit { one_phase: true }).await?;
+                out.committed = true;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn prepare(&mut self) -> Result<pb::Vote, Error> {
+        let vote = |kind: VoteKind| pb::Vote {
+            kind: kind as i32,
+            reason: String::new(),
+        };
+        match self.step(Request::Prepare).await {
+            Ok(Step::Prepare | Step::AlreadyDone(Done::VotedYes)) => Ok(vote(VoteKind::Yes)),
+            Ok(_) => Ok(vote(VoteKind::ReadOnly)),
+            // A prepare that failed rolled the branch back: that is a NO.
+            Err(Error::Aborted(reason)) => Ok(pb::Vote {
+                kind: VoteKind::No as i32,
+                reason,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs the step the engine chooses for `request` and records its effect.
+    async fn step(&mut self, request: Request) -> Result<Step, Error> {
+        let step = self.engine.decide(request).map_err(refused)?;
+        let result = match step {
+            Step::RunStatements | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
+            Step::Prepare => self.on_conn(Op::EndPrepare).await,
+            Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback).await,
+            Step::CommitOnePhase => self.on_conn(Op::EndCommitOnePhase).await,
+            Step::CommitPrepared => self.finish_prepared(Op::Commit).await,
+            Step::RollbackPrepared => self.finish_prepared(Op::Rollback).await,
+        };
+        match result {
+            Ok(()) => {
+                self.engine.finished(step);
+                if self.engine.is_finished() {
+                    self.release();
+                }
+                debug!(xid = %self.xid, ?step, "done");
+                Ok(step)
+            }
+            Err(err) => {
+                warn!(xid = %self.xid, ?step, error = %err, "XA step failed");
+                if self.engine.phase() == Phase::Active {
+                    self.abort_after_failure(step).await;
+                    return Err(Error::Aborted(format!("{err}; the branch was rolled back")));
+                }
+                // Prepared: the branch stays; the coordinator retries.
+                Err(err)
+            }
+        }
+    }
+
+    /// Commits or rolls back a prepared branch: on the pinned session while
+    /// it lives, otherwise from a fresh session (MariaDB refuses that while
+    /// the owning session is alive, so the pinned one is gone by then).
+    async fn finish_prepared(&mut self, op: Op) -> Result<(), Error> {
+        if self.conn.is_some() {
+            return self.on_conn(op).await;
+        }
+        recovery::finish_orphan(&self.shared, &self.xid, op).await
+    }
+
+    async fn on_conn(&mut self, op: Op) -> Result<(), Error> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::Internal("the branch has no connection".to_owned()))?;
+        match xa::exec(conn, &self.xid, op).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let msg = format!("{} failed on participant {}: {}", op.name(), self.shared.name, describe_sql(&err));
+                if is_connection_error(&err) {
+                    // Its state is unknown: never reuse it. A prepared branch
+                    // is finished from a fresh session on the next attempt.
+                    self.drop_conn();
+                    Err(Error::Unavailable(msg))
+                } else {
+                    Err(Error::Internal(msg))
+                }
+            }
+        }
+    }
+
+    /// Begins the branch on a pinned connection (`XA START`), or on a later
+    /// batch shortens the lock wait to the time left.
+    async fn start_or_tighten(&mut self, batch: &Batch) -> Result<(), Error> {
+        let secs = batch.timeout.as_secs().max(1);
+        if let Some(conn) = self.conn.as_mut() {
+            if secs < self.lock_wait_secs {
+                xa::set_limits(conn, secs).await.map_err(|e| self.sql_error("SET", &e))?;
+                self.lock_wait_secs = secs;
+            }
+            return Ok(());
+        }
+        let mut conn = tokio::time::timeout(batch.timeout, self.shared.pool.acquire())
+            .await
+            .map_err(|_| Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name)))?
+            .map_err(|e| Error::Unavailable(format!("MySQL unreachable on participant {}: {e}", self.shared.name)))?;
+        xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs)
+            .await
+            .map_err(|e| self.sql_error("XA START", &e))?;
+        self.lock_wait_secs = secs;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn run_statement(&mut self, n: usize, statement: &Statement) -> Result<StatementResult, Error> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::Internal("branch has no connection".to_owned()))?;
+        let sql = crate::sql::check(&statement.sql)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            .sql;
+        let query = values::bind(sqlx::query(AssertSqlSafe(sql.to_owned())), &statement.params);
+        let mut result = StatementResult::default();
+        let mut stream = conn.fetch_many(query);
+        let outcome: Result<(), Error> = async {
+            while let Some(item) = stream.try_next().await.map_err(|e| statement_failed(n, &self.shared.name, &e))? {
+                match item {
+                    Either::Left(done) => {
+                        result.rows_affected += done.rows_affected();
+                        if done.last_insert_id() != 0 {
+                            result.last_insert_id = done.last_insert_id();
+                        }
+                    }
+                    Either::Right(row) => {
+                        if result.columns.is_empty() {
+                            result.columns = values::columns(&row);
+                        }
+                        result.rows.push(values::decode_row(&row)?);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(stream);
+        outcome?;
+        if let Some(expect) = statement.expect.as_ref().and_then(|e| e.check) {
+            check_guard(n, &self.shared.name, expect, &result)?;
+        }
+        Ok(result)
+    }
+
+    /// Makes sure a branch that failed before it was prepared is rolled back
+    /// in MySQL, then records it. If the connection cannot roll back cleanly
+    /// it is closed (MySQL rolls back an unprepared XA transaction whose
+    /// session ends), and `XA RECOVER` is checked in case a prepare took
+    /// effect although its reply was lost.
+    async fn abort_after_failure(&mut self, step: Step) {
+        self.engine.failed(step);
+        let mut clean = false;
+        if let Some(conn) = self.conn.as_mut() {
+            // XA END fails when MySQL already ended the transaction (e.g. a
+            // deadlock); the rollback that follows is what matters.
+            let _ = xa::end(conn, &self.xid).await;
+            clean = xa::exec(conn, &self.xid, Op::Rollback).await.is_ok()
+                || xa::recover(conn, &self.shared.name)
+                    .await
+                    .is_ok_and(|prepared| !prepared.iter().any(|g| g == self.xid.gtrid()));
+        }
+        if clean {
+            self.release();
+            return;
+        }
+        self.drop_conn();
+        if let Err(err) = recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback).await {
+            warn!(xid = %self.xid, error = %err, "could not confirm the failed branch is rolled back");
+        }
+    }
+
+    /// Returns the connection to the pool: the branch ended cleanly.
+    fn release(&mut self) {
+        self.conn = None;
+    }
+
+    /// Closes the connection instead of pooling it: its state is unknown.
+    fn drop_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+
+    fn sql_error(&self, what: &str, err: &sqlx::Error) -> Error {
+        let msg = format!("{what} failed on participant {}: {}", self.shared.name, describe_sql(err));
+        if is_connection_error(err) {
+            Error::Unavailable(msg)
+        } else {
+            Error::Aborted(msg)
+        }
+    }
+}
+
+fn statement_failed(n: usize, participant: &str, err: &sqlx::Error) -> Error {
+    let msg = format!("statement {n} failed on participant {participant}: {}", describe_sql(err));
+    if is_connection_error(err) {
+        Error::Unavailable(msg)
+    } else {
+        Error::Aborted(msg)
+    }
+}
+
+fn check_guard(n: usize, participant: &str, check: expect::Check, result: &StatementResult) -> Result<(), Error> {
+    let returned = result.rows.len() as u64;
+    let (holds, what, want, got) = match check {
+        expect::Check::RowsAffectedEq(want) => (result.rows_affected == want, "rows_affected ==", want, result.rows_affected),
+        expect::Check::RowsAffectedGe(want) => (result.rows_affected >= want, "rows_affected >=", want, result.rows_affected),
+        expect::Check::RowsReturnedEq(want) => (returned == want, "rows_returned ==", want, returned),
+        expect::Check::RowsReturnedGe(want) => (returned >= want, "rows_returned >=", want, returned),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Aborted(format!(
+            "guard failed: statement {n} on participant {participant} expected {what} {want}, got {got}"
+        )))
+    }
+}
+
+fn refused(refusal: super::engine::Refusal) -> Error {
+    Error::FailedPrecondition(refusal.to_string())
+}
+
+fn isolation_sql(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::Serializable => "SERIALIZABLE",
+        Isolation::RepeatableRead => "REPEATABLE READ",
+        Isolation::ReadCommitted => "READ COMMITTED",
+        Isolation::ReadUncommitted => "READ UNCOMMITTED",
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,367 @@
+//! The branch state machine, without IO.
+//!
+//! A branch is one participant's part of a global transaction: one XA
+//! transaction on one pinned MySQL connection. [`Engine::decide`] maps a
+//! request to the [`Step`] the actor must run on the connection (or refuses
+//! it), and [`Engine::finished`] records what the step achieved. Repeated
+//! phase-2 requests are answered from the state without touching MySQL, so
+//! the coordinator can retry freely.
+
+use std::fmt;
+
+/// Where the branch is in its XA life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `XA START` done; statements may run.
+    Active,
+    /// `XA PREPARE` done; only the coordinator may decide now.
+    Prepared,
+    Committed,
+    /// Rolled back, or finished at vote time because it wrote nothing.
+    RolledBack,
+}
+
+/// What the coordinator (or the branch's own timer) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Execute,
+    Prepare,
+    Commit { one_phase: bool },
+    Rollback,
+    /// The transaction's deadline passed without a decision reaching us.
+    Deadline,
+}
+
+/// SQL work for the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    RunStatements,
+    /// `XA END; XA PREPARE` and vote YES.
+    Prepare,
+    /// The branch wrote nothing: `XA END; XA ROLLBACK` and vote READ_ONLY.
+    /// A prepared read-only branch would be rolled back by MariaDB when its
+    /// session ends anyway (DESIGN §4), so it is finished at vote time.
+    FinishReadOnly,
+    /// `XA COMMIT` of a prepared branch.
+    CommitPrepared,
+    /// `XA END; XA COMMIT … ONE PHASE`: the transaction's only branch.
+    CommitOnePhase,
+    /// `XA END; XA ROLLBACK` of a branch that was never prepared.
+    RollbackActive,
+    /// `XA ROLLBACK` of a prepared branch.
+    RollbackPrepared,
+    /// A repeat of a request that already took effect: answer it as before.
+    AlreadyDone(Done),
+    /// Nothing to do (e.g. the deadline passed on a prepared branch, which
+    /// only the coordinator may decide).
+    Ignore,
+}
+
+/// How a finished branch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Committed,
+    RolledBack,
+    /// Wrote nothing; finished at vote time.
+    ReadOnly,
+}
+
+/// The answer to a request that already took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    VotedYes,
+    VotedReadOnly,
+    Committed,
+    RolledBack,
+}
+
+/// Why a request cannot be served in the branch's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub phase: Phase,
+    pub request: Request,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.request {
+            Request::Execute => "execute statements in",
+            Request::Prepare => "prepare",
+            Request::Commit { one_phase: true } => "commit in one phase",
+            Request::Commit { one_phase: false } => "commit",
+            Request::Rollback => "roll back",
+            Request::Deadline => "time out",
+        };
+        let phase = match self.phase {
+            Phase::Active => "active",
+            Phase::Prepared => "prepared",
+            Phase::Committed => "committed",
+            Phase::RolledBack => "rolled back",
+        };
+        write!(f, "cannot {what} a branch that is {phase}")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    phase: Phase,
+    /// Whether any statement may have written. Decides between a real
+    /// prepare and the read-only shortcut.
+    wrote: bool,
+    /// Set when the branch was finished by [`Step::FinishReadOnly`], so a
+    /// repeated Prepare answers READ_ONLY again.
+    read_only: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// A branch just started with `XA START`.
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Active,
+            wrote: false,
+            read_only: false,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the branch holds no more MySQL state and the actor may stop.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Committed | Phase::RolledBack)
+    }
+
+    /// How the branch ended, once it has.
+    pub fn ending(&self) -> Option<Ending> {
+        match self.phase {
+            Phase::Committed => Some(Ending::Committed),
+            Phase::RolledBack if self.read_only => Some(Ending::ReadOnly),
+            Phase::RolledBack => Some(Ending::RolledBack),
+            Phase::Active | Phase::Prepared => None,
+        }
+    }
+
+    /// Remembers that a statement that may write ran in the branch.
+    pub fn note_write(&mut self) {
+        self.wrote = true;
+    }
+
+    /// What to do for `request` in the current state.
+    pub fn decide(&self, request: Request) -> Result<Step, Refusal> {
+        use Phase::*;
+        let step = match (self.phase, request) {
+            (Active, Request::Execute) => Step::RunStatements,
+            (Active, Request::Prepare) if self.wrote => Step::Prepare,
+            (Active, Request::Prepare) => Step::FinishReadOnly,
+            (Active, Request::Commit { one_phase: true }) => Step::CommitOnePhase,
+            (Active, Request::Rollback | Request::Deadline) => Step::RollbackActive,
+
+            (Prepared, Request::Prepare) => Step::AlreadyDone(Done::VotedYes),
+            (Prepared, Request::Commit { one_phase: false }) => Step::CommitPrepared,
+            (Prepared, Request::Rollback) => Step::RollbackPrepared,
+            (Prepared, Request::Deadline) => Step::Ignore,
+
+            (RolledBack, Request::Prepare) if self.read_only => Step::AlreadyDone(Done::VotedReadOnly),
+            (Committed, Request::Commit { .. }) => Step::AlreadyDone(Done::Committed),
+            (RolledBack, Request::Rollback) => Step::AlreadyDone(Done::RolledBack),
+            (Committed | RolledBack, Request::Deadline) => Step::Ignore,
+
+            (phase, request) => return Err(Refusal { phase, request }),
+        };
+        Ok(step)
+    }
+
+    /// Records the effect of a step that ran successfully.
+    pub fn finished(&mut self, step: Step) {
+        match step {
+            Step::RunStatements | Step::AlreadyDone(_) | Step::Ignore => {}
+            Step::Prepare => self.phase = Phase::Prepared,
+            Step::FinishReadOnly => {
+                self.phase = Phase::RolledBack;
+                self.read_only = true;
+            }
+            Step::CommitPrepared | Step::CommitOnePhase => self.phase = Phase::Committed,
+            Step::RollbackActive | Step::RollbackPrepared => self.phase = Phase::RolledBack,
+        }
+    }
+
+    /// Records that a step failed. An unprepared branch whose statement or
+    /// prepare failed is rolled back (the actor closes or rolls back its
+    /// connection); a prepared branch stays prepared whatever failed, since
+    /// only the coordinator's decision may finish it.
+    pub fn failed(&mut self, step: Step) {
+        if self.phase == Phase::Active
+            && matches!(
+                step,
+                Step::RunStatements
+                    | Step::Prepare
+                    | Step::FinishReadOnly
+                    | Step::CommitOnePhase
+                    | Step::RollbackActive
+            )
+        {
+            self.phase = Phase::RolledBack;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Request; 6] = [
+        Request::Execute,
+        Request::Prepare,
+        Request::Commit { one_phase: false },
+        Request::Commit { one_phase: true },
+        Request::Rollback,
+        Request::Deadline,
+    ];
+
+    fn run(engine: &mut Engine, request: Request) -> Result<Step, Refusal> {
+        let step = engine.decide(request)?;
+        engine.finished(step);
+        Ok(step)
+    }
+
+    #[test]
+    fn a_writing_branch_prepares_then_commits() {
+        let mut e = Engine::new();
+        assert_eq!(run(&mut e, Request::Execute), Ok(Step::RunStatements));
+        e.note_write();
+        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::Prepare));
+        assert_eq!(e.phase(), Phase::Prepared);
+        assert_eq!(run(&mut e, Request::Commit { one_phase: false }), Ok(Step::CommitPrepared));
+        assert!(e.is_finished());
+        // Retried commits are answered without SQL.
+        assert_eq!(
+            run(&mut e, Request::Commit { one_phase: false }),
+            Ok(Step::AlreadyDone(Done::Committed))
+        );
+    }
+
+    #[test]
+    fn a_branch_that_wrote_nothing_votes_read_only_and_is_finished() {
+        let mut e = Engine::new();
+        run(&mut e, Request::Execute).unwrap();
+        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::FinishReadOnly));
+        assert!(e.is_finished());
+        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::AlreadyDone(Done::VotedReadOnly)));
+        assert!(e.decide(Request::Commit { one_phase: false }).is_err());
+    }
+
+    #[test]
+    fn prepared_branches_are_never_decided_by_the_deadline() {
+        let mut e = Engine::new();
+        e.note_write();
+        run(&mut e, Request::Prepare).unwrap();
+        assert_eq!(run(&mut e, Request::Deadline), Ok(Step::Ignore));
+        assert_eq!(e.phase(), Phase::Prepared);
+        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::AlreadyDone(Done::VotedYes)));
+        // Statements and one-phase commit are refused once prepared.
+        assert!(e.decide(Request::Execute).is_err());
+        assert!(e.decide(Request::Commit { one_phase: true }).is_err());
+        assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackPrepared));
+        assert_eq!(run(&mut e, Request::Rollback), Ok(Step::AlreadyDone(Done::RolledBack)));
+    }
+
+    #[test]
+    fn an_active_branch_rolls_back_at_its_deadline() {
+        let mut e = Engine::new();
+        e.note_write();
+        assert_eq!(run(&mut e, Request::Deadline), Ok(Step::RollbackActive));
+        assert_eq!(e.phase(), Phase::RolledBack);
+        // Too late for anything but a rollback.
+        assert!(e.decide(Request::Execute).is_err());
+        assert!(e.decide(Request::Prepare).is_err());
+        assert!(e.decide(Request::Commit { one_phase: false }).is_err());
+    }
+
+    #[test]
+    fn one_phase_commit_only_from_active() {
+        let mut e = Engine::new();
+        assert_eq!(run(&mut e, Request::Commit { one_phase: true }), Ok(Step::CommitOnePhase));
+        assert_eq!(e.phase(), Phase::Committed);
+        assert!(Engine::new().decide(Request::Commit { one_phase: false }).is_err());
+    }
+
+    #[test]
+    fn failures_roll_back_unprepared_branches_and_keep_prepared_ones() {
+        for step in [Step::RunStatements, Step::Prepare, Step::CommitOnePhase] {
+            let mut e = Engine::new();
+            e.failed(step);
+            assert_eq!(e.phase(), Phase::RolledBack, "{step:?}");
+        }
+        let mut e = Engine::new();
+        e.note_write();
+        run(&mut e, Request::Prepare).unwrap();
+        for step in [Step::CommitPrepared, Step::RollbackPrepared] {
+            e.failed(step);
+            assert_eq!(e.phase(), Phase::Prepared);
+        }
+    }
+
+    /// Every (state, request) pair: a finished branch never runs SQL again
+    /// except as an idempotent repeat, and a committed branch can never be
+    /// rolled back (nor the reverse).
+    #[test]
+    fn exhaustive_finished_states_are_final() {
+        for phase in [Phase::Committed, Phase::RolledBack] {
+            for read_only in [false, true] {
+                let e = Engine {
+                    phase,
+                    wrote: !read_only,
+                    read_only,
+                };
+                for request in ALL {
+                    match e.decide(request) {
+                        Ok(Step::AlreadyDone(done)) => match (phase, done) {
+                            (Phase::Committed, Done::Committed) => {}
+                            (Phase::RolledBack, Done::RolledBack | Done::VotedReadOnly) => {}
+                            other => panic!("{other:?} for {request:?}"),
+                        },
+                        Ok(Step::Ignore) => assert_eq!(request, Request::Deadline),
+                        Ok(step) => panic!("{phase:?} ran {step:?} for {request:?}"),
+                        Err(refusal) => assert!(!refusal.to_string().is_empty()),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustive_every_request_in_every_live_state_is_answered() {
+        for wrote in [false, true] {
+            for prepared in [false, true] {
+                let mut e = Engine::new();
+                if wrote {
+                    e.note_write();
+                }
+                if prepared {
+                    e.phase = Phase::Prepared;
+                }
+                for request in ALL {
+                    let mut copy = e.clone();
+                    if let Ok(step) = copy.decide(request) {
+                        copy.finished(step);
+                        // A prepared branch only leaves Prepared by an
+                        // explicit commit or rollback.
+                        if prepared && copy.phase() != Phase::Prepared {
+                            assert!(matches!(
+                                request,
+                                Request::Commit { one_phase: false } | Request::Rollback
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! tandem's participant: wraps one MySQL/MariaDB instance and takes part in
+//! the coordinator's two-phase commit through XA.
+//!
+//! Data flow of one branch, coordinator → MySQL:
+//!
+//! - [`server`]: the `Participant` gRPC service. Validates requests (SQL via
+//!   [`sql`], parameters via [`values`], ids via [`xa`]) and forwards them.
+//! - [`branch`]: one actor per branch ([`branch::actor`]) owning the pinned
+//!   connection from `XA START` to phase 2, driven by a pure state machine
+//!   ([`branch::engine`]); the [`branch::Registry`] finds it by gtrid.
+//! - [`xa`]: XIDs and the XA statements themselves.
+//! - [`recovery`]: prepared branches no live actor holds (found with
+//!   `XA RECOVER`), finished from a fresh session.
+//! - [`error`]: errors and their mapping to gRPC codes.
+
+pub mod branch;
+pub mod error;
+pub mod recovery;
+pub mod server;
+pub mod sql;
+pub mod values;
+pub mod xa;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::MySqlPool;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use tandem_proto::v1::participant_server::ParticipantServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::branch::Registry;
+use crate::error::Error;
+
+/// State shared by the gRPC service and every branch actor.
+pub struct Shared {
+    /// This participant's name; it is the `bqual` of every branch here.
+    pub name: String,
+    pub pool: MySqlPool,
+    pub branches: Registry,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub mysql_url: String,
+    /// The coordinator that owns this participant's branches.
+    pub coordinator: Option<String>,
+    /// Most MySQL connections, hence most concurrent branches.
+    pub max_connections: u32,
+}
+
+/// Serves the participant until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    xa::validate_id("participant name", &config.name)?;
+    let options: MySqlConnectOptions = config
+        .mysql_url
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("--mysql-url: {e}")))?;
+    // Branches pin their connection for the whole transaction; a lazily
+    // filled pool lets the participant start before MySQL is up.
+    let pool = MySqlPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options);
+    let shared = Arc::new(Shared {
+        name: config.name.clone(),
+        pool,
+        branches: Registry::default(),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    tokio::spawn(watch_mysql(Arc::clone(&shared), health.clone(), shutdown.clone()));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    info!(name = %config.name, %local, coordinator = ?config.coordinator, "tandem-participant listening on {local}");
+    let drained = shutdown.clone();
+    let reporter = health.clone();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(&shared))))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            drained.cancelled().await;
+            reporter.set_service_status("", ServingStatus::NotServing).await;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    let live = shared.branches.live();
+    if live > 0 {
+        // Unprepared branches roll back when their sessions close; prepared
+        // ones stay in MySQL for recovery.
+        warn!(live, "stopping with live branches");
+    }
+    shared.pool.close().await;
+    Ok(())
+}
+
+/// Reports SERVING while MySQL answers, NOT_SERVING while it does not.
+async fn watch_mysql(shared: Arc<Shared>, health: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
+    let mut last = None;
+    loop {
+        let up = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
+        if last != Some(up) {
+            if up {
+                info!("MySQL reachable");
+                health.set_service_status("", ServingStatus::Serving).await;
+            } else {
+                warn!("MySQL unreachable");
+                health.set_service_status("", ServingStatus::NotServing).await;
+            }
+            last = Some(up);
+        }
+        let pause = if up { Duration::from_secs(2) } else { Duration::from_millis(200) };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}

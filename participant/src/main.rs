@@ -1,0 +1,73 @@
+//! `tandem-participant`: serves one MySQL/MariaDB to a tandem coordinator.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Wraps one MySQL/MariaDB and votes in tandem's two-phase commit through XA.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-participant", version)]
+struct Args {
+    /// This participant's name, as the coordinator knows it; also the XA
+    /// branch qualifier (letters, digits, '-', '_', '.', ':'; at most 64).
+    #[arg(long, env = "TANDEM_NAME")]
+    name: String,
+    /// Address for the gRPC server.
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:7501")]
+    listen: SocketAddr,
+    /// The database, e.g. mysql://user:pass@127.0.0.1:3306/app or
+    /// mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock
+    #[arg(long, env = "TANDEM_MYSQL_URL")]
+    mysql_url: String,
+    /// URL of the coordinator that owns this participant's branches, asked
+    /// for the outcome of in-doubt branches.
+    #[arg(long, env = "TANDEM_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Most MySQL connections, hence most concurrent branches.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 64)]
+    max_connections: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let args = Args::parse();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    tandem_participant::run(
+        tandem_participant::Config {
+            name: args.name,
+            listen: args.listen,
+            mysql_url: args.mysql_url,
+            coordinator: args.coordinator,
+            max_connections: args.max_connections,
+        },
+        shutdown,
+    )
+    .await
+    .context("tandem-participant failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,75 @@
+//! Branches this process does not hold: prepared branches left in MySQL by
+//! an earlier participant process (or a closed session), found with
+//! `XA RECOVER` and finished from a fresh session.
+//!
+//! An unknown XID is never taken as success: a rollback of a branch absent
+//! from `XA RECOVER` is fine (under presumed abort an unprepared branch dies
+//! with its session), but a commit of one is reported, not assumed.
+
+use std::time::Duration;
+
+use crate::Shared;
+use crate::error::{Error, describe_sql};
+use crate::xa::{self, Op, Xid, codes};
+
+/// gtrids of this participant's prepared branches.
+pub async fn prepared(shared: &Shared) -> Result<Vec<String>, Error> {
+    let mut conn = acquire(shared).await?;
+    xa::recover(&mut conn, &shared.name).await.map_err(|e| unavailable(shared, &e))
+}
+
+pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
+    Ok(prepared(shared).await?.iter().any(|g| g == xid.gtrid()))
+}
+
+/// Commits or rolls back a prepared branch no live actor holds.
+pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op) -> Result<(), Error> {
+    let mut conn = acquire(shared).await?;
+    // A session that died moments ago may still own the branch (XAER_NOTA
+    // although XA RECOVER lists it): give the server a moment to drop it.
+    for _ in 0..20 {
+        let listed = xa::recover(&mut conn, &shared.name)
+            .await
+            .map_err(|e| unavailable(shared, &e))?
+            .iter()
+            .any(|g| g == xid.gtrid());
+        if !listed {
+            return match op {
+                Op::Rollback | Op::EndRollback => Ok(()),
+                _ => Err(Error::NotFound(format!(
+                    "branch {} is not prepared on participant {}; its outcome cannot be confirmed",
+                    xid.gtrid(),
+                    shared.name
+                ))),
+            };
+        }
+        match xa::exec(&mut conn, xid, op).await {
+            Ok(()) => return Ok(()),
+            Err(err) if xa::error_number(&err) == Some(codes::XAER_NOTA) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => {
+                return Err(Error::Unavailable(format!(
+                    "{} of branch {} failed on participant {}: {}",
+                    op.name(),
+                    xid.gtrid(),
+                    shared.name,
+                    describe_sql(&err)
+                )));
+            }
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "branch {} is still attached to another session on participant {}",
+        xid.gtrid(),
+        shared.name
+    )))
+}
+
+async fn acquire(shared: &Shared) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, Error> {
+    shared.pool.acquire().await.map_err(|e| unavailable(shared, &e))
+}
+
+fn unavailable(shared: &Shared, err: &sqlx::Error) -> Error {
+    Error::Unavailable(format!("MySQL unreachable on participant {}: {}", shared.name, describe_sql(err)))
+}

@@ -1,0 +1,186 @@
+//! The `Participant` gRPC service: validates each request, then hands it to
+//! the branch's actor (or to [`recovery`](crate::recovery) for a branch this
+//! process does not hold) and maps the answer to gRPC.
+//!
+//! Nothing here runs protocol steps itself: tonic drops a handler's future
+//! when the caller goes away, and a half-run XA step must not depend on that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_proto::v1::participant_server::Participant;
+use tandem_proto::v1::{
+    BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
+    BranchRollbackResponse, Isolation, Outcome, PrepareRequest, PrepareResponse, RecoverRequest, RecoverResponse,
+    Statement, Then, Vote, VoteKind,
+};
+use tonic::{Request, Response, Status};
+
+use crate::branch::{Batch, Ending, Lookup};
+use crate::error::Error;
+use crate::sql::{self, Access};
+use crate::xa::{Op, Xid};
+use crate::{Shared, recovery, values};
+
+/// Most statements accepted in one request.
+pub const MAX_STATEMENTS: usize = 1_000;
+
+pub struct ParticipantService {
+    shared: Arc<Shared>,
+}
+
+impl ParticipantService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn xid(&self, gtrid: &str) -> Result<Xid, Error> {
+        Xid::new(gtrid, &self.shared.name)
+    }
+}
+
+/// Checks every statement of a batch before any of them runs, so a bad one
+/// changes nothing.
+pub fn check_statements(statements: &[Statement]) -> Result<Vec<Access>, Error> {
+    if statements.len() > MAX_STATEMENTS {
+        return Err(Error::InvalidArgument(format!(
+            "{} statements in one request; at most {MAX_STATEMENTS} are allowed",
+            statements.len()
+        )));
+    }
+    statements
+        .iter()
+        .enumerate()
+        .map(|(i, statement)| {
+            let n = i + 1;
+            let checked =
+                sql::check(&statement.sql).map_err(|e| Error::InvalidArgument(format!("statement {n}: {e}")))?;
+            if checked.placeholders != statement.params.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "statement {n}: {} placeholders but {} parameters",
+                    checked.placeholders,
+                    statement.params.len()
+                )));
+            }
+            values::validate_params(n, &statement.params)?;
+            Ok(checked.access)
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Participant for ParticipantService {
+    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+        let req = request.into_inner();
+        let xid = self.xid(&req.gtrid)?;
+        let access = check_statements(&req.statements)?;
+        if req.timeout_ms == 0 {
+            return Err(Error::InvalidArgument("timeout_ms must be positive".to_owned()).into());
+        }
+        let isolation = Isolation::try_from(req.isolation)
+            .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {}", req.isolation)))?;
+        let then = Then::try_from(req.then)
+            .map_err(|_| Error::InvalidArgument(format!("unknown `then` value {}", req.then)))?;
+        let handle = if req.begin {
+            self.shared.branches.begin(&self.shared, xid)?
+        } else {
+            match self.shared.branches.lookup(&req.gtrid) {
+                Lookup::Live(handle) => handle,
+                Lookup::Ended(_) => {
+                    return Err(Error::FailedPrecondition(format!("branch {} has already ended", req.gtrid)).into());
+                }
+                Lookup::Unknown => {
+                    return Err(Error::NotFound(format!(
+                        "no branch {} on participant {}",
+                        req.gtrid, self.shared.name
+                    ))
+                    .into());
+                }
+            }
+        };
+        let out = handle
+            .execute(Batch {
+                statements: req.statements,
+                access,
+                isolation,
+                timeout: Duration::from_millis(u64::from(req.timeout_ms)),
+                then,
+            })
+            .await?;
+        Ok(Response::new(BranchExecuteResponse {
+            results: out.results,
+            vote: out.vote,
+            outcome: if out.committed {
+                Outcome::Committed as i32
+            } else {
+                Outcome::Unspecified as i32
+            },
+            reason: String::new(),
+        }))
+    }
+
+    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        let gtrid = request.into_inner().gtrid;
+        let xid = self.xid(&gtrid)?;
+        let vote = match self.shared.branches.lookup(&gtrid) {
+            Lookup::Live(handle) => handle.prepare().await?,
+            Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
+            Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
+            Lookup::Ended(Ending::Committed) => {
+                return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
+            }
+            Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
+            Lookup::Unknown => vote(
+                VoteKind::No,
+                &format!("participant {} has no branch {gtrid} (restarted?)", self.shared.name),
+            ),
+        };
+        Ok(Response::new(PrepareResponse { vote: Some(vote) }))
+    }
+
+    async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+        let req = request.into_inner();
+        let xid = self.xid(&req.gtrid)?;
+        match self.shared.branches.lookup(&req.gtrid) {
+            Lookup::Live(handle) => handle.commit(req.one_phase).await?,
+            Lookup::Ended(Ending::Committed) => {}
+            Lookup::Ended(_) => {
+                return Err(Error::FailedPrecondition(format!("branch {} was rolled back", req.gtrid)).into());
+            }
+            Lookup::Unknown if req.one_phase => {
+                return Err(Error::NotFound(format!("no branch {} on participant {}", req.gtrid, self.shared.name)).into());
+            }
+            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit).await?,
+        }
+        Ok(Response::new(BranchCommitResponse {}))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<BranchRollbackRequest>,
+    ) -> Result<Response<BranchRollbackResponse>, Status> {
+        let gtrid = request.into_inner().gtrid;
+        let xid = self.xid(&gtrid)?;
+        match self.shared.branches.lookup(&gtrid) {
+            Lookup::Live(handle) => handle.rollback().await?,
+            Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => {}
+            Lookup::Ended(Ending::Committed) => {
+                return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
+            }
+            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Rollback).await?,
+        }
+        Ok(Response::new(BranchRollbackResponse {}))
+    }
+
+    async fn recover(&self, _request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
+        let gtrids = recovery::prepared(&self.shared).await?;
+        Ok(Response::new(RecoverResponse { gtrids }))
+    }
+}
+
+fn vote(kind: VoteKind, reason: &str) -> Vote {
+    Vote {
+        kind: kind as i32,
+        reason: reason.to_owned(),
+    }
+}

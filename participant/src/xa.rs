@@ -1,0 +1,198 @@
+//! XA identifiers and the XA statements tandem sends to MySQL.
+//!
+//! XA statements cannot take parameters, so identifiers are validated here
+//! (a restricted alphabet) before they are written into SQL text. They go as
+//! plain text (`raw_sql`); a step that is two statements (`XA END; XA
+//! PREPARE`) goes in one round trip.
+
+use std::fmt;
+
+use sqlx::{AssertSqlSafe, MySqlConnection, Row};
+
+use crate::error::Error;
+
+/// Marks tandem's branches in `XA RECOVER` ("tdm1"); fits the 4 bytes that
+/// the binlog allows.
+pub const FORMAT_ID: i64 = 0x7464_6d31;
+
+/// MySQL's limit for gtrid and bqual, each.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks an identifier that will be embedded in XA SQL text.
+pub fn validate_id(kind: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "{kind} must be 1 to {MAX_ID_LEN} bytes, got {}",
+            id.len()
+        )));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{kind} {id:?} contains {bad:?}; allowed are ASCII letters, digits, '-', '_', '.', ':'"
+        )));
+    }
+    Ok(())
+}
+
+/// The XID of one branch: (FORMAT_ID, gtrid, bqual = participant name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Xid {
+    gtrid: String,
+    bqual: String,
+}
+
+impl Xid {
+    pub fn new(gtrid: &str, bqual: &str) -> Result<Self, Error> {
+        validate_id("gtrid", gtrid)?;
+        validate_id("participant name", bqual)?;
+        Ok(Self {
+            gtrid: gtrid.to_owned(),
+            bqual: bqual.to_owned(),
+        })
+    }
+
+    pub fn gtrid(&self) -> &str {
+        &self.gtrid
+    }
+}
+
+/// Renders the XID as XA SQL expects it: `'gtrid','bqual',formatID`.
+impl fmt::Display for Xid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}','{}',{}", self.gtrid, self.bqual, FORMAT_ID)
+    }
+}
+
+/// Session settings and `XA START`, in one round trip. Lock waits and
+/// statements are bounded by the time left until the deadline.
+pub async fn start(
+    conn: &mut MySqlConnection,
+    xid: &Xid,
+    isolation: &str,
+    limit_secs: u64,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "SET SESSION TRANSACTION ISOLATION LEVEL {isolation}; \
+         SET SESSION innodb_lock_wait_timeout = {limit_secs}, max_statement_time = {limit_secs}; \
+         XA START {xid}"
+    );
+    run(conn, sql).await
+}
+
+/// Shortens the session's lock wait and statement time limits.
+pub async fn set_limits(conn: &mut MySqlConnection, secs: u64) -> Result<(), sqlx::Error> {
+    run(
+        conn,
+        format!("SET SESSION innodb_lock_wait_timeout = {secs}, max_statement_time = {secs}"),
+    )
+    .await
+}
+
+/// The XA steps that end a branch's statements or the branch itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    EndPrepare,
+    EndRollback,
+    EndCommitOnePhase,
+    /// Phase 2 of a prepared branch.
+    Commit,
+    Rollback,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::EndPrepare => "XA PREPARE",
+            Op::EndRollback | Op::Rollback => "XA ROLLBACK",
+            Op::EndCommitOnePhase | Op::Commit => "XA COMMIT",
+        }
+    }
+
+    fn sql(self, xid: &Xid) -> String {
+        match self {
+            Op::EndPrepare => format!("XA END {xid}; XA PREPARE {xid}"),
+            Op::EndRollback => format!("XA END {xid}; XA ROLLBACK {xid}"),
+            Op::EndCommitOnePhase => format!("XA END {xid}; XA COMMIT {xid} ONE PHASE"),
+            Op::Commit => format!("XA COMMIT {xid}"),
+            Op::Rollback => format!("XA ROLLBACK {xid}"),
+        }
+    }
+}
+
+/// Runs one XA step (one round trip).
+pub async fn exec(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), sqlx::Error> {
+    run(conn, op.sql(xid)).await
+}
+
+/// `XA END`, whose failure only says MySQL already ended the transaction.
+pub async fn end(conn: &mut MySqlConnection, xid: &Xid) -> Result<(), sqlx::Error> {
+    run(conn, format!("XA END {xid}")).await
+}
+
+/// gtrids of tandem's prepared branches for participant `bqual`, from
+/// `XA RECOVER` (other formatIDs and other participants' branches on a
+/// shared server are skipped).
+pub async fn recover(conn: &mut MySqlConnection, bqual: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::raw_sql("XA RECOVER").fetch_all(&mut *conn).await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let format_id: i64 = row.try_get_unchecked(0)?;
+        let gtrid_len: i64 = row.try_get_unchecked(1)?;
+        let data: Vec<u8> = row.try_get_unchecked(3)?;
+        if format_id != FORMAT_ID {
+            continue;
+        }
+        let split = usize::try_from(gtrid_len).unwrap_or(usize::MAX).min(data.len());
+        let (gtrid, branch) = data.split_at(split);
+        if branch == bqual.as_bytes() {
+            out.push(String::from_utf8_lossy(gtrid).into_owned());
+        }
+    }
+    Ok(out)
+}
+
+async fn run(conn: &mut MySqlConnection, sql: String) -> Result<(), sqlx::Error> {
+    // Identifiers in `sql` were validated by `Xid::new`; the rest is ours.
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ())
+}
+
+/// MySQL error numbers the participant reacts to.
+pub mod codes {
+    /// XAER_NOTA: unknown XID (or attached to another live session).
+    pub const XAER_NOTA: u16 = 1397;
+    /// ER_LOCK_WAIT_TIMEOUT.
+    pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// ER_LOCK_DEADLOCK.
+    pub const DEADLOCK: u16 = 1213;
+}
+
+/// The MySQL error number of a database error, if it is one.
+pub fn error_number(err: &sqlx::Error) -> Option<u16> {
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map(|e| e.number())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xid_renders_for_xa_sql() {
+        let xid = Xid::new("tc-1-42", "orders").unwrap();
+        assert_eq!(xid.to_string(), "'tc-1-42','orders',1952738609");
+        assert!(FORMAT_ID < i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn ids_that_could_escape_the_sql_text_are_refused() {
+        for bad in ["", "a'b", "a b", "x\\", "a;XA COMMIT", &"g".repeat(65), "é"] {
+            assert!(Xid::new(bad, "p").is_err(), "{bad:?}");
+            assert!(Xid::new("g", bad).is_err(), "{bad:?}");
+        }
+        assert!(Xid::new(&"g".repeat(64), "p_1.x:y-z").is_ok());
+    }
+}
