@@ -1,1 +1,98 @@
+//! tandem's coordinator: runs two-phase commit across tandem participants.
+//!
+//! The path of a commit, by module:
+//!
+//! - [`server`]: the `Coordinator` gRPC service (and the participants'
+//!   `Decisions` service). Validates and forwards to a transaction actor.
+//! - [`txn`]: one actor per global transaction ([`txn::actor`]) running the
+//!   pure 2PC state machine ([`txn::engine`]); [`txn::Txns`] finds them.
+//! - [`participants`]: one long-lived gRPC channel per participant and the
+//!   RPCs the actor sends over it (Execute, Prepare, Commit, Rollback).
+//! - [`decision_log`]: COMMIT decisions, fsync'd (group commit) before any
+//!   phase-2 message goes out.
+//! - [`ids`]: gtrids that never repeat across restarts (a durable epoch).
+//! - [`config`]: settings from flags and an optional TOML file.
 
+pub mod config;
+pub mod decision_log;
+pub mod error;
+pub mod ids;
+pub mod participants;
+pub mod server;
+pub mod txn;
+
+use std::sync::Arc;
+
+pub use config::Config;
+use tandem_proto::v1::coordinator_server::CoordinatorServer;
+use tandem_proto::v1::decisions_server::DecisionsServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use crate::decision_log::{DecisionLog, FileLog};
+use crate::error::Error;
+use crate::ids::IdGen;
+use crate::participants::Participants;
+use crate::txn::Txns;
+
+/// State shared by the gRPC services and every transaction actor.
+pub struct Shared {
+    pub config: Config,
+    pub participants: Arc<Participants>,
+    pub log: Box<dyn DecisionLog>,
+    pub txns: Txns,
+    /// Cancelled when the coordinator stops taking new transactions.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves the coordinator until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    let ids = IdGen::open(&config.data_dir, &config.name)?;
+    let log = FileLog::open(&config.data_dir)?;
+    let participants = Arc::new(Participants::new(&config.participants)?);
+    let listen = config.listen;
+    let shared = Arc::new(Shared {
+        config,
+        participants: Arc::clone(&participants),
+        log: Box::new(log),
+        txns: Txns::new(ids),
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(participants.watch(shutdown.clone()));
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    info!(%local, participants = shared.config.participants.len(), "tandem-coordinator listening on {local}");
+    let drained = shutdown.clone();
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(&shared))))
+        .add_service(DecisionsServer::new(server::DecisionService::new(Arc::clone(&shared))))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            drained.cancelled().await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    info!(live = shared.txns.live(), "tandem-coordinator stopped");
+    Ok(())
+}

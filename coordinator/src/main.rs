@@ -1,1 +1,103 @@
-fn main(){}
+//! `tandem-coordinator`: runs two-phase commit across tandem participants.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tandem_coordinator::config::{FileConfig, parse_participant};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Coordinates atomic transactions across several MySQL/MariaDB databases.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-coordinator", version)]
+struct Args {
+    /// TOML file with the same settings; flags and environment win over it.
+    #[arg(long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Names this coordinator in every transaction id (letters, digits, '_').
+    #[arg(long, env = "TANDEM_NAME")]
+    name: Option<String>,
+    /// Address for the gRPC server [default: 127.0.0.1:7500].
+    #[arg(long, env = "TANDEM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the decision log and epoch; must survive restarts.
+    #[arg(long, env = "TANDEM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A participant as NAME=URL, e.g. orders=http://127.0.0.1:7501.
+    /// Repeatable; the environment takes a comma-separated list.
+    #[arg(long = "participant", env = "TANDEM_PARTICIPANTS", value_delimiter = ',', value_parser = parse_participant)]
+    participants: Vec<(String, String)>,
+    /// Deadline of transactions that do not set one [default: 10000].
+    #[arg(long, env = "TANDEM_DEFAULT_TIMEOUT_MS")]
+    default_timeout_ms: Option<u64>,
+    /// Longest deadline a client may ask for [default: 600000].
+    #[arg(long, env = "TANDEM_MAX_TIMEOUT_MS")]
+    max_timeout_ms: Option<u64>,
+    /// How long Commit waits for phase 2 before answering with the
+    /// participants still pending named [default: 5000].
+    #[arg(long, env = "TANDEM_REPLY_WAIT_MS")]
+    reply_wait_ms: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let participants = if args.participants.is_empty() {
+        file.participants.into_iter().collect()
+    } else {
+        args.participants
+    };
+    let config = tandem_coordinator::Config {
+        name: args.name.or(file.name).unwrap_or_else(|| "tc".to_owned()),
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7500))),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .context("--data-dir is required: the decision log must survive restarts")?,
+        participants,
+        default_timeout: ms(args.default_timeout_ms.or(file.default_timeout_ms).unwrap_or(10_000)),
+        max_timeout: ms(args.max_timeout_ms.or(file.max_timeout_ms).unwrap_or(600_000)),
+        reply_wait: ms(args.reply_wait_ms.or(file.reply_wait_ms).unwrap_or(5_000)),
+    };
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    tandem_coordinator::run(config, shutdown)
+        .await
+        .context("tandem-coordinator failed")
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,97 @@
+//! Coordinator settings: command-line flags (with environment fallbacks,
+//! see `main.rs`) over an optional TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::ids;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Names this coordinator in every gtrid it issues.
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Where the decision log and the epoch live; must survive restarts.
+    pub data_dir: PathBuf,
+    /// (name, URL) of every participant.
+    pub participants: Vec<(String, String)>,
+    /// Deadline of a transaction that does not ask for one.
+    pub default_timeout: Duration,
+    /// Longest deadline a client may ask for.
+    pub max_timeout: Duration,
+    /// How long a committing client waits for phase 2 before it is answered
+    /// with the participants still pending named.
+    pub reply_wait: Duration,
+}
+
+/// The TOML file: every key optional; flags win.
+///
+/// ```toml
+/// name = "tc"
+/// listen = "127.0.0.1:7500"
+/// data_dir = "/var/lib/tandem"
+/// default_timeout_ms = 10000
+/// [participants]
+/// orders = "http://127.0.0.1:7501"
+/// inventory = "http://127.0.0.1:7502"
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub name: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub participants: std::collections::BTreeMap<String, String>,
+    pub default_timeout_ms: Option<u64>,
+    pub max_timeout_ms: Option<u64>,
+    pub reply_wait_ms: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::InvalidArgument(format!("config {}: {e}", path.display())))
+    }
+}
+
+/// Parses `NAME=URL`.
+pub fn parse_participant(spec: &str) -> Result<(String, String), String> {
+    let (name, url) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("{spec:?} is not NAME=URL"))?;
+    if name.is_empty() || url.is_empty() {
+        return Err(format!("{spec:?} is not NAME=URL"));
+    }
+    Ok((name.to_owned(), url.to_owned()))
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), Error> {
+        ids::validate_name(&self.name)?;
+        if self.participants.is_empty() {
+            return Err(Error::InvalidArgument("no participants configured (--participant NAME=URL)".to_owned()));
+        }
+        for (name, _) in &self.participants {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "participant name {name:?}: use 1 to 64 ASCII letters, digits, '-', '_', '.', ':'"
+                )));
+            }
+        }
+        if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
+            return Err(Error::InvalidArgument(
+                "the default timeout must be positive and at most the maximum timeout".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}

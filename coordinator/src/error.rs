@@ -1,0 +1,47 @@
+//! The coordinator's errors and their one mapping to gRPC status codes.
+
+use thiserror::Error;
+use tonic::{Code, Status};
+
+use crate::decision_log::LogError;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Malformed request or configuration.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown transaction or participant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The transaction is no longer active (committing, committed, or
+    /// rolled back by the client).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The transaction was aborted, with why.
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Retryable: the coordinator is shutting down or overloaded.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Aborted(_) => Code::Aborted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Log(_) | Error::Internal(_) => Code::Internal,
+        };
+        Status::new(code, err.to_string())
+    }
+}

@@ -1,0 +1,215 @@
+//! The participants the coordinator drives: one long-lived gRPC channel
+//! each (HTTP/2 multiplexes every transaction's RPCs over it), typed RPC
+//! helpers with timeouts, and the health view `ListParticipants` shows.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_proto::v1::participant_client::ParticipantClient;
+use tandem_proto::v1::{
+    BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest, Isolation,
+    ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::Error;
+use crate::txn::engine::{self, Failure};
+
+/// Per-attempt limit of a phase-2 RPC; phase 2 itself retries forever.
+pub const PHASE2_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Participant {
+    pub name: String,
+    pub url: String,
+    client: ParticipantClient<Channel>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    reachable: bool,
+    in_doubt: u32,
+    last_error: String,
+}
+
+impl Participant {
+    fn new(name: String, url: String) -> Result<Self, Error> {
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::InvalidArgument(format!("participant {name}: bad URL {url:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            name,
+            url,
+            client: ParticipantClient::new(endpoint.connect_lazy()),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// Runs statements in the branch; `then` may prepare or commit it in the
+    /// same round trip.
+    pub async fn execute(
+        &self,
+        gtrid: &str,
+        begin: bool,
+        statements: Vec<Statement>,
+        isolation: Isolation,
+        timeout: Duration,
+        then: Then,
+    ) -> Result<BranchExecuteResponse, Status> {
+        let mut request = tonic::Request::new(BranchExecuteRequest {
+            gtrid: gtrid.to_owned(),
+            begin,
+            statements,
+            isolation: isolation as i32,
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1),
+            then: then as i32,
+        });
+        // The transport waits a little longer than the branch's own limits
+        // so the participant's answer (e.g. a lock wait timeout) arrives.
+        request.set_timeout(timeout + Duration::from_secs(2));
+        self.note(self.client.clone().execute(request).await).map(tonic::Response::into_inner)
+    }
+
+    pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<engine::Vote, Status> {
+        let mut request = tonic::Request::new(PrepareRequest { gtrid: gtrid.to_owned() });
+        request.set_timeout(timeout.max(Duration::from_secs(1)));
+        let response = self.note(self.client.clone().prepare(request).await)?.into_inner();
+        Ok(vote_of(response.vote))
+    }
+
+    pub async fn commit(&self, gtrid: &str, one_phase: bool) -> Result<(), Status> {
+        let mut request = tonic::Request::new(BranchCommitRequest {
+            gtrid: gtrid.to_owned(),
+            one_phase,
+        });
+        request.set_timeout(PHASE2_TIMEOUT);
+        self.note(self.client.clone().commit(request).await).map(|_| ())
+    }
+
+    pub async fn rollback(&self, gtrid: &str) -> Result<(), Status> {
+        let mut request = tonic::Request::new(BranchRollbackRequest { gtrid: gtrid.to_owned() });
+        request.set_timeout(PHASE2_TIMEOUT);
+        self.note(self.client.clone().rollback(request).await).map(|_| ())
+    }
+
+    pub fn info(&self) -> ParticipantInfo {
+        let health = lock(&self.health);
+        ParticipantInfo {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            reachable: health.reachable,
+            in_doubt: health.in_doubt,
+            last_error: health.last_error.clone(),
+        }
+    }
+
+    /// Asks the participant for its prepared branches; keeps the health view
+    /// current.
+    async fn probe(&self) {
+        let mut request = tonic::Request::new(RecoverRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        if let Ok(response) = self.note(self.client.clone().recover(request).await) {
+            let in_doubt = u32::try_from(response.get_ref().gtrids.len()).unwrap_or(u32::MAX);
+            lock(&self.health).in_doubt = in_doubt;
+        }
+    }
+
+    fn note<T>(&self, result: Result<T, Status>) -> Result<T, Status> {
+        let mut health = lock(&self.health);
+        match &result {
+            Ok(_) => health.reachable = true,
+            Err(status) if is_transport(status) => {
+                health.reachable = false;
+                health.last_error = status.message().to_owned();
+            }
+            Err(_) => health.reachable = true,
+        }
+        result
+    }
+}
+
+/// Every configured participant, by name.
+pub struct Participants {
+    by_name: BTreeMap<String, Arc<Participant>>,
+}
+
+impl Participants {
+    pub fn new(config: &[(String, String)]) -> Result<Self, Error> {
+        let mut by_name = BTreeMap::new();
+        for (name, url) in config {
+            if by_name.contains_key(name) {
+                return Err(Error::InvalidArgument(format!("participant {name} is configured twice")));
+            }
+            by_name.insert(name.clone(), Arc::new(Participant::new(name.clone(), url.clone())?));
+        }
+        Ok(Self { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<Participant>, Error> {
+        self.by_name.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+            Error::NotFound(format!("unknown participant {name:?}; known: {}", known.join(", ")))
+        })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Participant>> {
+        self.by_name.values()
+    }
+
+    /// Keeps each participant's health and in-doubt count current.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            futures::future::join_all(self.all().map(|p| p.probe())).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+}
+
+/// A transport-level failure: the participant may not have seen the
+/// request, or its answer was lost.
+fn is_transport(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// What an RPC failure tells the 2PC engine.
+pub fn failure(participant: &str, status: &Status) -> Failure {
+    let message = status.message();
+    let reason = if message.contains(participant) {
+        message.to_owned()
+    } else {
+        format!("participant {participant}: {message}")
+    };
+    Failure {
+        reason,
+        invalid_argument: status.code() == Code::InvalidArgument,
+        // ABORTED: the participant rolled the branch back itself.
+        // INVALID_ARGUMENT: it refused the request before running anything.
+        rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument),
+    }
+}
+
+pub fn vote_of(vote: Option<Vote>) -> engine::Vote {
+    match vote {
+        Some(v) if v.kind == VoteKind::Yes as i32 => engine::Vote::Yes,
+        Some(v) if v.kind == VoteKind::ReadOnly as i32 => engine::Vote::ReadOnly,
+        Some(v) if v.kind == VoteKind::No as i32 => engine::Vote::No(v.reason),
+        _ => engine::Vote::No("participant sent no valid vote".to_owned()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,210 @@
+//! The client-facing `Coordinator` service and the participants' `Decisions`
+//! service. Handlers validate, forward to a transaction actor, and await its
+//! reply; protocol steps never run in a handler (tonic drops a handler's
+//! future when its client goes away).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_proto::v1::coordinator_server::Coordinator;
+use tandem_proto::v1::decisions_server::Decisions;
+use tandem_proto::v1::{
+    BeginRequest, BeginResponse, CommitRequest, CommitResponse, DecisionRequest, DecisionResponse,
+    ExecuteRequest, ExecuteResponse, GetTransactionRequest, Isolation, ListParticipantsRequest,
+    ListParticipantsResponse, ListTransactionsRequest, ListTransactionsResponse, RollbackRequest,
+    RollbackResponse, Statement, SubmitRequest, SubmitResponse, TransactionInfo, TxnFilter,
+};
+use tonic::{Request, Response, Status};
+
+use crate::Shared;
+use crate::error::Error;
+use crate::txn::{Lookup, ended_status};
+
+/// Most statements in one Execute or Submit branch.
+const MAX_STATEMENTS: usize = 1_000;
+const MAX_LABEL_LEN: usize = 256;
+
+pub struct CoordinatorService {
+    shared: Arc<Shared>,
+}
+
+impl CoordinatorService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn timeout(&self, timeout_ms: u32) -> Result<Duration, Error> {
+        let config = &self.shared.config;
+        if timeout_ms == 0 {
+            return Ok(config.default_timeout);
+        }
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        if timeout > config.max_timeout {
+            return Err(Error::InvalidArgument(format!(
+                "timeout_ms {timeout_ms} exceeds the coordinator's maximum of {} ms",
+                config.max_timeout.as_millis()
+            )));
+        }
+        Ok(timeout)
+    }
+
+    fn start(&self, label: String, isolation: i32, timeout_ms: u32) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
+        if label.len() > MAX_LABEL_LEN {
+            return Err(Error::InvalidArgument(format!("label is longer than {MAX_LABEL_LEN} bytes")));
+        }
+        let isolation = Isolation::try_from(isolation)
+            .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {isolation}")))?;
+        let timeout = self.timeout(timeout_ms)?;
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Unavailable("the coordinator is shutting down".to_owned()));
+        }
+        Ok(self.shared.txns.begin(&self.shared, label, isolation, timeout))
+    }
+
+    /// The live transaction `txn_id`, or the status a request on it gets.
+    fn live(&self, txn_id: &str) -> Result<crate::txn::TxnHandle, Status> {
+        if txn_id.is_empty() {
+            return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
+        }
+        match self.shared.txns.lookup(txn_id) {
+            Lookup::Live(handle) => Ok(handle),
+            Lookup::Finished(info) => Err(ended_status(&info)),
+            Lookup::Unknown => Err(unknown_txn(txn_id).into()),
+        }
+    }
+}
+
+fn unknown_txn(txn_id: &str) -> Error {
+    Error::NotFound(format!("unknown transaction {txn_id:?}"))
+}
+
+fn check_statements(participant: &str, statements: &[Statement]) -> Result<(), Error> {
+    if statements.is_empty() {
+        return Err(Error::InvalidArgument(format!("no statements for participant {participant}")));
+    }
+    if statements.len() > MAX_STATEMENTS {
+        return Err(Error::InvalidArgument(format!(
+            "{} statements for participant {participant}; at most {MAX_STATEMENTS} are allowed",
+            statements.len()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
+        let req = request.into_inner();
+        let (_, info) = self.start(req.label, req.isolation, req.timeout_ms)?;
+        Ok(Response::new(BeginResponse {
+            txn_id: info.txn_id,
+            deadline_unix_ms: info.deadline_unix_ms,
+        }))
+    }
+
+    async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        let req = request.into_inner();
+        self.shared.participants.get(&req.participant)?;
+        check_statements(&req.participant, &req.statements)?;
+        let handle = self.live(&req.txn_id)?;
+        let results = handle.execute(req.participant, req.statements).await?;
+        Ok(Response::new(ExecuteResponse { results }))
+    }
+
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let handle = self.live(&request.into_inner().txn_id)?;
+        Ok(Response::new(handle.commit().await?))
+    }
+
+    async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
+        let txn_id = request.into_inner().txn_id;
+        match self.live(&txn_id) {
+            Ok(handle) => handle.rollback().await?,
+            // Rolling back an aborted transaction again is fine.
+            Err(status) => match self.shared.txns.lookup(&txn_id) {
+                Lookup::Finished(info) if info.outcome != tandem_proto::v1::Outcome::Committed as i32 => {}
+                _ => return Err(status),
+            },
+        }
+        Ok(Response::new(RollbackResponse {}))
+    }
+
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let req = request.into_inner();
+        if req.branches.is_empty() {
+            return Err(Error::InvalidArgument("a Submit needs at least one branch".to_owned()).into());
+        }
+        let mut seen = HashSet::new();
+        for branch in &req.branches {
+            self.shared.participants.get(&branch.participant)?;
+            if !seen.insert(branch.participant.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "participant {} appears in two branches; put its statements in one",
+                    branch.participant
+                ))
+                .into());
+            }
+            check_statements(&branch.participant, &branch.statements)?;
+        }
+        let (handle, _) = self.start(req.label, req.isolation, req.timeout_ms)?;
+        Ok(Response::new(handle.submit(req.branches).await?))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<GetTransactionRequest>,
+    ) -> Result<Response<TransactionInfo>, Status> {
+        let txn_id = request.into_inner().txn_id;
+        if txn_id.is_empty() {
+            return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
+        }
+        let info = self.shared.txns.info(&txn_id).ok_or_else(|| unknown_txn(&txn_id))?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        let req = request.into_inner();
+        let filter = TxnFilter::try_from(req.filter)
+            .map_err(|_| Error::InvalidArgument(format!("unknown filter {}", req.filter)))?;
+        let limit = if req.limit == 0 { 1_000 } else { req.limit as usize };
+        Ok(Response::new(ListTransactionsResponse {
+            transactions: self.shared.txns.list(filter, limit),
+        }))
+    }
+
+    async fn list_participants(
+        &self,
+        _request: Request<ListParticipantsRequest>,
+    ) -> Result<Response<ListParticipantsResponse>, Status> {
+        Ok(Response::new(ListParticipantsResponse {
+            participants: self.shared.participants.all().map(|p| p.info()).collect(),
+        }))
+    }
+}
+
+pub struct DecisionService {
+    shared: Arc<Shared>,
+}
+
+impl DecisionService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl Decisions for DecisionService {
+    async fn decision(&self, request: Request<DecisionRequest>) -> Result<Response<DecisionResponse>, Status> {
+        let gtrid = request.into_inner().gtrid;
+        if gtrid.is_empty() {
+            return Err(Error::InvalidArgument("gtrid is required".to_owned()).into());
+        }
+        Ok(Response::new(DecisionResponse {
+            decision: self.shared.txns.decision(&gtrid) as i32,
+        }))
+    }
+}

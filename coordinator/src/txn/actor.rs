@@ -1,0 +1,599 @@
+//! The transaction actor: one tokio task per global transaction.
+//!
+//! It owns the [`Engine`], runs the engine's actions (RPCs to participants
+//! in parallel, the decision-log append, replies to clients), and feeds
+//! their results back as events. Client requests reach it through a
+//! [`TxnHandle`]; the gRPC handler only awaits the reply, so a client that
+//! goes away cannot interrupt a protocol step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tandem_proto::v1::{
+    self as pb, BranchResults, BranchState as PbBranch, CommitResponse, Isolation, Statement, StatementResult,
+    SubmitResponse, Then, TxnState,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Status;
+use tracing::{debug, error, info, warn};
+
+use super::engine::{Action, BranchState, Engine, Event, Failure, Outcome, Refusal, State};
+use crate::Shared;
+use crate::participants::{failure, vote_of};
+
+type Reply<T> = oneshot::Sender<Result<T, Status>>;
+
+enum Msg {
+    Execute {
+        participant: String,
+        statements: Vec<Statement>,
+        reply: Reply<Vec<StatementResult>>,
+    },
+    Commit(Reply<CommitResponse>),
+    Rollback(Reply<()>),
+    Submit {
+        branches: Vec<pb::Branch>,
+        reply: Reply<SubmitResponse>,
+    },
+}
+
+/// Cloneable address of a transaction actor.
+#[derive(Clone)]
+pub struct TxnHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// What a transaction was started with.
+pub struct Params {
+    pub id: String,
+    pub label: String,
+    pub isolation: Isolation,
+    pub timeout: Duration,
+}
+
+impl TxnHandle {
+    /// Spawns the actor; it records itself in the registry until it ends.
+    pub fn spawn(shared: Arc<Shared>, params: Params, info: Arc<std::sync::Mutex<pb::TransactionInfo>>) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        let actor = TxnActor {
+            deadline: Instant::now() + params.timeout,
+            params,
+            shared,
+            engine: Engine::new(),
+            rx,
+            inflight: FuturesUnordered::new(),
+            executes: HashMap::new(),
+            commit_waiters: Vec::new(),
+            rollback_waiters: Vec::new(),
+            submit: None,
+            attempts: HashMap::new(),
+            reply_wait: None,
+            info,
+        };
+        tokio::spawn(actor.run());
+        Self { tx }
+    }
+
+    pub async fn execute(&self, participant: String, statements: Vec<Statement>) -> Result<Vec<StatementResult>, Status> {
+        self.call(|reply| Msg::Execute {
+            participant,
+            statements,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn commit(&self) -> Result<CommitResponse, Status> {
+        self.call(Msg::Commit).await
+    }
+
+    pub async fn rollback(&self) -> Result<(), Status> {
+        self.call(Msg::Rollback).await
+    }
+
+    pub async fn submit(&self, branches: Vec<pb::Branch>) -> Result<SubmitResponse, Status> {
+        self.call(|reply| Msg::Submit { branches, reply }).await
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, Status> {
+        let (reply, rx) = oneshot::channel();
+        let ended = || Status::failed_precondition("the transaction has ended");
+        self.tx.send(msg(reply)).await.map_err(|_| ended())?;
+        rx.await.map_err(|_| ended())?
+    }
+}
+
+/// The result of an RPC or timer, fed back into the actor.
+enum Done {
+    Event(Event),
+    /// A Submit branch's statements ran: keep their results.
+    Ran {
+        participant: String,
+        results: Option<Vec<StatementResult>>,
+        event: Event,
+    },
+    Executed {
+        participant: String,
+        result: Result<Vec<StatementResult>, Status>,
+    },
+    RetryDue(String),
+}
+
+/// A Submit in progress: each branch's statements until they are sent, and
+/// their results.
+struct SubmitState {
+    order: Vec<String>,
+    statements: HashMap<String, Vec<Statement>>,
+    results: HashMap<String, Vec<StatementResult>>,
+    reply: Reply<SubmitResponse>,
+}
+
+struct TxnActor {
+    params: Params,
+    deadline: Instant,
+    shared: Arc<Shared>,
+    engine: Engine,
+    rx: mpsc::Receiver<Msg>,
+    inflight: FuturesUnordered<BoxFuture<'static, Done>>,
+    executes: HashMap<String, Reply<Vec<StatementResult>>>,
+    commit_waiters: Vec<Reply<CommitResponse>>,
+    rollback_waiters: Vec<Reply<()>>,
+    submit: Option<SubmitState>,
+    /// Failed phase-2 attempts per participant, for the backoff.
+    attempts: HashMap<String, u32>,
+    reply_wait: Option<Instant>,
+    /// What GetTransaction shows; shared with the registry.
+    info: Arc<std::sync::Mutex<pb::TransactionInfo>>,
+}
+
+impl TxnActor {
+    async fn run(mut self) {
+        loop {
+            let deadline = Some(self.deadline).filter(|_| self.engine.deadline_applies());
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    // Every handle is gone (the registry dropped an
+                    // untouched transaction): nothing else can arrive.
+                    None if self.engine.state() == State::Active => {
+                        let actions = self.engine.on(Event::DeadlineExpired);
+                        self.act(actions);
+                    }
+                    None => {}
+                },
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.on_done(done),
+                () = sleep_until(deadline) => {
+                    debug!(txn = %self.params.id, "deadline passed");
+                    let actions = self.engine.on(Event::DeadlineExpired);
+                    self.act(actions);
+                }
+                () = sleep_until(self.reply_wait) => {
+                    self.reply_wait = None;
+                    let actions = self.engine.on(Event::ReplyWaitElapsed);
+                    self.act(actions);
+                }
+            }
+            self.publish();
+            if self.engine.is_done() && self.inflight.is_empty() {
+                break;
+            }
+        }
+        self.shared.txns.finish(&self.params.id);
+        // Requests that raced with the end get the engine's final answer.
+        self.rx.close();
+        while let Some(msg) = self.rx.recv().await {
+            self.handle(msg);
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Execute {
+                participant,
+                statements,
+                reply,
+            } => match self.engine.execute(&participant) {
+                Ok(begin) => {
+                    let p = Arc::clone(self.participant(&participant));
+                    let gtrid = self.params.id.clone();
+                    let isolation = self.params.isolation;
+                    let timeout = self.remaining();
+                    self.executes.insert(participant.clone(), reply);
+                    self.inflight.push(Box::pin(async move {
+                        let result = p
+                            .execute(&gtrid, begin, statements, isolation, timeout, Then::KeepOpen)
+                            .await
+                            .map(|r| r.results);
+                        Done::Executed { participant, result }
+                    }));
+                }
+                Err(refusal) => {
+                    let _ = reply.send(Err(self.refusal_status(refusal)));
+                }
+            },
+            Msg::Commit(reply) => match self.engine.commit() {
+                Ok(actions) => {
+                    self.commit_waiters.push(reply);
+                    self.act(actions);
+                }
+                Err(refusal) => {
+                    let _ = reply.send(Err(self.refusal_status(refusal)));
+                }
+            },
+            Msg::Rollback(reply) => match self.engine.rollback() {
+                Ok(actions) => {
+                    self.rollback_waiters.push(reply);
+                    self.act(actions);
+                }
+                Err(refusal) => {
+                    let _ = reply.send(Err(self.refusal_status(refusal)));
+                }
+            },
+            Msg::Submit { branches, reply } => {
+                let order: Vec<String> = branches.iter().map(|b| b.participant.clone()).collect();
+                match self.engine.submit(&order) {
+                    Ok(actions) => {
+                        self.submit = Some(SubmitState {
+                            order,
+                            statements: branches.into_iter().map(|b| (b.participant, b.statements)).collect(),
+                            results: HashMap::new(),
+                            reply,
+                        });
+                        self.act(actions);
+                    }
+                    Err(refusal) => {
+                        let _ = reply.send(Err(self.refusal_status(refusal)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Event(event) => {
+                let actions = self.engine.on(event);
+                self.act(actions);
+            }
+            Done::Executed { participant, result } => {
+                let (reply, event_result) = match result {
+                    Ok(results) => (Ok(results), Ok(())),
+                    Err(status) => {
+                        let failure = failure(&participant, &status);
+                        (Err(()), Err(failure))
+                    }
+                };
+                let actions = self.engine.on(Event::Executed {
+                    participant: participant.clone(),
+                    result: event_result,
+                });
+                if let Some(waiter) = self.executes.remove(&participant) {
+                    let answer = match reply {
+                        Ok(results) => Ok(results),
+                        // The failure aborted the transaction: say why.
+                        Err(()) => Err(self.abort_status()),
+                    };
+                    let _ = waiter.send(answer);
+                }
+                self.act(actions);
+            }
+            Done::Ran {
+                participant,
+                results,
+                event,
+            } => {
+                if let (Some(submit), Some(results)) = (self.submit.as_mut(), results) {
+                    submit.results.insert(participant, results);
+                }
+                let actions = self.engine.on(event);
+                self.act(actions);
+            }
+            Done::RetryDue(participant) => self.resend_phase2(participant),
+        }
+    }
+
+    /// Runs the engine's actions.
+    fn act(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Prepare(p) => self.send_prepare(p),
+                Action::CommitOnePhase(p) => self.send_one_phase(p),
+                Action::LogCommit(participants) => {
+                    let durable = self.shared.log.commit(&self.params.id, &participants);
+                    let id = self.params.id.clone();
+                    self.inflight.push(Box::pin(async move {
+                        match durable.await {
+                            Ok(()) => Done::Event(Event::Logged),
+                            Err(err) => {
+                                // The log writer aborts the process on I/O
+                                // errors; anything else means it is gone.
+                                error!(txn = %id, error = %err, "cannot log the commit decision");
+                                std::future::pending().await
+                            }
+                        }
+                    }));
+                }
+                Action::Commit(p) => self.send_phase2(p, true),
+                Action::Rollback(p) => self.send_phase2(p, false),
+                Action::Retry(p) => {
+                    let attempt = self.attempts.entry(p.clone()).or_insert(0);
+                    *attempt += 1;
+                    let backoff = backoff(*attempt);
+                    if *attempt >= 3 {
+                        warn!(txn = %self.params.id, participant = %p, attempt, ?backoff, "phase 2 still failing; retrying");
+                    }
+                    self.inflight.push(Box::pin(async move {
+                        tokio::time::sleep(backoff).await;
+                        Done::RetryDue(p)
+                    }));
+                }
+                Action::StartReplyWait => {
+                    self.reply_wait = Some(Instant::now() + self.shared.config.reply_wait);
+                }
+                Action::Reply(outcome) => self.reply(&outcome),
+                Action::LogEnd => self.shared.log.end(&self.params.id),
+            }
+        }
+    }
+
+    fn send_prepare(&mut self, participant: String) {
+        let p = Arc::clone(self.participant(&participant));
+        let gtrid = self.params.id.clone();
+        let timeout = self.remaining();
+        let statements = self.take_submit_statements(&participant);
+        let isolation = self.params.isolation;
+        self.inflight.push(Box::pin(async move {
+            let result = match statements {
+                // Submit: statements and prepare in one round trip.
+                Some(statements) => p
+                    .execute(&gtrid, true, statements, isolation, timeout, Then::Prepare)
+                    .await
+                    .map(|r| (Some(r.results), vote_of(r.vote))),
+                None => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
+            };
+            match result {
+                Ok((results, vote)) => Done::Ran {
+                    event: Event::Voted {
+                        participant: participant.clone(),
+                        result: Ok(vote),
+                    },
+                    participant,
+                    results,
+                },
+                Err(status) => Done::Event(Event::Voted {
+                    result: Err(failure(&participant, &status)),
+                    participant,
+                }),
+            }
+        }));
+    }
+
+    fn send_one_phase(&mut self, participant: String) {
+        let p = Arc::clone(self.participant(&participant));
+        let gtrid = self.params.id.clone();
+        let timeout = self.remaining();
+        let statements = self.take_submit_statements(&participant);
+        let isolation = self.params.isolation;
+        self.inflight.push(Box::pin(async move {
+            let result = match statements {
+                Some(statements) => p
+                    .execute(&gtrid, true, statements, isolation, timeout, Then::CommitOnePhase)
+                    .await
+                    .map(|r| Some(r.results)),
+                None => p.commit(&gtrid, true).await.map(|()| None),
+            };
+            match result {
+                Ok(results) => Done::Ran {
+                    event: Event::OnePhaseDone {
+                        participant: participant.clone(),
+                        result: Ok(()),
+                    },
+                    participant,
+                    results,
+                },
+                Err(status) => Done::Event(Event::OnePhaseDone {
+                    result: Err(failure(&participant, &status)),
+                    participant,
+                }),
+            }
+        }));
+    }
+
+    fn send_phase2(&mut self, participant: String, commit: bool) {
+        let p = Arc::clone(self.participant(&participant));
+        let gtrid = self.params.id.clone();
+        self.inflight.push(Box::pin(async move {
+            let result = if commit {
+                p.commit(&gtrid, false).await
+            } else {
+                p.rollback(&gtrid).await
+            };
+            if let Err(status) = &result {
+                warn!(txn = %gtrid, participant = %participant, commit, error = %status.message(), "phase 2 failed");
+            }
+            Done::Event(Event::Phase2Done {
+                result: result.map_err(|s| Failure::unknown(s.message())),
+                participant,
+            })
+        }));
+    }
+
+    fn resend_phase2(&mut self, participant: String) {
+        let one_phase = self.engine.state() == State::Committing && self.engine.branches().count() == 1;
+        let state = self.engine.branches().find(|(name, _)| *name == participant).map(|(_, s)| s);
+        match state {
+            Some(BranchState::Committing) if one_phase => {
+                // Ask again how the one-phase commit ended; never resend
+                // the statements.
+                self.send_one_phase(participant);
+            }
+            Some(BranchState::Committing) => self.send_phase2(participant, true),
+            Some(BranchState::RollingBack) => self.send_phase2(participant, false),
+            _ => {}
+        }
+    }
+
+    fn take_submit_statements(&mut self, participant: &str) -> Option<Vec<Statement>> {
+        self.submit.as_mut().and_then(|s| s.statements.remove(participant))
+    }
+
+    /// Answers every client waiting for the outcome.
+    fn reply(&mut self, outcome: &Outcome) {
+        let pending = self.engine.pending().join(", ");
+        let (code, reason) = match outcome {
+            Outcome::Committed if pending.is_empty() => (pb::Outcome::Committed, String::new()),
+            Outcome::Committed => (
+                pb::Outcome::Committed,
+                format!("committed; phase 2 still running on: {pending}"),
+            ),
+            Outcome::Aborted(abort) => (pb::Outcome::Aborted, abort.reason.clone()),
+        };
+        match outcome {
+            Outcome::Committed => info!(txn = %self.params.id, "committed"),
+            Outcome::Aborted(abort) => info!(txn = %self.params.id, reason = %abort.reason, "aborted"),
+        }
+        let invalid = matches!(outcome, Outcome::Aborted(a) if a.invalid_argument);
+        for waiter in self.commit_waiters.drain(..) {
+            let answer = if invalid {
+                Err(Status::invalid_argument(reason.clone()))
+            } else {
+                Ok(CommitResponse {
+                    outcome: code as i32,
+                    reason: reason.clone(),
+                })
+            };
+            let _ = waiter.send(answer);
+        }
+        for waiter in self.rollback_waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+        if let Some(submit) = self.submit.take() {
+            let answer = if invalid {
+                Err(Status::invalid_argument(format!(
+                    "{reason}; transaction {} aborted, nothing was applied",
+                    self.params.id
+                )))
+            } else {
+                let mut results = submit.results;
+                Ok(SubmitResponse {
+                    txn_id: self.params.id.clone(),
+                    outcome: code as i32,
+                    reason,
+                    results: if code == pb::Outcome::Committed {
+                        submit
+                            .order
+                            .into_iter()
+                            .map(|participant| BranchResults {
+                                results: results.remove(&participant).unwrap_or_default(),
+                                participant,
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                })
+            };
+            let _ = submit.reply.send(answer);
+        }
+    }
+
+    fn refusal_status(&self, refusal: Refusal) -> Status {
+        let id = &self.params.id;
+        match refusal {
+            Refusal::Aborted(abort) => super::abort_status(id, &abort.reason, abort.invalid_argument),
+            Refusal::NotActive(why) => Status::failed_precondition(format!("transaction {id} is not active: {why}")),
+        }
+    }
+
+    fn abort_status(&self) -> Status {
+        match self.engine.abort() {
+            Some(abort) => super::abort_status(&self.params.id, &abort.reason, abort.invalid_argument),
+            None => Status::internal("execute failed but the transaction did not abort"),
+        }
+    }
+
+    fn participant(&self, name: &str) -> &Arc<crate::participants::Participant> {
+        // Names were checked against the configuration by the server.
+        self.shared
+            .participants
+            .get(name)
+            .unwrap_or_else(|_| unreachable!("participant {name} was validated"))
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Updates what GetTransaction and ListTransactions show.
+    fn publish(&mut self) {
+        let mut info = self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = match self.engine.state() {
+            State::Active => TxnState::Active,
+            State::Preparing => TxnState::Preparing,
+            State::Logging => TxnState::Logging,
+            State::Committing => TxnState::Committing,
+            State::Aborting => TxnState::Aborting,
+            State::Committed => TxnState::Committed,
+            State::Aborted => TxnState::Aborted,
+        };
+        if info.state != state as i32 {
+            let now = unix_ms(SystemTime::now());
+            if matches!(state, TxnState::Committing | TxnState::Aborting | TxnState::Committed | TxnState::Aborted)
+                && info.decided_unix_ms == 0
+            {
+                info.decided_unix_ms = now;
+            }
+            if matches!(state, TxnState::Committed | TxnState::Aborted) {
+                info.finished_unix_ms = now;
+            }
+            info.state = state as i32;
+        }
+        info.outcome = match state {
+            TxnState::Committed | TxnState::Committing if self.engine.abort().is_none() => pb::Outcome::Committed,
+            TxnState::Aborted | TxnState::Aborting => pb::Outcome::Aborted,
+            _ => pb::Outcome::Unspecified,
+        } as i32;
+        if self.engine.state() == State::Committing && self.engine.branches().count() == 1 {
+            // One-phase commit in flight: not decided yet.
+            info.outcome = pb::Outcome::Unspecified as i32;
+        }
+        info.reason = self.engine.abort().map(|a| a.reason.clone()).unwrap_or_default();
+        info.branches = self
+            .engine
+            .branches()
+            .map(|(name, state)| pb::BranchInfo {
+                participant: name.to_owned(),
+                state: match state {
+                    BranchState::Active | BranchState::RollingBack => PbBranch::Active,
+                    BranchState::Preparing => PbBranch::Preparing,
+                    BranchState::Prepared | BranchState::Committing => PbBranch::Prepared,
+                    BranchState::ReadOnly => PbBranch::ReadOnly,
+                    BranchState::Committed => PbBranch::Committed,
+                    BranchState::RolledBack => PbBranch::RolledBack,
+                } as i32,
+            })
+            .collect();
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let ms = 20u64.saturating_mul(1 << attempt.min(8));
+    Duration::from_millis(ms.min(5_000))
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

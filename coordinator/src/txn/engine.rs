@@ -1,0 +1,971 @@
+//! The two-phase commit state machine of one global transaction, without IO.
+//!
+//! The actor feeds it client requests and protocol events and executes the
+//! [`Action`]s it returns (RPCs to participants, the decision-log append,
+//! replies to clients). Presumed abort:
+//!
+//! 1. Prepare every branch in parallel. Any NO, failure or the deadline →
+//!    abort: roll back every branch; nothing is logged.
+//! 2. All YES (or READ_ONLY) → log the COMMIT decision; phase 2 starts only
+//!    once it is durable ([`Event::Logged`]).
+//! 3. Commit every YES branch, retrying until each acknowledges.
+//!    Read-only branches get no phase 2.
+//! 4. A transaction with one branch commits it in one phase, unlogged.
+//!
+//! A rollback is never sent to a branch while an Execute or Prepare on it
+//! is in flight: the participant serialises a branch's requests, but a
+//! rollback overtaking the Execute that begins the branch would find nothing
+//! and let the branch start afterwards.
+
+use std::collections::BTreeMap;
+
+/// The abort reason when the client asked for the rollback.
+pub const CLIENT_ROLLBACK: &str = "rolled back by the client";
+
+/// The transaction's state, as `GetTransaction` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Preparing,
+    /// Every branch voted YES or READ_ONLY; the COMMIT record is being made
+    /// durable.
+    Logging,
+    /// Decided COMMIT (or one-phase commit in flight); phase 2 is running.
+    Committing,
+    Aborting,
+    Committed,
+    Aborted,
+}
+
+/// One participant's branch, as the coordinator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchState {
+    Active,
+    Preparing,
+    Prepared,
+    /// Voted READ_ONLY: finished at vote time, no phase 2.
+    ReadOnly,
+    Committing,
+    Committed,
+    RollingBack,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Branch {
+    state: BranchState,
+    /// An Execute or Prepare RPC on this branch has not answered yet.
+    in_flight: bool,
+    /// Roll back as soon as the in-flight RPC answers.
+    rollback_pending: bool,
+}
+
+/// A participant's vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    Yes,
+    ReadOnly,
+    No(String),
+}
+
+/// Why a transaction aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    pub reason: String,
+    /// The client sent a bad request (INVALID_ARGUMENT), rather than the
+    /// transaction failing at run time.
+    pub invalid_argument: bool,
+    /// The client asked for the rollback.
+    pub by_client: bool,
+}
+
+/// The final or announced outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    Aborted(Abort),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The Execute on `participant` answered.
+    Executed { participant: String, result: Result<(), Failure> },
+    /// The prepare on `participant` answered (Prepare RPC, or Execute with
+    /// prepare for Submit).
+    Voted { participant: String, result: Result<Vote, Failure> },
+    /// The one-phase commit answered.
+    OnePhaseDone { participant: String, result: Result<(), Failure> },
+    /// The COMMIT record is durable.
+    Logged,
+    /// A phase-2 RPC (commit or rollback) answered.
+    Phase2Done { participant: String, result: Result<(), Failure> },
+    /// The transaction's deadline passed.
+    DeadlineExpired,
+    /// The coordinator waited long enough for phase 2 before answering the
+    /// client.
+    ReplyWaitElapsed,
+}
+
+/// A failed RPC to a participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    /// The participant refused the request as malformed (INVALID_ARGUMENT).
+    pub invalid_argument: bool,
+    /// The participant rolled the branch back (its reply says so), as
+    /// opposed to a transport error that leaves the branch's fate unknown.
+    pub rolled_back: bool,
+}
+
+impl Failure {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            invalid_argument: false,
+            rolled_back: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Prepare the branch (for Submit: run its statements and prepare).
+    Prepare(String),
+    /// Commit the transaction's only branch in one phase (for Submit: run
+    /// its statements and commit).
+    CommitOnePhase(String),
+    /// Append the COMMIT record for these YES voters and make it durable.
+    LogCommit(Vec<String>),
+    /// Phase 2.
+    Commit(String),
+    Rollback(String),
+    /// Retry a failed phase-2 RPC after a backoff.
+    Retry(String),
+    /// Start the bounded wait before answering the client while phase 2 runs.
+    StartReplyWait,
+    /// Answer every client waiting for the outcome.
+    Reply(Outcome),
+    /// Append the END record: every participant confirmed phase 2.
+    LogEnd,
+}
+
+/// Why a client request is refused in the current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The transaction aborted (ABORTED), with why.
+    Aborted(Abort),
+    /// Not possible in this state (FAILED_PRECONDITION).
+    NotActive(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    state: State,
+    branches: BTreeMap<String, Branch>,
+    abort: Option<Abort>,
+    /// A client waits for the outcome (Commit, Rollback or Submit).
+    waiting: bool,
+    /// The outcome was announced to the client.
+    replied: bool,
+    /// The COMMIT record was requested, so an END record must follow.
+    logged: bool,
+    /// The bounded wait before answering the client has been started.
+    reply_wait_started: bool,
+    /// The only branch is committing in one phase: its outcome is not
+    /// decided until the participant answers.
+    one_phase: bool,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        Self {
+            state: State::Active,
+            branches: BTreeMap::new(),
+            abort: None,
+            waiting: false,
+            replied: false,
+            logged: false,
+            reply_wait_started: false,
+            one_phase: false,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn abort(&self) -> Option<&Abort> {
+        self.abort.as_ref()
+    }
+
+    pub fn branches(&self) -> impl Iterator<Item = (&str, BranchState)> {
+        self.branches.iter().map(|(name, b)| (name.as_str(), b.state))
+    }
+
+    /// Whether the transaction is over and no RPC is outstanding.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Committed | State::Aborted)
+    }
+
+    /// Whether the deadline still matters (the transaction is undecided).
+    pub fn deadline_applies(&self) -> bool {
+        matches!(self.state, State::Active | State::Preparing)
+    }
+
+    /// Participants whose phase 2 is not confirmed yet.
+    pub fn pending(&self) -> Vec<&str> {
+        self.branches
+            .iter()
+            .filter(|(_, b)| matches!(b.state, BranchState::Committing | BranchState::RollingBack))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// A client's Execute on `participant`. `Ok(true)` means the branch
+    /// begins with this Execute.
+    pub fn execute(&mut self, participant: &str) -> Result<bool, Refusal> {
+        self.require_active()?;
+        let begin = !self.branches.contains_key(participant);
+        let branch = self.branches.entry(participant.to_owned()).or_insert(Branch {
+            state: BranchState::Active,
+            in_flight: false,
+            rollback_pending: false,
+        });
+        if branch.in_flight {
+            return Err(Refusal::NotActive(format!(
+                "an Execute on participant {participant} is still running in this transaction"
+            )));
+        }
+        branch.in_flight = true;
+        Ok(begin)
+    }
+
+    /// A client's Commit.
+    pub fn commit(&mut self) -> Result<Vec<Action>, Refusal> {
+        self.require_active()?;
+        if let Some((name, _)) = self.branches.iter().find(|(_, b)| b.in_flight) {
+            return Err(Refusal::NotActive(format!(
+                "an Execute on participant {name} is still running in this transaction"
+            )));
+        }
+        self.waiting = true;
+        Ok(self.start_commit())
+    }
+
+    /// A one-shot Submit: every branch runs its statements and is prepared
+    /// (or committed in one phase) in a single RPC.
+    pub fn submit(&mut self, participants: &[String]) -> Result<Vec<Action>, Refusal> {
+        self.require_active()?;
+        if !self.branches.is_empty() {
+            return Err(Refusal::NotActive("Submit needs a fresh transaction".to_owned()));
+        }
+        for p in participants {
+            self.branches.insert(
+                p.clone(),
+                Branch {
+                    state: BranchState::Active,
+                    in_flight: false,
+                    rollback_pending: false,
+                },
+            );
+        }
+        self.waiting = true;
+        Ok(self.start_commit())
+    }
+
+    /// A client's Rollback.
+    pub fn rollback(&mut self) -> Result<Vec<Action>, Refusal> {
+        match self.state {
+            State::Active => {
+                self.waiting = true;
+                Ok(self.start_abort(Abort {
+                    reason: CLIENT_ROLLBACK.to_owned(),
+                    invalid_argument: false,
+                    by_client: true,
+                }))
+            }
+            State::Aborting => {
+                self.waiting = true;
+                Ok(Vec::new())
+            }
+            State::Aborted => Ok(vec![Action::Reply(self.outcome())]),
+            State::Preparing | State::Logging => Err(Refusal::NotActive(
+                "the transaction is committing; it can no longer be rolled back".to_owned(),
+            )),
+            State::Committing | State::Committed => Err(Refusal::NotActive(
+                "the transaction is committed; it can no longer be rolled back".to_owned(),
+            )),
+        }
+    }
+
+    pub fn on(&mut self, event: Event) -> Vec<Action> {
+        match event {
+            Event::Executed { participant, result } => self.on_executed(&participant, result),
+            Event::Voted { participant, result } => self.on_voted(&participant, result),
+            Event::OnePhaseDone { participant, result } => self.on_one_phase(&participant, result),
+            Event::Logged => self.on_logged(),
+            Event::Phase2Done { participant, result } => self.on_phase2(&participant, result),
+            Event::DeadlineExpired if self.deadline_applies() => self.start_abort(Abort {
+                reason: "the transaction's deadline passed".to_owned(),
+                invalid_argument: false,
+                by_client: false,
+            }),
+            Event::DeadlineExpired => Vec::new(),
+            Event::ReplyWaitElapsed if self.waiting && !self.replied && self.is_decided() => {
+                self.replied = true;
+                vec![Action::Reply(self.outcome())]
+            }
+            Event::ReplyWaitElapsed => Vec::new(),
+        }
+    }
+
+    fn require_active(&self) -> Result<(), Refusal> {
+        match self.state {
+            State::Active => Ok(()),
+            State::Aborting | State::Aborted => match &self.abort {
+                Some(abort) if abort.by_client => Err(Refusal::NotActive("the transaction was rolled back".to_owned())),
+                Some(abort) => Err(Refusal::Aborted(abort.clone())),
+                None => Err(Refusal::NotActive("the transaction aborted".to_owned())),
+            },
+            State::Preparing | State::Logging => Err(Refusal::NotActive("the transaction is committing".to_owned())),
+            State::Committing | State::Committed => Err(Refusal::NotActive("the transaction is committed".to_owned())),
+        }
+    }
+
+    fn start_commit(&mut self) -> Vec<Action> {
+        match self.branches.len() {
+            0 => {
+                self.state = State::Committed;
+                self.replied = true;
+                vec![Action::Reply(Outcome::Committed)]
+            }
+            1 => {
+                self.state = State::Committing;
+                self.one_phase = true;
+                let (name, branch) = self.branches.iter_mut().next().expect("one branch");
+                branch.state = BranchState::Committing;
+                branch.in_flight = true;
+                vec![Action::CommitOnePhase(name.clone())]
+            }
+            _ => {
+                self.state = State::Preparing;
+                self.branches
+                    .iter_mut()
+                    .map(|(name, branch)| {
+                        branch.state = BranchState::Preparing;
+                        branch.in_flight = true;
+                        Action::Prepare(name.clone())
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Decides ABORT: roll back every branch that may hold anything, now or
+    /// as soon as its in-flight RPC answers.
+    fn start_abort(&mut self, abort: Abort) -> Vec<Action> {
+        self.state = State::Aborting;
+        self.abort = Some(abort);
+        let mut actions = Vec::new();
+        for (name, branch) in &mut self.branches {
+            match branch.state {
+                BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack => {}
+                _ if branch.in_flight => branch.rollback_pending = true,
+                _ => {
+                    branch.state = BranchState::RollingBack;
+                    actions.push(Action::Rollback(name.clone()));
+                }
+            }
+        }
+        self.after_progress(actions)
+    }
+
+    fn on_executed(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        branch.in_flight = false;
+        match result {
+            Ok(()) => self.flush_pending_rollback(participant),
+            Err(failure) => {
+                // A failed Execute aborts the whole transaction. The branch
+                // may have begun although the reply was lost: roll it back
+                // too (the participant answers a rollback of an unknown or
+                // rolled-back branch with success).
+                let mut actions = self.flush_pending_rollback(participant);
+                if self.state == State::Active {
+                    actions.extend(self.start_abort(Abort {
+                        reason: failure.reason,
+                        invalid_argument: failure.invalid_argument,
+                        by_client: false,
+                    }));
+                }
+                actions
+            }
+        }
+    }
+
+    fn on_voted(&mut self, participant: &str, result: Result<Vote, Failure>) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        if branch.state != BranchState::Preparing {
+            return Vec::new();
+        }
+        branch.in_flight = false;
+        let mut actions = Vec::new();
+        match result {
+            Ok(Vote::Yes) => branch.state = BranchState::Prepared,
+            Ok(Vote::ReadOnly) => branch.state = BranchState::ReadOnly,
+            Ok(Vote::No(reason)) => {
+                branch.state = BranchState::RolledBack;
+                if self.state == State::Preparing {
+                    actions.extend(self.start_abort(Abort {
+                        reason,
+                        invalid_argument: false,
+                        by_client: false,
+                    }));
+                }
+            }
+            Err(failure) => {
+                // The branch may be prepared although the reply was lost.
+                if failure.rolled_back {
+                    branch.state = BranchState::RolledBack;
+                } else {
+                    branch.state = BranchState::Active;
+                }
+                if self.state == State::Preparing {
+                    actions.extend(self.start_abort(Abort {
+                        reason: failure.reason,
+                        invalid_argument: failure.invalid_argument,
+                        by_client: false,
+                    }));
+                }
+            }
+        }
+        actions.extend(self.flush_pending_rollback(participant));
+        if self.state == State::Preparing
+            && self.branches.values().all(|b| b.state != BranchState::Preparing)
+        {
+            let yes: Vec<String> = self
+                .branches
+                .iter()
+                .filter(|(_, b)| b.state == BranchState::Prepared)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if yes.is_empty() {
+                // Every branch was read-only: nothing to commit.
+                self.state = State::Committed;
+                return self.after_progress(actions);
+            }
+            self.state = State::Logging;
+            self.logged = true;
+            actions.push(Action::LogCommit(yes));
+        }
+        actions
+    }
+
+    fn on_one_phase(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        branch.in_flight = false;
+        match result {
+            Ok(()) => {
+                branch.state = BranchState::Committed;
+                self.after_progress(Vec::new())
+            }
+            Err(failure) if failure.rolled_back || failure.invalid_argument => {
+                branch.state = BranchState::RolledBack;
+                self.state = State::Aborting;
+                self.abort = Some(Abort {
+                    reason: failure.reason,
+                    invalid_argument: failure.invalid_argument,
+                    by_client: false,
+                });
+                self.after_progress(Vec::new())
+            }
+            // The branch's fate is unknown (transport error): ask again. The
+            // participant answers a repeated one-phase commit from its
+            // record of the branch.
+            Err(_) => vec![Action::Retry(participant.to_owned())],
+        }
+    }
+
+    fn on_logged(&mut self) -> Vec<Action> {
+        if self.state != State::Logging {
+            return Vec::new();
+        }
+        self.state = State::Committing;
+        self.reply_wait_started = true;
+        let mut actions = vec![Action::StartReplyWait];
+        for (name, branch) in &mut self.branches {
+            if branch.state == BranchState::Prepared {
+                branch.state = BranchState::Committing;
+                actions.push(Action::Commit(name.clone()));
+            }
+        }
+        actions
+    }
+
+    fn on_phase2(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        match (branch.state, result) {
+            (BranchState::Committing, Ok(())) => branch.state = BranchState::Committed,
+            (BranchState::RollingBack, Ok(())) => branch.state = BranchState::RolledBack,
+            (BranchState::Committing | BranchState::RollingBack, Err(_)) => {
+                // Phase 2 never gives up.
+                return vec![Action::Retry(participant.to_owned())];
+            }
+            _ => return Vec::new(),
+        }
+        self.after_progress(Vec::new())
+    }
+
+    fn flush_pending_rollback(&mut self, participant: &str) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        if !branch.rollback_pending || branch.in_flight {
+            return Vec::new();
+        }
+        branch.rollback_pending = false;
+        let mut actions = Vec::new();
+        if !matches!(branch.state, BranchState::RolledBack | BranchState::ReadOnly) {
+            branch.state = BranchState::RollingBack;
+            actions.push(Action::Rollback(participant.to_owned()));
+        }
+        self.after_progress(actions)
+    }
+
+    fn is_decided(&self) -> bool {
+        match self.state {
+            State::Committing => !self.one_phase,
+            State::Committed | State::Aborting | State::Aborted => true,
+            State::Active | State::Preparing | State::Logging => false,
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match &self.abort {
+            Some(abort) => Outcome::Aborted(abort.clone()),
+            None => Outcome::Committed,
+        }
+    }
+
+    /// Finishes the transaction when every branch is done, and answers the
+    /// waiting client (once).
+    fn after_progress(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
+        let settled = self.branches.values().all(|b| {
+            !b.in_flight
+                && !b.rollback_pending
+                && matches!(
+                    b.state,
+                    BranchState::Committed | BranchState::RolledBack | BranchState::ReadOnly
+                )
+        });
+        match self.state {
+            State::Committing if settled => {
+                self.state = State::Committed;
+                if self.logged {
+                    actions.push(Action::LogEnd);
+                }
+            }
+            State::Aborting if settled => self.state = State::Aborted,
+            State::Aborting if self.waiting && !self.reply_wait_started => {
+                self.reply_wait_started = true;
+                actions.push(Action::StartReplyWait);
+            }
+            _ => {}
+        }
+        if self.is_done() && self.waiting && !self.replied {
+            self.replied = true;
+            actions.push(Action::Reply(self.outcome()));
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> String {
+        v.to_owned()
+    }
+
+    fn ok_vote(p: &str, vote: Vote) -> Event {
+        Event::Voted {
+            participant: s(p),
+            result: Ok(vote),
+        }
+    }
+
+    fn phase2_ok(p: &str) -> Event {
+        Event::Phase2Done {
+            participant: s(p),
+            result: Ok(()),
+        }
+    }
+
+    fn executed(e: &mut Engine, p: &str) {
+        e.execute(p).unwrap();
+        assert!(
+            e.on(Event::Executed {
+                participant: s(p),
+                result: Ok(())
+            })
+            .is_empty()
+        );
+    }
+
+    fn two_branch() -> Engine {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        executed(&mut e, "b");
+        e
+    }
+
+    fn replies(actions: &[Action]) -> Vec<&Outcome> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn happy_path_prepares_in_parallel_logs_then_commits() {
+        let mut e = two_branch();
+        assert_eq!(e.commit().unwrap(), vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]);
+        assert!(e.on(ok_vote("a", Vote::Yes)).is_empty());
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("a"), s("b")])]);
+        assert_eq!(e.state(), State::Logging);
+        // Nothing reaches a participant before the decision is durable.
+        assert_eq!(
+            e.on(Event::Logged),
+            vec![Action::StartReplyWait, Action::Commit(s("a")), Action::Commit(s("b"))]
+        );
+        assert!(e.on(phase2_ok("a")).is_empty());
+        assert_eq!(e.on(phase2_ok("b")), vec![Action::LogEnd, Action::Reply(Outcome::Committed)]);
+        assert!(e.is_done());
+    }
+
+    #[test]
+    fn the_deadline_cannot_abort_once_the_decision_is_being_logged() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        e.on(ok_vote("a", Vote::Yes));
+        e.on(ok_vote("b", Vote::Yes));
+        assert!(e.on(Event::DeadlineExpired).is_empty());
+        assert_eq!(e.state(), State::Logging);
+        e.on(Event::Logged);
+        assert!(e.on(Event::DeadlineExpired).is_empty());
+        assert_eq!(e.state(), State::Committing);
+        assert!(e.rollback().is_err());
+    }
+
+    #[test]
+    fn a_no_vote_aborts_and_rolls_back_the_others_after_their_votes() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        // b's prepare is still in flight: its rollback waits for the answer.
+        let actions = e.on(ok_vote("a", Vote::No(s("guard failed"))));
+        assert!(actions.iter().all(|a| !matches!(a, Action::Rollback(_))), "{actions:?}");
+        assert_eq!(e.state(), State::Aborting);
+        let actions = e.on(ok_vote("b", Vote::Yes));
+        assert_eq!(actions, vec![Action::Rollback(s("b"))]);
+        let actions = e.on(phase2_ok("b"));
+        assert_eq!(replies(&actions).len(), 1);
+        assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.reason == "guard failed"));
+        assert_eq!(e.state(), State::Aborted);
+    }
+
+    #[test]
+    fn a_lost_prepare_reply_rolls_back_that_branch_too() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        e.on(ok_vote("a", Vote::Yes));
+        let actions = e.on(Event::Voted {
+            participant: s("b"),
+            result: Err(Failure::unknown("participant b unreachable")),
+        });
+        assert_eq!(
+            actions,
+            vec![Action::Rollback(s("a")), Action::Rollback(s("b")), Action::StartReplyWait]
+        );
+    }
+
+    #[test]
+    fn read_only_branches_get_no_phase_two() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly));
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("b")])]);
+        assert_eq!(e.on(Event::Logged), vec![Action::StartReplyWait, Action::Commit(s("b"))]);
+        assert_eq!(e.on(phase2_ok("b")), vec![Action::LogEnd, Action::Reply(Outcome::Committed)]);
+    }
+
+    #[test]
+    fn all_read_only_commits_without_logging() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly));
+        assert_eq!(e.on(ok_vote("b", Vote::ReadOnly)), vec![Action::Reply(Outcome::Committed)]);
+        assert!(e.is_done());
+    }
+
+    #[test]
+    fn a_single_branch_commits_in_one_phase_without_logging() {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        assert_eq!(e.commit().unwrap(), vec![Action::CommitOnePhase(s("a"))]);
+        // A transport error leaves the outcome unknown: ask again.
+        assert_eq!(
+            e.on(Event::OnePhaseDone {
+                participant: s("a"),
+                result: Err(Failure::unknown("timeout"))
+            }),
+            vec![Action::Retry(s("a"))]
+        );
+        let actions = e.on(Event::OnePhaseDone {
+            participant: s("a"),
+            result: Ok(()),
+        });
+        assert_eq!(actions, vec![Action::Reply(Outcome::Committed)]);
+    }
+
+    #[test]
+    fn a_single_branch_that_fails_to_commit_is_aborted() {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        e.commit().unwrap();
+        let actions = e.on(Event::OnePhaseDone {
+            participant: s("a"),
+            result: Err(Failure {
+                reason: s("deadlock"),
+                invalid_argument: false,
+                rolled_back: true,
+            }),
+        });
+        assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.reason == "deadlock"));
+        assert_eq!(e.state(), State::Aborted);
+    }
+
+    #[test]
+    fn an_empty_transaction_commits_at_once() {
+        let mut e = Engine::new();
+        assert_eq!(e.commit().unwrap(), vec![Action::Reply(Outcome::Committed)]);
+    }
+
+    #[test]
+    fn submit_prepares_every_branch_or_commits_one_in_one_phase() {
+        let mut e = Engine::new();
+        assert_eq!(
+            e.submit(&[s("a"), s("b")]).unwrap(),
+            vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]
+        );
+        let mut e = Engine::new();
+        assert_eq!(e.submit(&[s("a")]).unwrap(), vec![Action::CommitOnePhase(s("a"))]);
+    }
+
+    #[test]
+    fn a_failed_execute_aborts_everything_and_later_requests_say_why() {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        assert_eq!(e.execute("b"), Ok(true));
+        let actions = e.on(Event::Executed {
+            participant: s("b"),
+            result: Err(Failure {
+                reason: s("statement 1 failed"),
+                invalid_argument: true,
+                rolled_back: true,
+            }),
+        });
+        assert_eq!(actions, vec![Action::Rollback(s("a")), Action::Rollback(s("b"))]);
+        match e.execute("a") {
+            Err(Refusal::Aborted(abort)) => {
+                assert_eq!(abort.reason, "statement 1 failed");
+                assert!(abort.invalid_argument);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(e.commit(), Err(Refusal::Aborted(_))));
+    }
+
+    #[test]
+    fn the_deadline_waits_for_an_in_flight_execute_before_rolling_it_back() {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        assert_eq!(e.execute("b"), Ok(true));
+        assert_eq!(e.on(Event::DeadlineExpired), vec![Action::Rollback(s("a"))]);
+        // The Execute that begins b answers after the abort: roll it back now.
+        let actions = e.on(Event::Executed {
+            participant: s("b"),
+            result: Ok(()),
+        });
+        assert_eq!(actions, vec![Action::Rollback(s("b"))]);
+        e.on(phase2_ok("a"));
+        e.on(phase2_ok("b"));
+        assert_eq!(e.state(), State::Aborted);
+    }
+
+    #[test]
+    fn client_rollback_answers_after_every_branch_is_rolled_back() {
+        let mut e = two_branch();
+        let actions = e.rollback().unwrap();
+        assert_eq!(
+            actions,
+            vec![Action::Rollback(s("a")), Action::Rollback(s("b")), Action::StartReplyWait]
+        );
+        assert!(replies(&e.on(phase2_ok("a"))).is_empty());
+        let actions = e.on(phase2_ok("b"));
+        assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.by_client));
+        // Rolled back by the client: later requests are FAILED_PRECONDITION.
+        assert!(matches!(e.execute("a"), Err(Refusal::NotActive(_))));
+        assert!(matches!(e.commit(), Err(Refusal::NotActive(_))));
+        // A repeated rollback is answered at once.
+        assert!(matches!(e.rollback().unwrap()[..], [Action::Reply(_)]));
+    }
+
+    #[test]
+    fn phase_two_failures_are_retried_forever_and_the_client_gets_a_bounded_wait() {
+        let mut e = two_branch();
+        e.commit().unwrap();
+        e.on(ok_vote("a", Vote::Yes));
+        e.on(ok_vote("b", Vote::Yes));
+        e.on(Event::Logged);
+        e.on(phase2_ok("a"));
+        for _ in 0..5 {
+            assert_eq!(
+                e.on(Event::Phase2Done {
+                    participant: s("b"),
+                    result: Err(Failure::unknown("unreachable"))
+                }),
+                vec![Action::Retry(s("b"))]
+            );
+        }
+        assert_eq!(e.pending(), vec!["b"]);
+        assert_eq!(e.on(Event::ReplyWaitElapsed), vec![Action::Reply(Outcome::Committed)]);
+        // Answered once only; phase 2 still finishes and logs END.
+        assert_eq!(e.on(phase2_ok("b")), vec![Action::LogEnd]);
+        assert!(e.is_done());
+    }
+
+    #[test]
+    fn concurrent_executes_on_one_branch_and_commit_during_execute_are_refused() {
+        let mut e = Engine::new();
+        assert_eq!(e.execute("a"), Ok(true));
+        assert!(matches!(e.execute("a"), Err(Refusal::NotActive(_))));
+        assert!(matches!(e.commit(), Err(Refusal::NotActive(_))));
+        e.on(Event::Executed {
+            participant: s("a"),
+            result: Ok(()),
+        });
+        assert_eq!(e.execute("a"), Ok(false));
+    }
+
+    /// Random event orders: the engine never logs a commit after an abort,
+    /// never sends Commit before Logged, never sends both Commit and Rollback
+    /// to one branch, and replies at most once.
+    #[test]
+    fn exhaustive_random_interleavings_keep_the_invariants() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = [s("a"), s("b"), s("c")];
+        for _ in 0..20_000 {
+            let mut e = Engine::new();
+            let n = 1 + next(3) as usize;
+            let mut out = e.submit(&names[..n]).unwrap();
+            let mut queue: Vec<Action> = std::mem::take(&mut out);
+            let mut logged = false;
+            let mut committed_sent = std::collections::BTreeSet::new();
+            let mut rolled_sent = std::collections::BTreeSet::new();
+            let mut replies_seen = 0;
+            let mut steps = 0;
+            while !queue.is_empty() && steps < 200 {
+                steps += 1;
+                let i = next(queue.len() as u64) as usize;
+                let action = queue.swap_remove(i);
+                let event = match action {
+                    Action::Prepare(p) => {
+                        let result = match next(4) {
+                            0 => Ok(Vote::No(s("no"))),
+                            1 => Err(Failure::unknown("lost")),
+                            2 => Ok(Vote::ReadOnly),
+                            _ => Ok(Vote::Yes),
+                        };
+                        Some(Event::Voted { participant: p, result })
+                    }
+                    Action::CommitOnePhase(p) | Action::Retry(p) if e.state() == State::Committing && n == 1 => {
+                        Some(Event::OnePhaseDone {
+                            participant: p,
+                            result: if next(3) == 0 {
+                                Err(Failure::unknown("lost"))
+                            } else {
+                                Ok(())
+                            },
+                        })
+                    }
+                    Action::LogCommit(_) => {
+                        assert!(e.abort().is_none());
+                        logged = true;
+                        Some(Event::Logged)
+                    }
+                    Action::Commit(p) => {
+                        assert!(logged, "commit before the decision was durable");
+                        assert!(!rolled_sent.contains(&p));
+                        committed_sent.insert(p.clone());
+                        Some(Event::Phase2Done {
+                            participant: p,
+                            result: Ok(()),
+                        })
+                    }
+                    Action::Rollback(p) => {
+                        assert!(!committed_sent.contains(&p));
+                        rolled_sent.insert(p.clone());
+                        Some(Event::Phase2Done {
+                            participant: p,
+                            result: if next(3) == 0 { Err(Failure::unknown("lost")) } else { Ok(()) },
+                        })
+                    }
+                    Action::Retry(p) => Some(Event::Phase2Done {
+                        participant: p,
+                        result: Ok(()),
+                    }),
+                    Action::Reply(_) => {
+                        replies_seen += 1;
+                        None
+                    }
+                    Action::CommitOnePhase(_) | Action::StartReplyWait | Action::LogEnd => None,
+                };
+                if next(10) == 0 {
+                    queue.extend(e.on(Event::DeadlineExpired));
+                }
+                if let Some(event) = event {
+                    queue.extend(e.on(event));
+                }
+            }
+            assert!(e.is_done(), "stuck in {:?}: {e:?}", e.state());
+            assert_eq!(replies_seen, 1);
+            if e.state() == State::Committed && n > 1 && e.branches().any(|(_, b)| b == BranchState::Committed) {
+                assert!(logged);
+            }
+        }
+    }
+}
