@@ -1,1 +1,18 @@
+//! Runs tandem for real: private MariaDB instances, the real
+//! `tandem-participant` and `tandem-coordinator` binaries as child
+//! processes, and the demo and tests that drive them.
+//!
+//! - [`cluster`]: [`Cluster`] starts and owns a whole local cluster and
+//!   kills it on `Drop`; used by the `tandem-local` binary and every test.
+//! - [`mariadb`]: one private MariaDB instance (own datadir and socket).
+//! - [`process`]: child processes that die with their owner.
+//! - [`schema`]: the tables every local database gets.
+//! - [`demo`]: the scenarios `tandem-local` runs and prints.
 
+pub mod cluster;
+pub mod demo;
+pub mod mariadb;
+pub mod process;
+pub mod schema;
+
+pub use cluster::{Cluster, ClusterConfig};

@@ -18,3 +18,5 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of `tandem.v1`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");
+
+mod helpers;

@@ -1,1 +1,85 @@
-fn main(){}
+//! `tandem-local`: starts a local tandem cluster (private MariaDB instances,
+//! one participant each, a coordinator), runs the demo, prints the
+//! coordinator's address, and keeps running until Ctrl-C, which stops
+//! everything.
+
+use anyhow::Result;
+use clap::Parser;
+use tandem_integration_tests::demo::Demo;
+use tandem_integration_tests::{Cluster, ClusterConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "tandem-local", version)]
+struct Args {
+    /// Number of participants (one private MariaDB each).
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// Skip the demo transactions.
+    #[arg(long)]
+    no_demo: bool,
+    /// Stop after the demo instead of waiting for Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+    /// Keep the cluster's directory (data and logs) after stopping.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.participants >= 1, "--participants must be at least 1");
+    // Children die with the thread that spawned them: keep the runtime on
+    // this (main) thread.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let names: Vec<String> = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain((4..).map(|i| format!("p{i}")))
+        .take(args.participants)
+        .collect();
+    println!("starting {} MariaDB instances, {} participants and a coordinator…", names.len(), names.len());
+    let cluster = Cluster::start(ClusterConfig {
+        participants: names.clone(),
+        keep_dir: args.keep,
+        ..ClusterConfig::default()
+    })
+    .await?;
+    println!("coordinator: {}", cluster.coordinator_url());
+    for node in cluster.nodes() {
+        println!(
+            "participant {:<6} grpc http://{}  mariadb socket {}",
+            node.name,
+            node.addr,
+            node.db.socket().display()
+        );
+    }
+    println!("logs and data: {}", cluster.dir().display());
+
+    if !args.no_demo {
+        let pick = |i: usize| names[i.min(names.len() - 1)].as_str();
+        let mut demo = Demo {
+            client: cluster.client().await?,
+            bank_a: pick(0),
+            bank_b: pick(1),
+            shop: pick(1),
+            warehouse: pick(2),
+        };
+        println!();
+        demo.run().await?;
+        let left = cluster.prepared_branches().await?;
+        println!("\nprepared XA branches left on any database: {}", left.len());
+    }
+
+    if !args.exit {
+        println!("\ncluster running; try: grpcurl -plaintext {} list", cluster.coordinator_url().trim_start_matches("http://"));
+        println!("press Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+        println!("stopping…");
+    }
+    cluster.shutdown();
+    Ok(())
+}

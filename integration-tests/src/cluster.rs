@@ -1,0 +1,370 @@
+//! A local tandem cluster: N private MariaDB instances, one participant per
+//! instance, and a coordinator, all real processes, owned by one value.
+//!
+//! [`Cluster::start`] returns once every node answers gRPC health.
+//! Dropping the cluster kills every process (coordinator first, MariaDB
+//! last) and removes its directory; when dropped during a panic it prints
+//! the tail of every node's log first. The README's `tandem-local` and the
+//! tests use this same code.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sqlx::MySqlPool;
+use tandem_client::Client;
+use tempfile::TempDir;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::mariadb::{self, MariaDb};
+use crate::process::{self, Process};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Participant names; one MariaDB instance each.
+    pub participants: Vec<String>,
+    /// Statements run on every database after it starts.
+    pub schema: Vec<String>,
+    /// Extra `mariadbd` options for every instance.
+    pub mariadb_options: Vec<String>,
+    /// Default transaction timeout of the coordinator.
+    pub default_timeout_ms: u64,
+    /// Keep the cluster's directory (data and logs) instead of deleting it.
+    pub keep_dir: bool,
+    /// `RUST_LOG` for the tandem binaries.
+    pub log_filter: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            participants: ["alpha", "beta", "gamma"].map(str::to_owned).to_vec(),
+            schema: crate::schema::DEMO.iter().map(|s| (*s).to_owned()).collect(),
+            mariadb_options: Vec::new(),
+            default_timeout_ms: 10_000,
+            keep_dir: false,
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub db: MariaDb,
+    pub addr: SocketAddr,
+    participant: Option<Process>,
+    pool: MySqlPool,
+}
+
+impl Node {
+    /// A pool on this node's database for checks from outside tandem.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+pub struct Cluster {
+    coordinator: Option<Process>,
+    coordinator_addr: SocketAddr,
+    nodes: Vec<Node>,
+    config: ClusterConfig,
+    bins: PathBuf,
+    // Last: removed after every process is gone.
+    dir: Option<TempDir>,
+}
+
+impl Cluster {
+    /// Starts the whole cluster and waits until every node is healthy.
+    pub async fn start(config: ClusterConfig) -> Result<Self> {
+        let bins = tandem_binaries()?.to_owned();
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-cluster-")
+            .tempdir()
+            .context("cannot create the cluster directory")?;
+        let root = dir.path().to_owned();
+
+        // Datadirs in parallel threads; the servers from this thread, since
+        // a child dies with the thread that spawned it.
+        let installed: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = config
+                .participants
+                .iter()
+                .map(|name| {
+                    let dir = root.join(format!("db-{name}"));
+                    scope.spawn(move || MariaDb::install(name, &dir))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("mariadb-install-db panicked"))))
+                .collect()
+        });
+        installed.into_iter().collect::<Result<Vec<()>>>()?;
+        let mut dbs = Vec::new();
+        for name in &config.participants {
+            dbs.push(MariaDb::launch_installed(
+                name,
+                &root.join(format!("db-{name}")),
+                &config.mariadb_options,
+            )?);
+        }
+        let schema: Vec<&str> = config.schema.iter().map(String::as_str).collect();
+        for db in &dbs {
+            db.setup(&schema).await?;
+        }
+
+        let coordinator_addr = free_addr()?;
+        let mut nodes = Vec::new();
+        for (name, db) in config.participants.iter().zip(dbs) {
+            nodes.push(Node {
+                name: name.clone(),
+                addr: free_addr()?,
+                pool: db.pool(Some(mariadb::DATABASE)).await?,
+                db,
+                participant: None,
+            });
+        }
+        let mut cluster = Self {
+            coordinator: None,
+            coordinator_addr,
+            nodes,
+            config,
+            bins,
+            dir: Some(dir),
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.start_participant(i)?;
+        }
+        cluster.start_coordinator()?;
+        for i in 0..cluster.nodes.len() {
+            let (addr, name) = (cluster.nodes[i].addr, cluster.nodes[i].name.clone());
+            cluster.wait_healthy(&format!("participant {name}"), addr).await?;
+        }
+        cluster.wait_healthy("coordinator", coordinator_addr).await?;
+        Ok(cluster)
+    }
+
+    pub fn coordinator_url(&self) -> String {
+        format!("http://{}", self.coordinator_addr)
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.coordinator_url()).await?)
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no participant {name} in this cluster"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("."), TempDir::path)
+    }
+
+    /// Every tandem branch still in `XA RECOVER`, as (participant, gtrid).
+    pub async fn prepared_branches(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            for gtrid in mariadb::xa_recover(&node.pool).await? {
+                out.push((node.name.clone(), gtrid));
+            }
+        }
+        Ok(out)
+    }
+
+    fn start_participant(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let mut command = Command::new(self.bins.join("tandem-participant"));
+        command
+            .arg("--name")
+            .arg(&node.name)
+            .arg("--listen")
+            .arg(node.addr.to_string())
+            .arg("--mysql-url")
+            .arg(node.db.url())
+            .arg("--coordinator")
+            .arg(self.coordinator_url())
+            .env("RUST_LOG", &self.config.log_filter)
+            .env("NO_COLOR", "1");
+        let log = self.dir().join(format!("participant-{}.log", node.name));
+        let process = Process::spawn(&format!("participant {}", node.name), command, &log)?;
+        self.nodes[i].participant = Some(process);
+        Ok(())
+    }
+
+    fn start_coordinator(&mut self) -> Result<()> {
+        let mut command = Command::new(self.bins.join("tandem-coordinator"));
+        command
+            .arg("--listen")
+            .arg(self.coordinator_addr.to_string())
+            .arg("--data-dir")
+            .arg(self.dir().join("coordinator"))
+            .arg("--default-timeout-ms")
+            .arg(self.config.default_timeout_ms.to_string())
+            .env("RUST_LOG", &self.config.log_filter)
+            .env("NO_COLOR", "1");
+        for node in &self.nodes {
+            command.arg("--participant").arg(format!("{}=http://{}", node.name, node.addr));
+        }
+        let log = self.dir().join("coordinator.log");
+        self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
+        Ok(())
+    }
+
+    async fn wait_healthy(&mut self, what: &str, addr: SocketAddr) -> Result<()> {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((name, tail)) = self.exited_process() {
+                bail!("{name} exited while starting:\n{tail}");
+            }
+            if serving(addr).await {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("{what} at {addr} not healthy after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    fn exited_process(&mut self) -> Option<(String, String)> {
+        let processes = self
+            .coordinator
+            .iter_mut()
+            .chain(self.nodes.iter_mut().filter_map(|n| n.participant.as_mut()));
+        for p in processes {
+            if p.exited().is_some() {
+                return Some((p.name().to_owned(), p.log_tail(4000)));
+            }
+        }
+        None
+    }
+
+    fn logs(&self) -> Vec<PathBuf> {
+        let mut logs = vec![self.dir().join("coordinator.log")];
+        for node in &self.nodes {
+            logs.push(self.dir().join(format!("participant-{}.log", node.name)));
+            logs.push(node.db.log_path());
+        }
+        logs
+    }
+
+    /// Stops every process (SIGTERM, then SIGKILL) and keeps the directory
+    /// if the configuration asks for it. Dropping does the same with SIGKILL.
+    pub fn shutdown(mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            c.stop(Duration::from_secs(5));
+        }
+        for node in &mut self.nodes {
+            if let Some(mut p) = node.participant.take() {
+                p.stop(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in self.logs() {
+                eprintln!("===== {} =====\n{}", log.display(), process::tail(&log, 6000));
+            }
+        }
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill();
+        }
+        for node in &mut self.nodes {
+            if let Some(mut p) = node.participant.take() {
+                p.kill();
+            }
+            node.db.kill();
+        }
+        if let Some(dir) = self.dir.take()
+            && self.config.keep_dir
+        {
+            let kept = dir.keep();
+            eprintln!("cluster directory kept at {}", kept.display());
+        }
+    }
+}
+
+async fn serving(addr: SocketAddr) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(500)).connect().await else {
+        return false;
+    };
+    let request = HealthCheckRequest { service: String::new() };
+    matches!(
+        HealthClient::new(channel).check(request).await,
+        Ok(response) if response.get_ref().status == ServingStatus::Serving as i32
+    )
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The directory holding `tandem-coordinator` and `tandem-participant`,
+/// built on first use so `cargo test` and `cargo run` need nothing else.
+///
+/// `TANDEM_BIN_DIR` points at prebuilt binaries instead. Otherwise the
+/// binaries sit next to the running executable in cargo's target dir
+/// (`target/<profile>/`, with tests one level down in `deps/`), and are
+/// (re)built there with the same profile. `CARGO_BIN_EXE_*` only exists in
+/// the package that owns a binary, hence this.
+pub fn tandem_binaries() -> Result<&'static Path> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| find_or_build_binaries().map_err(|e| format!("{e:#}")))
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn find_or_build_binaries() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TANDEM_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has no directory")?.to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("cannot tell the cargo profile")?
+        .to_owned();
+    let target = dir.parent().context("executable is not in a cargo target dir")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile_arg = match profile.as_str() {
+        "debug" => "dev".to_owned(),
+        other => other.to_owned(),
+    };
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "tandem-coordinator", "-p", "tandem-participant", "--profile"])
+        .arg(&profile_arg)
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("cannot run cargo to build the tandem binaries (set TANDEM_BIN_DIR to use prebuilt ones)")?;
+    if !status.success() {
+        bail!("building tandem-coordinator and tandem-participant failed");
+    }
+    Ok(dir)
+}
