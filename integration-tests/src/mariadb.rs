@@ -55,6 +55,9 @@ impl MariaDb {
             .args([
                 "--no-defaults",
                 &format!("--datadir={}", dir.join("data").display()),
+                // Bootstrap servers clean up stray temp tables in their
+                // tmpdir: a shared one breaks parallel installs.
+                &format!("--tmpdir={}", dir.join("tmp").display()),
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--user=root",
