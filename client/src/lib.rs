@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 pub use tandem_proto::v1 as pb;
-pub use tandem_proto::v1::{Outcome, Statement, StatementResult, Value};
 use tandem_proto::v1::coordinator_client::CoordinatorClient;
+pub use tandem_proto::v1::{Outcome, Statement, StatementResult, Value};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 

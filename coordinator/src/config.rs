@@ -75,12 +75,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         ids::validate_name(&self.name)?;
         if self.participants.is_empty() {
-            return Err(Error::InvalidArgument("no participants configured (--participant NAME=URL)".to_owned()));
+            return Err(Error::InvalidArgument(
+                "no participants configured (--participant NAME=URL)".to_owned(),
+            ));
         }
         for (name, _) in &self.participants {
             let ok = !name.is_empty()
                 && name.len() <= 64
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
             if !ok {
                 return Err(Error::InvalidArgument(format!(
                     "participant name {name:?}: use 1 to 64 ASCII letters, digits, '-', '_', '.', ':'"

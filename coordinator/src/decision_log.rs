@@ -247,7 +247,9 @@ fn write_loop(mut file: File, path: PathBuf, rx: mpsc::Receiver<Pending>, syncs:
             }
         }
         let durable = !waiters.is_empty();
-        let result = file.write_all(&buf).and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        let result = file
+            .write_all(&buf)
+            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
         if let Err(err) = result {
             // After a failed write or fsync the file's contents are unknown
             // (a COMMIT may or may not be on disk), so neither answer is
@@ -315,7 +317,10 @@ mod tests {
             result.unwrap();
         }
         let syncs = log.syncs();
-        assert!(syncs >= 1 && syncs <= writers / 2, "{syncs} fsyncs for {writers} concurrent commits");
+        assert!(
+            syncs >= 1 && syncs <= writers / 2,
+            "{syncs} fsyncs for {writers} concurrent commits"
+        );
         // Every record is in the file, intact.
         let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let mut at = 0;

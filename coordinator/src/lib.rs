@@ -76,6 +76,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     health.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("tandem.v1.Coordinator")
+        .with_service_name("tandem.v1.Decisions")
+        .with_service_name("grpc.health.v1.Health")
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
@@ -85,7 +89,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(&shared))))
+        .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(
+            &shared,
+        ))))
         .add_service(DecisionsServer::new(server::DecisionService::new(Arc::clone(&shared))))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             drained.cancelled().await;

@@ -74,11 +74,14 @@ impl Participant {
         // The transport waits a little longer than the branch's own limits
         // so the participant's answer (e.g. a lock wait timeout) arrives.
         request.set_timeout(timeout + Duration::from_secs(2));
-        self.note(self.client.clone().execute(request).await).map(tonic::Response::into_inner)
+        self.note(self.client.clone().execute(request).await)
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<engine::Vote, Status> {
-        let mut request = tonic::Request::new(PrepareRequest { gtrid: gtrid.to_owned() });
+        let mut request = tonic::Request::new(PrepareRequest {
+            gtrid: gtrid.to_owned(),
+        });
         request.set_timeout(timeout.max(Duration::from_secs(1)));
         let response = self.note(self.client.clone().prepare(request).await)?.into_inner();
         Ok(vote_of(response.vote))
@@ -94,7 +97,9 @@ impl Participant {
     }
 
     pub async fn rollback(&self, gtrid: &str) -> Result<(), Status> {
-        let mut request = tonic::Request::new(BranchRollbackRequest { gtrid: gtrid.to_owned() });
+        let mut request = tonic::Request::new(BranchRollbackRequest {
+            gtrid: gtrid.to_owned(),
+        });
         request.set_timeout(PHASE2_TIMEOUT);
         self.note(self.client.clone().rollback(request).await).map(|_| ())
     }
@@ -145,7 +150,9 @@ impl Participants {
         let mut by_name = BTreeMap::new();
         for (name, url) in config {
             if by_name.contains_key(name) {
-                return Err(Error::InvalidArgument(format!("participant {name} is configured twice")));
+                return Err(Error::InvalidArgument(format!(
+                    "participant {name} is configured twice"
+                )));
             }
             by_name.insert(name.clone(), Arc::new(Participant::new(name.clone(), url.clone())?));
         }

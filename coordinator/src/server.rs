@@ -10,10 +10,10 @@ use std::time::Duration;
 use tandem_proto::v1::coordinator_server::Coordinator;
 use tandem_proto::v1::decisions_server::Decisions;
 use tandem_proto::v1::{
-    BeginRequest, BeginResponse, CommitRequest, CommitResponse, DecisionRequest, DecisionResponse,
-    ExecuteRequest, ExecuteResponse, GetTransactionRequest, Isolation, ListParticipantsRequest,
-    ListParticipantsResponse, ListTransactionsRequest, ListTransactionsResponse, RollbackRequest,
-    RollbackResponse, Statement, SubmitRequest, SubmitResponse, TransactionInfo, TxnFilter,
+    BeginRequest, BeginResponse, CommitRequest, CommitResponse, DecisionRequest, DecisionResponse, ExecuteRequest,
+    ExecuteResponse, GetTransactionRequest, Isolation, ListParticipantsRequest, ListParticipantsResponse,
+    ListTransactionsRequest, ListTransactionsResponse, RollbackRequest, RollbackResponse, Statement, SubmitRequest,
+    SubmitResponse, TransactionInfo, TxnFilter,
 };
 use tonic::{Request, Response, Status};
 
@@ -49,9 +49,16 @@ impl CoordinatorService {
         Ok(timeout)
     }
 
-    fn start(&self, label: String, isolation: i32, timeout_ms: u32) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
+    fn start(
+        &self,
+        label: String,
+        isolation: i32,
+        timeout_ms: u32,
+    ) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
         if label.len() > MAX_LABEL_LEN {
-            return Err(Error::InvalidArgument(format!("label is longer than {MAX_LABEL_LEN} bytes")));
+            return Err(Error::InvalidArgument(format!(
+                "label is longer than {MAX_LABEL_LEN} bytes"
+            )));
         }
         let isolation = Isolation::try_from(isolation)
             .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {isolation}")))?;
@@ -81,7 +88,9 @@ fn unknown_txn(txn_id: &str) -> Error {
 
 fn check_statements(participant: &str, statements: &[Statement]) -> Result<(), Error> {
     if statements.is_empty() {
-        return Err(Error::InvalidArgument(format!("no statements for participant {participant}")));
+        return Err(Error::InvalidArgument(format!(
+            "no statements for participant {participant}"
+        )));
     }
     if statements.len() > MAX_STATEMENTS {
         return Err(Error::InvalidArgument(format!(

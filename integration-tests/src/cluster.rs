@@ -17,9 +17,9 @@ use anyhow::{Context, Result, bail};
 use sqlx::MySqlPool;
 use tandem_client::Client;
 use tempfile::TempDir;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::mariadb::{self, MariaDb};
 use crate::process::{self, Process};
@@ -102,7 +102,10 @@ impl Cluster {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("mariadb-install-db panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("mariadb-install-db panicked")))
+                })
                 .collect()
         });
         installed.into_iter().collect::<Result<Vec<()>>>()?;
@@ -216,7 +219,9 @@ impl Cluster {
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
         for node in &self.nodes {
-            command.arg("--participant").arg(format!("{}=http://{}", node.name, node.addr));
+            command
+                .arg("--participant")
+                .arg(format!("{}=http://{}", node.name, node.addr));
         }
         let log = self.dir().join("coordinator.log");
         self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
@@ -356,7 +361,15 @@ fn find_or_build_binaries() -> Result<PathBuf> {
         other => other.to_owned(),
     };
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "tandem-coordinator", "-p", "tandem-participant", "--profile"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "tandem-coordinator",
+            "-p",
+            "tandem-participant",
+            "--profile",
+        ])
         .arg(&profile_arg)
         .arg("--target-dir")
         .arg(target)

@@ -31,11 +31,15 @@ impl Demo<'_> {
             .submit(vec![
                 (
                     self.bank_a,
-                    vec![Statement::new("INSERT INTO accounts (id, owner, balance) VALUES (1, 'alice', 100)")],
+                    vec![Statement::new(
+                        "INSERT INTO accounts (id, owner, balance) VALUES (1, 'alice', 100)",
+                    )],
                 ),
                 (
                     self.bank_b,
-                    vec![Statement::new("INSERT INTO accounts (id, owner, balance) VALUES (2, 'bob', 50)")],
+                    vec![Statement::new(
+                        "INSERT INTO accounts (id, owner, balance) VALUES (2, 'bob', 50)",
+                    )],
                 ),
                 (
                     self.warehouse,
@@ -43,7 +47,11 @@ impl Demo<'_> {
                 ),
             ])
             .await?;
-        ensure!(seeded.outcome() == Outcome::Committed, "seeding failed: {}", seeded.reason);
+        ensure!(
+            seeded.outcome() == Outcome::Committed,
+            "seeding failed: {}",
+            seeded.reason
+        );
         println!(
             "seeded: alice has 100 on {}, bob has 50 on {}, {} has 3 apples  [{}]",
             self.bank_a, self.bank_b, self.warehouse, seeded.txn_id
@@ -52,7 +60,10 @@ impl Demo<'_> {
     }
 
     async fn transfer(&mut self) -> Result<()> {
-        println!("\n1. transfer 30 from alice ({}) to bob ({}), one atomic Submit:", self.bank_a, self.bank_b);
+        println!(
+            "\n1. transfer 30 from alice ({}) to bob ({}), one atomic Submit:",
+            self.bank_a, self.bank_b
+        );
         let done = self
             .client
             .submit(vec![
@@ -125,7 +136,9 @@ impl Demo<'_> {
             format!(": {}", done.reason)
         };
         println!("   {} -> {:?}{reason}", done.txn_id, done.outcome());
-        let stock = self.scalar(self.warehouse, "SELECT qty FROM stock WHERE sku = 'apple'").await?;
+        let stock = self
+            .scalar(self.warehouse, "SELECT qty FROM stock WHERE sku = 'apple'")
+            .await?;
         let orders = self.scalar(self.shop, "SELECT COUNT(*) FROM orders").await?;
         println!("   stock is now {stock}, orders placed: {orders}");
         match (done.outcome(), expect_commit) {
@@ -141,7 +154,10 @@ impl Demo<'_> {
 
     /// Reads one integer through tandem (a read-only transaction).
     async fn scalar(&mut self, participant: &str, sql: &str) -> Result<i64> {
-        let done = self.client.submit(vec![(participant, vec![Statement::new(sql)])]).await?;
+        let done = self
+            .client
+            .submit(vec![(participant, vec![Statement::new(sql)])])
+            .await?;
         let value = done
             .results
             .first()

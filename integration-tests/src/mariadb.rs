@@ -171,7 +171,9 @@ impl MariaDb {
             .execute(&pool)
             .await?;
         let mut conn = pool.acquire().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("USE {DATABASE}"))).execute(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("USE {DATABASE}")))
+            .execute(&mut *conn)
+            .await?;
         for statement in schema {
             sqlx::raw_sql(AssertSqlSafe(statement.to_string()))
                 .execute(&mut *conn)
@@ -201,7 +203,13 @@ pub async fn xa_recover(pool: &MySqlPool) -> Result<Vec<String>> {
 }
 
 fn tool(name: &str) -> Result<PathBuf> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/local/mysql/bin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/local/mysql/bin",
+    ] {
         let path = Path::new(dir).join(name);
         if path.exists() {
             return Ok(path);

@@ -29,10 +29,7 @@ impl Process {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open log {}", log.display()))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+        command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         die_with_parent(&mut command);
         let child = command
             .spawn()

@@ -43,7 +43,10 @@ async fn order_and_stock_commit_together_or_not_at_all() {
     let cluster = cluster().await;
     let mut client = cluster.client().await.unwrap();
     let seeded = client
-        .submit(vec![("gamma", vec![Statement::new("INSERT INTO stock VALUES ('apple', 3)")])])
+        .submit(vec![(
+            "gamma",
+            vec![Statement::new("INSERT INTO stock VALUES ('apple', 3)")],
+        )])
         .await
         .unwrap();
     assert_eq!(seeded.outcome(), Outcome::Committed);
@@ -63,16 +66,14 @@ async fn order_and_stock_commit_together_or_not_at_all() {
             (
                 "beta",
                 vec![
-                    Statement::new(
-                        "INSERT INTO orders (sku, qty, customer, total, placed_at) VALUES (?, ?, ?, ?, ?)",
-                    )
-                    .bind("apple")
-                    .bind(qty)
-                    .bind("carol")
-                    .bind(Value::decimal("4.50"))
-                    .bind(Value {
-                        kind: Some(pb::value::Kind::DatetimeValue("2026-11-22 10:00:00".into())),
-                    }),
+                    Statement::new("INSERT INTO orders (sku, qty, customer, total, placed_at) VALUES (?, ?, ?, ?, ?)")
+                        .bind("apple")
+                        .bind(qty)
+                        .bind("carol")
+                        .bind(Value::decimal("4.50"))
+                        .bind(Value {
+                            kind: Some(pb::value::Kind::DatetimeValue("2026-11-22 10:00:00".into())),
+                        }),
                     Statement::new("SELECT id, total, placed_at FROM orders WHERE customer = ?").bind("carol"),
                 ],
             ),
@@ -118,14 +119,31 @@ async fn a_failing_branch_aborts_the_whole_transaction() {
     let cluster = cluster().await;
     let mut client = cluster.client().await.unwrap();
     let bad: Vec<(&str, Statement, Code, &str)> = vec![
-        ("sql error", Statement::new("UPDATE no_such_table SET x = 1"), Code::Ok, "no_such_table"),
+        (
+            "sql error",
+            Statement::new("UPDATE no_such_table SET x = 1"),
+            Code::Ok,
+            "no_such_table",
+        ),
         ("COMMIT", Statement::new("COMMIT"), Code::InvalidArgument, "COMMIT"),
-        ("DROP TABLE", Statement::new("DROP TABLE notes"), Code::InvalidArgument, "DROP"),
+        (
+            "DROP TABLE",
+            Statement::new("DROP TABLE notes"),
+            Code::InvalidArgument,
+            "DROP",
+        ),
         ("XA RECOVER", Statement::new("XA RECOVER"), Code::InvalidArgument, "XA"),
-        ("multi-statement", Statement::new("SELECT 1; COMMIT"), Code::InvalidArgument, "multiple statements"),
+        (
+            "multi-statement",
+            Statement::new("SELECT 1; COMMIT"),
+            Code::InvalidArgument,
+            "multiple statements",
+        ),
         (
             "string into an integer column",
-            Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)").bind("abc").bind("x"),
+            Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
+                .bind("abc")
+                .bind("x"),
             Code::Ok,
             "Incorrect integer value",
         ),
@@ -168,11 +186,17 @@ async fn a_failing_branch_aborts_the_whole_transaction() {
             (code, other) => panic!("{what}: expected {code:?}, got {other:?}"),
         };
         assert!(message.contains(needle), "{what}: {message:?} should name {needle:?}");
-        assert!(message.contains("beta"), "{what}: {message:?} should name the participant");
+        assert!(
+            message.contains("beta"),
+            "{what}: {message:?} should name the participant"
+        );
 
         // Interactive: good statements on alpha first, then the bad one.
         let txn = client.begin().await.unwrap();
-        client.execute(&txn, "alpha", vec![insert_note(100 + id, what)]).await.unwrap();
+        client
+            .execute(&txn, "alpha", vec![insert_note(100 + id, what)])
+            .await
+            .unwrap();
         let status = client.execute(&txn, "beta", vec![statement]).await.unwrap_err();
         let expected = if code == Code::Ok { Code::Aborted } else { code };
         assert_eq!(status.code(), expected, "{what}: {status:?}");
@@ -185,8 +209,18 @@ async fn a_failing_branch_aborts_the_whole_transaction() {
         );
     }
     for node in cluster.nodes() {
-        assert_eq!(scalar(node.pool(), "SELECT COUNT(*) FROM notes").await, 0, "{}", node.name);
-        assert_eq!(scalar(node.pool(), "SELECT COUNT(*) FROM orders").await, 0, "{}", node.name);
+        assert_eq!(
+            scalar(node.pool(), "SELECT COUNT(*) FROM notes").await,
+            0,
+            "{}",
+            node.name
+        );
+        assert_eq!(
+            scalar(node.pool(), "SELECT COUNT(*) FROM orders").await,
+            0,
+            "{}",
+            node.name
+        );
     }
     // Every branch was rolled back: no lock, nothing prepared.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -201,10 +235,18 @@ async fn an_interactive_transaction_reads_its_own_writes_and_hides_them_until_co
     for p in ["alpha", "beta"] {
         client.execute(&txn, p, vec![insert_note(7, "draft")]).await.unwrap();
         let read = client
-            .execute(&txn, p, vec![Statement::new("SELECT body FROM notes WHERE id = ?").bind(7)])
+            .execute(
+                &txn,
+                p,
+                vec![Statement::new("SELECT body FROM notes WHERE id = ?").bind(7)],
+            )
             .await
             .unwrap();
-        assert_eq!(read[0].rows[0].values[0].as_str(), Some("draft"), "{p} reads its own write");
+        assert_eq!(
+            read[0].rows[0].values[0].as_str(),
+            Some("draft"),
+            "{p} reads its own write"
+        );
         // Another client (a plain session) does not see it yet.
         assert_eq!(scalar(cluster.node(p).pool(), "SELECT COUNT(*) FROM notes").await, 0);
     }
@@ -215,7 +257,10 @@ async fn an_interactive_transaction_reads_its_own_writes_and_hides_them_until_co
     let committed = client.commit(&txn).await.unwrap();
     assert_eq!(committed.outcome(), Outcome::Committed, "{}", committed.reason);
     for p in ["alpha", "beta"] {
-        assert_eq!(scalar(cluster.node(p).pool(), "SELECT COUNT(*) FROM notes WHERE id = 7").await, 1);
+        assert_eq!(
+            scalar(cluster.node(p).pool(), "SELECT COUNT(*) FROM notes WHERE id = 7").await,
+            1
+        );
     }
     assert_no_prepared(&cluster).await;
 }
@@ -234,7 +279,10 @@ async fn rollback_and_an_expired_deadline_release_every_lock() {
     client.rollback(&txn).await.unwrap();
     for node in cluster.nodes() {
         assert_unlocked(node.pool(), "accounts", "id = 1").await;
-        assert_eq!(scalar(node.pool(), "SELECT balance FROM accounts WHERE id = 1").await, 100);
+        assert_eq!(
+            scalar(node.pool(), "SELECT balance FROM accounts WHERE id = 1").await,
+            100
+        );
     }
     assert_no_prepared(&cluster).await;
     // A second rollback is harmless; a commit is refused.
@@ -255,7 +303,10 @@ async fn rollback_and_an_expired_deadline_release_every_lock() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for node in cluster.nodes() {
         assert_unlocked(node.pool(), "accounts", "id = 1").await;
-        assert_eq!(scalar(node.pool(), "SELECT balance FROM accounts WHERE id = 1").await, 100);
+        assert_eq!(
+            scalar(node.pool(), "SELECT balance FROM accounts WHERE id = 1").await,
+            100
+        );
     }
     assert_no_prepared(&cluster).await;
     let status = expect_code(client.commit(&txn).await, Code::DeadlineExceeded);
@@ -276,7 +327,10 @@ async fn bad_requests_get_documented_codes_and_change_nothing() {
 
     expect_code(client.commit("tc-999-1").await, Code::NotFound);
     expect_code(client.get_transaction("no-such-txn").await, Code::NotFound);
-    expect_code(client.execute("tc-999-1", "alpha", vec![insert_note(1, "x")]).await, Code::NotFound);
+    expect_code(
+        client.execute("tc-999-1", "alpha", vec![insert_note(1, "x")]).await,
+        Code::NotFound,
+    );
     expect_code(client.commit("").await, Code::InvalidArgument);
     let too_long = pb::BeginRequest {
         timeout_ms: u32::MAX,
@@ -286,29 +340,50 @@ async fn bad_requests_get_documented_codes_and_change_nothing() {
     expect_code(client.submit(vec![]).await, Code::InvalidArgument);
     expect_code(
         client
-            .submit(vec![("alpha", vec![insert_note(1, "x")]), ("alpha", vec![insert_note(2, "y")])])
+            .submit(vec![
+                ("alpha", vec![insert_note(1, "x")]),
+                ("alpha", vec![insert_note(2, "y")]),
+            ])
             .await,
         Code::InvalidArgument,
     );
-    let status = expect_code(client.submit(vec![("omega", vec![insert_note(1, "x")])]).await, Code::NotFound);
+    let status = expect_code(
+        client.submit(vec![("omega", vec![insert_note(1, "x")])]).await,
+        Code::NotFound,
+    );
     assert!(status.message().contains("omega"), "{status:?}");
 
     // An unknown participant or an empty Execute does not end the transaction.
     let txn = client.begin().await.unwrap();
-    client.execute(&txn, "alpha", vec![insert_note(1, "kept")]).await.unwrap();
-    expect_code(client.execute(&txn, "omega", vec![insert_note(1, "x")]).await, Code::NotFound);
+    client
+        .execute(&txn, "alpha", vec![insert_note(1, "kept")])
+        .await
+        .unwrap();
+    expect_code(
+        client.execute(&txn, "omega", vec![insert_note(1, "x")]).await,
+        Code::NotFound,
+    );
     expect_code(client.execute(&txn, "beta", vec![]).await, Code::InvalidArgument);
-    client.execute(&txn, "beta", vec![insert_note(1, "kept")]).await.unwrap();
+    client
+        .execute(&txn, "beta", vec![insert_note(1, "kept")])
+        .await
+        .unwrap();
     assert_eq!(client.commit(&txn).await.unwrap().outcome(), Outcome::Committed);
 
     // After the end: FAILED_PRECONDITION, nothing changes.
-    expect_code(client.execute(&txn, "alpha", vec![insert_note(2, "late")]).await, Code::FailedPrecondition);
+    expect_code(
+        client.execute(&txn, "alpha", vec![insert_note(2, "late")]).await,
+        Code::FailedPrecondition,
+    );
     expect_code(client.commit(&txn).await, Code::FailedPrecondition);
     expect_code(client.rollback(&txn).await, Code::FailedPrecondition);
     for p in ["alpha", "beta"] {
         assert_eq!(scalar(cluster.node(p).pool(), "SELECT COUNT(*) FROM notes").await, 1);
     }
-    assert_eq!(scalar(cluster.node("gamma").pool(), "SELECT COUNT(*) FROM notes").await, 0);
+    assert_eq!(
+        scalar(cluster.node("gamma").pool(), "SELECT COUNT(*) FROM notes").await,
+        0
+    );
     assert_no_prepared(&cluster).await;
 }
 
@@ -324,7 +399,10 @@ async fn single_participant_and_read_only_branches_skip_prepare() {
         global_status(beta, "Com_xa_prepare").await,
     );
 
-    let done = client.submit(vec![("alpha", vec![insert_note(1, "one phase")])]).await.unwrap();
+    let done = client
+        .submit(vec![("alpha", vec![insert_note(1, "one phase")])])
+        .await
+        .unwrap();
     assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
     assert_eq!(global_status(alpha, "Com_xa_prepare").await, before.0);
 
@@ -339,15 +417,25 @@ async fn single_participant_and_read_only_branches_skip_prepare() {
     assert_eq!(global_status(alpha, "Com_xa_prepare").await, before.0 + 1);
     assert_eq!(global_status(beta, "Com_xa_prepare").await, before.1);
     let info = client.get_transaction(&done.txn_id).await.unwrap();
-    let states: Vec<_> = info.branches.iter().map(|b| (b.participant.as_str(), b.state())).collect();
+    let states: Vec<_> = info
+        .branches
+        .iter()
+        .map(|b| (b.participant.as_str(), b.state()))
+        .collect();
     assert_eq!(
         states,
-        [("alpha", pb::BranchState::Committed), ("beta", pb::BranchState::ReadOnly)]
+        [
+            ("alpha", pb::BranchState::Committed),
+            ("beta", pb::BranchState::ReadOnly)
+        ]
     );
 
     // Interactive, one participant: one phase too.
     let txn = client.begin().await.unwrap();
-    client.execute(&txn, "alpha", vec![insert_note(3, "interactive")]).await.unwrap();
+    client
+        .execute(&txn, "alpha", vec![insert_note(3, "interactive")])
+        .await
+        .unwrap();
     assert_eq!(client.commit(&txn).await.unwrap().outcome(), Outcome::Committed);
     assert_eq!(global_status(alpha, "Com_xa_prepare").await, before.0 + 1);
     assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes").await, 3);
@@ -421,7 +509,10 @@ async fn concurrent_random_transfers_keep_the_total_exact() {
     let mut total = 0;
     for node in cluster.nodes() {
         total += scalar(node.pool(), "SELECT SUM(balance) FROM accounts").await;
-        assert_eq!(scalar(node.pool(), "SELECT COUNT(*) FROM accounts WHERE balance < 0").await, 0);
+        assert_eq!(
+            scalar(node.pool(), "SELECT COUNT(*) FROM accounts WHERE balance < 0").await,
+            0
+        );
         for id in 1..=ACCOUNTS {
             assert_unlocked(node.pool(), "accounts", &format!("id = {id}")).await;
         }
@@ -445,4 +536,47 @@ async fn the_demo_runs() {
     assert_no_prepared(&cluster).await;
     let participants = cluster.client().await.unwrap().list_participants().await.unwrap();
     assert_eq!(participants.len(), 3);
+}
+
+/// Any gRPC client (grpcurl, grpcio) can discover the API: both binaries
+/// serve reflection and health.
+#[tokio::test]
+async fn both_binaries_serve_reflection() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let cluster = cluster().await;
+    let targets = [
+        (cluster.coordinator_url(), "tandem.v1.Coordinator"),
+        (
+            format!("http://{}", cluster.node("alpha").addr),
+            "tandem.v1.Participant",
+        ),
+    ];
+    for (url, service) in targets {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = stream.message().await.unwrap().expect("a response");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection response from {url}");
+        };
+        let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == service), "{url}: {names:?}");
+        assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{url}: {names:?}");
+    }
 }

@@ -90,6 +90,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("tandem.v1.Participant")
+        .with_service_name("grpc.health.v1.Health")
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
@@ -100,7 +103,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(&shared))))
+        .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(
+            &shared,
+        ))))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             drained.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -125,6 +130,7 @@ async fn watch_mysql(shared: Arc<Shared>, health: tonic_health::server::HealthRe
         if last != Some(up) {
             if up {
                 info!("MySQL reachable");
+                warn_if_unsafe_binlog(&shared.pool).await;
                 health.set_service_status("", ServingStatus::Serving).await;
             } else {
                 warn!("MySQL unreachable");
@@ -132,10 +138,29 @@ async fn watch_mysql(shared: Arc<Shared>, health: tonic_health::server::HealthRe
             }
             last = Some(up);
         }
-        let pause = if up { Duration::from_secs(2) } else { Duration::from_millis(200) };
+        let pause = if up {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(200)
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+/// Statement-based binlog makes XA unsafe for replicas (DESIGN §4): say so
+/// loudly at start rather than let replicas diverge silently.
+async fn warn_if_unsafe_binlog(pool: &MySqlPool) {
+    let row: Result<(i64, String), _> = sqlx::query_as("SELECT @@log_bin + 0, CAST(@@binlog_format AS CHAR)")
+        .fetch_one(pool)
+        .await;
+    match row {
+        Ok((1, format)) if format.eq_ignore_ascii_case("STATEMENT") => {
+            warn!("binlog_format=STATEMENT with log_bin on: XA transactions are unsafe for replicas; use ROW");
+        }
+        Ok((log_bin, format)) => info!(log_bin, %format, "binlog settings"),
+        Err(err) => warn!(error = %err, "cannot read binlog settings"),
     }
 }

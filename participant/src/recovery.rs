@@ -15,7 +15,9 @@ use crate::xa::{self, Op, Xid, codes};
 /// gtrids of this participant's prepared branches.
 pub async fn prepared(shared: &Shared) -> Result<Vec<String>, Error> {
     let mut conn = acquire(shared).await?;
-    xa::recover(&mut conn, &shared.name).await.map_err(|e| unavailable(shared, &e))
+    xa::recover(&mut conn, &shared.name)
+        .await
+        .map_err(|e| unavailable(shared, &e))
 }
 
 pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
@@ -71,5 +73,9 @@ async fn acquire(shared: &Shared) -> Result<sqlx::pool::PoolConnection<sqlx::MyS
 }
 
 fn unavailable(shared: &Shared, err: &sqlx::Error) -> Error {
-    Error::Unavailable(format!("MySQL unreachable on participant {}: {}", shared.name, describe_sql(err)))
+    Error::Unavailable(format!(
+        "MySQL unreachable on participant {}: {}",
+        shared.name,
+        describe_sql(err)
+    ))
 }

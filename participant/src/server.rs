@@ -148,7 +148,9 @@ impl Participant for ParticipantService {
                 return Err(Error::FailedPrecondition(format!("branch {} was rolled back", req.gtrid)).into());
             }
             Lookup::Unknown if req.one_phase => {
-                return Err(Error::NotFound(format!("no branch {} on participant {}", req.gtrid, self.shared.name)).into());
+                return Err(
+                    Error::NotFound(format!("no branch {} on participant {}", req.gtrid, self.shared.name)).into(),
+                );
             }
             Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit).await?,
         }

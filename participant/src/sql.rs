@@ -78,15 +78,12 @@ pub fn check(sql: &str) -> Result<Checked<'_>, SqlError> {
                 "SET" => WHY_SET,
                 "LOCK" | "UNLOCK" => WHY_LOCK,
                 "CALL" | "EXECUTE" | "PREPARE" | "DEALLOCATE" => WHY_CALL,
-                "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" | "GRANT" | "REVOKE" | "FLUSH"
-                | "ANALYZE" | "OPTIMIZE" | "REPAIR" | "CHECK" | "LOAD" | "INSTALL" | "UNINSTALL"
-                | "RESET" | "PURGE" | "CHANGE" | "KILL" | "SHUTDOWN" | "CACHE" => WHY_DDL,
+                "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" | "GRANT" | "REVOKE" | "FLUSH" | "ANALYZE"
+                | "OPTIMIZE" | "REPAIR" | "CHECK" | "LOAD" | "INSTALL" | "UNINSTALL" | "RESET" | "PURGE" | "CHANGE"
+                | "KILL" | "SHUTDOWN" | "CACHE" => WHY_DDL,
                 _ => WHY_OTHER,
             };
-            return Err(SqlError::Forbidden {
-                keyword: first,
-                why,
-            });
+            return Err(SqlError::Forbidden { keyword: first, why });
         }
     };
     Ok(Checked {
@@ -210,9 +207,7 @@ impl<'a> Words<'a> {
             if c.is_ascii_whitespace() {
                 self.pos += 1;
             } else if c == b'#'
-                || (c == b'-'
-                    && b.get(self.pos + 1) == Some(&b'-')
-                    && is_comment_dash(b.get(self.pos + 2)))
+                || (c == b'-' && b.get(self.pos + 1) == Some(&b'-') && is_comment_dash(b.get(self.pos + 2)))
             {
                 self.pos = skip_line(b, self.pos);
             } else if c == b'/' && b.get(self.pos + 1) == Some(&b'*') {
@@ -224,10 +219,7 @@ impl<'a> Words<'a> {
                 return Some(Token::Open);
             } else if c.is_ascii_alphabetic() || c == b'_' {
                 let start = self.pos;
-                while b
-                    .get(self.pos)
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                {
+                while b.get(self.pos).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
                     self.pos += 1;
                 }
                 return Some(Token::Word(&self.sql[start..self.pos]));
@@ -261,7 +253,10 @@ mod tests {
         assert_eq!(c.placeholders, 1);
         assert_eq!(c.sql, "  select * from t where name = 'what?' and id = ?");
         assert_eq!(check("(SELECT 1) UNION (SELECT 2)").unwrap().access, Access::Read);
-        assert_eq!(check("/* hi */ -- x\nINSERT INTO t VALUES (?)").unwrap().placeholders, 1);
+        assert_eq!(
+            check("/* hi */ -- x\nINSERT INTO t VALUES (?)").unwrap().placeholders,
+            1
+        );
         assert_eq!(check("REPLACE INTO t VALUES (1)").unwrap().access, Access::Write);
         assert_eq!(check("DELETE FROM t WHERE a = `?`").unwrap().placeholders, 0);
         assert_eq!(check("SELECT 5-3, 6/2").unwrap().sql, "SELECT 5-3, 6/2");

@@ -64,7 +64,9 @@ fn is_time(s: &str) -> bool {
     let (hms, frac) = body.split_once('.').unwrap_or((body, ""));
     let parts: Vec<&str> = hms.split(':').collect();
     parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         && parts[0].len() <= 3
         && parts[1].len() == 2
         && parts[2].len() == 2
@@ -76,10 +78,7 @@ fn is_time(s: &str) -> bool {
 
 /// Binds validated parameters. Decimals and dates go as text: MySQL
 /// converts them exactly to the column's type.
-pub fn bind<'q>(
-    mut query: Query<'q, MySql, MySqlArguments>,
-    params: &'q [Value],
-) -> Query<'q, MySql, MySqlArguments> {
+pub fn bind<'q>(mut query: Query<'q, MySql, MySqlArguments>, params: &'q [Value]) -> Query<'q, MySql, MySqlArguments> {
     for value in params {
         query = match &value.kind {
             None | Some(Kind::NullValue(_)) => query.bind(None::<String>),
@@ -197,7 +196,9 @@ mod tests {
             (v(Kind::TimeValue("10:61:00".into())), "time"),
             (v(Kind::DoubleValue(f64::NAN)), "double"),
         ] {
-            let err = validate_params(3, &[v(Kind::IntValue(1)), value]).unwrap_err().to_string();
+            let err = validate_params(3, &[v(Kind::IntValue(1)), value])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("statement 3, parameter 2"), "{err}");
             assert!(err.contains(needle), "{err}");
         }

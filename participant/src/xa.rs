@@ -68,12 +68,7 @@ impl fmt::Display for Xid {
 
 /// Session settings and `XA START`, in one round trip. Lock waits and
 /// statements are bounded by the time left until the deadline.
-pub async fn start(
-    conn: &mut MySqlConnection,
-    xid: &Xid,
-    isolation: &str,
-    limit_secs: u64,
-) -> Result<(), sqlx::Error> {
+pub async fn start(conn: &mut MySqlConnection, xid: &Xid, isolation: &str, limit_secs: u64) -> Result<(), sqlx::Error> {
     let sql = format!(
         "SET SESSION TRANSACTION ISOLATION LEVEL {isolation}; \
          SET SESSION innodb_lock_wait_timeout = {limit_secs}, max_statement_time = {limit_secs}; \

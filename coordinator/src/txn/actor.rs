@@ -79,7 +79,11 @@ impl TxnHandle {
         Self { tx }
     }
 
-    pub async fn execute(&self, participant: String, statements: Vec<Statement>) -> Result<Vec<StatementResult>, Status> {
+    pub async fn execute(
+        &self,
+        participant: String,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<StatementResult>, Status> {
         self.call(|reply| Msg::Execute {
             participant,
             statements,
@@ -425,7 +429,11 @@ impl TxnActor {
 
     fn resend_phase2(&mut self, participant: String) {
         let one_phase = self.engine.state() == State::Committing && self.engine.branches().count() == 1;
-        let state = self.engine.branches().find(|(name, _)| *name == participant).map(|(_, s)| s);
+        let state = self
+            .engine
+            .branches()
+            .find(|(name, _)| *name == participant)
+            .map(|(_, s)| s);
         match state {
             Some(BranchState::Committing) if one_phase => {
                 // Ask again how the one-phase commit ended; never resend
@@ -455,7 +463,9 @@ impl TxnActor {
         };
         match outcome {
             Outcome::Committed => info!(txn = %self.params.id, "committed"),
-            Outcome::Aborted(abort) => info!(txn = %self.params.id, reason = %abort.reason, "aborted"),
+            Outcome::Aborted(abort) => {
+                info!(txn = %self.params.id, reason = %abort.reason, "aborted")
+            }
         }
         let invalid = matches!(outcome, Outcome::Aborted(a) if a.invalid_argument);
         for waiter in self.commit_waiters.drain(..) {
@@ -543,8 +553,10 @@ impl TxnActor {
         };
         if info.state != state as i32 {
             let now = unix_ms(SystemTime::now());
-            if matches!(state, TxnState::Committing | TxnState::Aborting | TxnState::Committed | TxnState::Aborted)
-                && info.decided_unix_ms == 0
+            if matches!(
+                state,
+                TxnState::Committing | TxnState::Aborting | TxnState::Committed | TxnState::Aborted
+            ) && info.decided_unix_ms == 0
             {
                 info.decided_unix_ms = now;
             }

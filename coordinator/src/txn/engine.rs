@@ -89,16 +89,28 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The Execute on `participant` answered.
-    Executed { participant: String, result: Result<(), Failure> },
+    Executed {
+        participant: String,
+        result: Result<(), Failure>,
+    },
     /// The prepare on `participant` answered (Prepare RPC, or Execute with
     /// prepare for Submit).
-    Voted { participant: String, result: Result<Vote, Failure> },
+    Voted {
+        participant: String,
+        result: Result<Vote, Failure>,
+    },
     /// The one-phase commit answered.
-    OnePhaseDone { participant: String, result: Result<(), Failure> },
+    OnePhaseDone {
+        participant: String,
+        result: Result<(), Failure>,
+    },
     /// The COMMIT record is durable.
     Logged,
     /// A phase-2 RPC (commit or rollback) answered.
-    Phase2Done { participant: String, result: Result<(), Failure> },
+    Phase2Done {
+        participant: String,
+        result: Result<(), Failure>,
+    },
     /// The transaction's deadline passed.
     DeadlineExpired,
     /// The coordinator waited long enough for phase 2 before answering the
@@ -450,9 +462,7 @@ impl Engine {
             }
         }
         actions.extend(self.flush_pending_rollback(participant));
-        if self.state == State::Preparing
-            && self.branches.values().all(|b| b.state != BranchState::Preparing)
-        {
+        if self.state == State::Preparing && self.branches.values().all(|b| b.state != BranchState::Preparing) {
             let yes: Vec<String> = self
                 .branches
                 .iter()
@@ -647,9 +657,15 @@ mod tests {
     #[test]
     fn happy_path_prepares_in_parallel_logs_then_commits() {
         let mut e = two_branch();
-        assert_eq!(e.commit().unwrap(), vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]);
+        assert_eq!(
+            e.commit().unwrap(),
+            vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]
+        );
         assert!(e.on(ok_vote("a", Vote::Yes)).is_empty());
-        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("a"), s("b")])]);
+        assert_eq!(
+            e.on(ok_vote("b", Vote::Yes)),
+            vec![Action::LogCommit(vec![s("a"), s("b")])]
+        );
         assert_eq!(e.state(), State::Logging);
         // Nothing reaches a participant before the decision is durable.
         assert_eq!(
@@ -657,7 +673,10 @@ mod tests {
             vec![Action::StartReplyWait, Action::Commit(s("a")), Action::Commit(s("b"))]
         );
         assert!(e.on(phase2_ok("a")).is_empty());
-        assert_eq!(e.on(phase2_ok("b")), vec![Action::LogEnd, Action::Reply(Outcome::Committed)]);
+        assert_eq!(
+            e.on(phase2_ok("b")),
+            vec![Action::LogEnd, Action::Reply(Outcome::Committed)]
+        );
         assert!(e.is_done());
     }
 
@@ -702,7 +721,11 @@ mod tests {
         });
         assert_eq!(
             actions,
-            vec![Action::Rollback(s("a")), Action::Rollback(s("b")), Action::StartReplyWait]
+            vec![
+                Action::Rollback(s("a")),
+                Action::Rollback(s("b")),
+                Action::StartReplyWait
+            ]
         );
     }
 
@@ -712,8 +735,14 @@ mod tests {
         e.commit().unwrap();
         e.on(ok_vote("a", Vote::ReadOnly));
         assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("b")])]);
-        assert_eq!(e.on(Event::Logged), vec![Action::StartReplyWait, Action::Commit(s("b"))]);
-        assert_eq!(e.on(phase2_ok("b")), vec![Action::LogEnd, Action::Reply(Outcome::Committed)]);
+        assert_eq!(
+            e.on(Event::Logged),
+            vec![Action::StartReplyWait, Action::Commit(s("b"))]
+        );
+        assert_eq!(
+            e.on(phase2_ok("b")),
+            vec![Action::LogEnd, Action::Reply(Outcome::Committed)]
+        );
     }
 
     #[test]
@@ -721,7 +750,10 @@ mod tests {
         let mut e = two_branch();
         e.commit().unwrap();
         e.on(ok_vote("a", Vote::ReadOnly));
-        assert_eq!(e.on(ok_vote("b", Vote::ReadOnly)), vec![Action::Reply(Outcome::Committed)]);
+        assert_eq!(
+            e.on(ok_vote("b", Vote::ReadOnly)),
+            vec![Action::Reply(Outcome::Committed)]
+        );
         assert!(e.is_done());
     }
 
@@ -826,7 +858,11 @@ mod tests {
         let actions = e.rollback().unwrap();
         assert_eq!(
             actions,
-            vec![Action::Rollback(s("a")), Action::Rollback(s("b")), Action::StartReplyWait]
+            vec![
+                Action::Rollback(s("a")),
+                Action::Rollback(s("b")),
+                Action::StartReplyWait
+            ]
         );
         assert!(replies(&e.on(phase2_ok("a"))).is_empty());
         let actions = e.on(phase2_ok("b"));
@@ -941,7 +977,11 @@ mod tests {
                         rolled_sent.insert(p.clone());
                         Some(Event::Phase2Done {
                             participant: p,
-                            result: if next(3) == 0 { Err(Failure::unknown("lost")) } else { Ok(()) },
+                            result: if next(3) == 0 {
+                                Err(Failure::unknown("lost"))
+                            } else {
+                                Ok(())
+                            },
                         })
                     }
                     Action::Retry(p) => Some(Event::Phase2Done {

@@ -121,12 +121,18 @@ impl Txns {
         let inner = self.lock();
         let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.info).clone()).collect();
         if filter == TxnFilter::All {
-            out.extend(inner.finished_order.iter().rev().filter_map(|id| inner.finished.get(id).cloned()));
+            out.extend(
+                inner
+                    .finished_order
+                    .iter()
+                    .rev()
+                    .filter_map(|id| inner.finished.get(id).cloned()),
+            );
         }
         if filter == TxnFilter::InDoubt {
             out.retain(|i| i.state == TxnState::Committing as i32 || i.state == TxnState::Aborting as i32);
         }
-        out.sort_by(|a, b| b.started_unix_ms.cmp(&a.started_unix_ms));
+        out.sort_by_key(|i| std::cmp::Reverse(i.started_unix_ms));
         out.truncate(limit);
         out
     }

@@ -41,7 +41,11 @@ async fn run(args: Args) -> Result<()> {
         .chain((4..).map(|i| format!("p{i}")))
         .take(args.participants)
         .collect();
-    println!("starting {} MariaDB instances, {} participants and a coordinator…", names.len(), names.len());
+    println!(
+        "starting {} MariaDB instances, {} participants and a coordinator…",
+        names.len(),
+        names.len()
+    );
     let cluster = Cluster::start(ClusterConfig {
         participants: names.clone(),
         keep_dir: args.keep,
@@ -59,14 +63,15 @@ async fn run(args: Args) -> Result<()> {
     }
     println!("logs and data: {}", cluster.dir().display());
 
-    if !args.no_demo {
-        let pick = |i: usize| names[i.min(names.len() - 1)].as_str();
+    if !args.no_demo && names.len() < 3 {
+        println!("\nthe demo needs 3 participants; skipping it");
+    } else if !args.no_demo {
         let mut demo = Demo {
             client: cluster.client().await?,
-            bank_a: pick(0),
-            bank_b: pick(1),
-            shop: pick(1),
-            warehouse: pick(2),
+            bank_a: &names[0],
+            bank_b: &names[1],
+            shop: &names[1],
+            warehouse: &names[2],
         };
         println!();
         demo.run().await?;
@@ -75,7 +80,10 @@ async fn run(args: Args) -> Result<()> {
     }
 
     if !args.exit {
-        println!("\ncluster running; try: grpcurl -plaintext {} list", cluster.coordinator_url().trim_start_matches("http://"));
+        println!(
+            "\ncluster running; try: grpcurl -plaintext {} list",
+            cluster.coordinator_url().trim_start_matches("http://")
+        );
         println!("press Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
         println!("stopping…");

@@ -19,7 +19,10 @@ pub async fn scalar(pool: &MySqlPool, sql: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     // SUM() is DECIMAL, COUNT() is BIGINT: decode by the column's type.
-    match sqlx::Column::type_info(&sqlx::Row::columns(&row)[0]).to_string().as_str() {
+    match sqlx::Column::type_info(&sqlx::Row::columns(&row)[0])
+        .to_string()
+        .as_str()
+    {
         "DECIMAL" => row
             .try_get_unchecked::<String, _>(0)
             .expect("decimal")
@@ -53,7 +56,10 @@ pub async fn assert_unlocked(pool: &MySqlPool, table: &str, where_clause: &str) 
         .execute(&mut *conn)
         .await
         .unwrap_or_else(|e| panic!("{sql} should not wait for a lock: {e}"));
-    assert!(started.elapsed() < Duration::from_millis(900), "{sql} waited for a lock");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{sql} waited for a lock"
+    );
 }
 
 fn touch(table: &str) -> &'static str {
@@ -79,7 +85,9 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: C
 }
 
 pub fn insert_note(id: i64, body: &str) -> Statement {
-    Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)").bind(id).bind(body)
+    Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
+        .bind(id)
+        .bind(body)
 }
 
 pub async fn seed_accounts(client: &mut Client, participants: &[&str], per_participant: i64, balance: i64) {
@@ -117,5 +125,8 @@ pub async fn global_status(pool: &MySqlPool, name: &str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("SHOW GLOBAL STATUS");
-    row.try_get_unchecked::<String, _>(1).expect("value").parse().expect("number")
+    row.try_get_unchecked::<String, _>(1)
+        .expect("value")
+        .parse()
+        .expect("number")
 }

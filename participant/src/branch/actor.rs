@@ -268,7 +268,12 @@ impl BranchActor {
         match xa::exec(conn, &self.xid, op).await {
             Ok(()) => Ok(()),
             Err(err) => {
-                let msg = format!("{} failed on participant {}: {}", op.name(), self.shared.name, describe_sql(&err));
+                let msg = format!(
+                    "{} failed on participant {}: {}",
+                    op.name(),
+                    self.shared.name,
+                    describe_sql(&err)
+                );
                 if is_connection_error(&err) {
                     // Its state is unknown: never reuse it. A prepared branch
                     // is finished from a fresh session on the next attempt.
@@ -287,7 +292,9 @@ impl BranchActor {
         let secs = batch.timeout.as_secs().max(1);
         if let Some(conn) = self.conn.as_mut() {
             if secs < self.lock_wait_secs {
-                xa::set_limits(conn, secs).await.map_err(|e| self.sql_error("SET", &e))?;
+                xa::set_limits(conn, secs)
+                    .await
+                    .map_err(|e| self.sql_error("SET", &e))?;
                 self.lock_wait_secs = secs;
             }
             return Ok(());
@@ -316,7 +323,11 @@ impl BranchActor {
         let mut result = StatementResult::default();
         let mut stream = conn.fetch_many(query);
         let outcome: Result<(), Error> = async {
-            while let Some(item) = stream.try_next().await.map_err(|e| statement_failed(n, &self.shared.name, &e))? {
+            while let Some(item) = stream
+                .try_next()
+                .await
+                .map_err(|e| statement_failed(n, &self.shared.name, &e))?
+            {
                 match item {
                     Either::Left(done) => {
                         result.rows_affected += done.rows_affected();
@@ -383,7 +394,11 @@ impl BranchActor {
     }
 
     fn sql_error(&self, what: &str, err: &sqlx::Error) -> Error {
-        let msg = format!("{what} failed on participant {}: {}", self.shared.name, describe_sql(err));
+        let msg = format!(
+            "{what} failed on participant {}: {}",
+            self.shared.name,
+            describe_sql(err)
+        );
         if is_connection_error(err) {
             Error::Unavailable(msg)
         } else {
@@ -393,7 +408,10 @@ impl BranchActor {
 }
 
 fn statement_failed(n: usize, participant: &str, err: &sqlx::Error) -> Error {
-    let msg = format!("statement {n} failed on participant {participant}: {}", describe_sql(err));
+    let msg = format!(
+        "statement {n} failed on participant {participant}: {}",
+        describe_sql(err)
+    );
     if is_connection_error(err) {
         Error::Unavailable(msg)
     } else {
@@ -404,8 +422,18 @@ fn statement_failed(n: usize, participant: &str, err: &sqlx::Error) -> Error {
 fn check_guard(n: usize, participant: &str, check: expect::Check, result: &StatementResult) -> Result<(), Error> {
     let returned = result.rows.len() as u64;
     let (holds, what, want, got) = match check {
-        expect::Check::RowsAffectedEq(want) => (result.rows_affected == want, "rows_affected ==", want, result.rows_affected),
-        expect::Check::RowsAffectedGe(want) => (result.rows_affected >= want, "rows_affected >=", want, result.rows_affected),
+        expect::Check::RowsAffectedEq(want) => (
+            result.rows_affected == want,
+            "rows_affected ==",
+            want,
+            result.rows_affected,
+        ),
+        expect::Check::RowsAffectedGe(want) => (
+            result.rows_affected >= want,
+            "rows_affected >=",
+            want,
+            result.rows_affected,
+        ),
         expect::Check::RowsReturnedEq(want) => (returned == want, "rows_returned ==", want, returned),
         expect::Check::RowsReturnedGe(want) => (returned >= want, "rows_returned >=", want, returned),
     };

@@ -26,7 +26,9 @@ pub enum Phase {
 pub enum Request {
     Execute,
     Prepare,
-    Commit { one_phase: bool },
+    Commit {
+        one_phase: bool,
+    },
     Rollback,
     /// The transaction's deadline passed without a decision reaching us.
     Deadline,
@@ -238,7 +240,10 @@ mod tests {
         e.note_write();
         assert_eq!(run(&mut e, Request::Prepare), Ok(Step::Prepare));
         assert_eq!(e.phase(), Phase::Prepared);
-        assert_eq!(run(&mut e, Request::Commit { one_phase: false }), Ok(Step::CommitPrepared));
+        assert_eq!(
+            run(&mut e, Request::Commit { one_phase: false }),
+            Ok(Step::CommitPrepared)
+        );
         assert!(e.is_finished());
         // Retried commits are answered without SQL.
         assert_eq!(
@@ -253,7 +258,10 @@ mod tests {
         run(&mut e, Request::Execute).unwrap();
         assert_eq!(run(&mut e, Request::Prepare), Ok(Step::FinishReadOnly));
         assert!(e.is_finished());
-        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::AlreadyDone(Done::VotedReadOnly)));
+        assert_eq!(
+            run(&mut e, Request::Prepare),
+            Ok(Step::AlreadyDone(Done::VotedReadOnly))
+        );
         assert!(e.decide(Request::Commit { one_phase: false }).is_err());
     }
 
@@ -287,7 +295,10 @@ mod tests {
     #[test]
     fn one_phase_commit_only_from_active() {
         let mut e = Engine::new();
-        assert_eq!(run(&mut e, Request::Commit { one_phase: true }), Ok(Step::CommitOnePhase));
+        assert_eq!(
+            run(&mut e, Request::Commit { one_phase: true }),
+            Ok(Step::CommitOnePhase)
+        );
         assert_eq!(e.phase(), Phase::Committed);
         assert!(Engine::new().decide(Request::Commit { one_phase: false }).is_err());
     }
