@@ -266,6 +266,13 @@ impl Cluster {
         logs
     }
 
+    /// `kill -9` the coordinator.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill();
+        }
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL) and keeps the directory
     /// if the configuration asks for it. Dropping does the same with SIGKILL.
     pub fn shutdown(mut self) {

@@ -320,6 +320,34 @@ async fn rollback_and_an_expired_deadline_release_every_lock() {
     assert!(info.reason.contains("deadline"), "{}", info.reason);
 }
 
+/// The coordinator dies mid-transaction: each participant rolls back its
+/// unprepared branch on its own once the deadline has passed.
+#[tokio::test]
+async fn participants_roll_back_unprepared_branches_when_the_coordinator_goes_silent() {
+    let mut cluster = cluster().await;
+    let mut client = cluster.client().await.unwrap();
+    seed_accounts(&mut client, &["alpha", "beta"], 1, 100).await;
+    let txn = client
+        .begin_with(pb::BeginRequest {
+            timeout_ms: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for p in ["alpha", "beta"] {
+        client.execute(&txn, p, vec![debit(1, 10)]).await.unwrap();
+    }
+    cluster.kill_coordinator();
+    // Deadline (1 s) + the participant's grace (1 s) + margin.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    for p in ["alpha", "beta"] {
+        let pool = cluster.node(p).pool();
+        assert_unlocked(pool, "accounts", "id = 1").await;
+        assert_eq!(scalar(pool, "SELECT balance FROM accounts WHERE id = 1").await, 100);
+    }
+    assert_no_prepared(&cluster).await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_documented_codes_and_change_nothing() {
     let cluster = cluster().await;

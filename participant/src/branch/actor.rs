@@ -112,7 +112,8 @@ struct BranchActor {
     engine: Engine,
     /// The pinned connection, from `XA START` until the branch ends.
     conn: Option<PoolConnection<MySql>>,
-    /// When to roll back on our own if still unprepared.
+    /// The transaction's deadline as the coordinator sent it; the branch
+    /// rolls back on its own `DEADLINE_GRACE` later if still unprepared.
     deadline: Option<Instant>,
     /// The session's `innodb_lock_wait_timeout`, so later batches only
     /// tighten it (lock waits must not outlive the deadline).
@@ -123,7 +124,10 @@ struct BranchActor {
 impl BranchActor {
     async fn run(mut self) {
         loop {
-            let deadline = self.deadline.filter(|_| self.engine.phase() == Phase::Active);
+            let deadline = self
+                .deadline
+                .filter(|_| self.engine.phase() == Phase::Active)
+                .map(|d| d + DEADLINE_GRACE);
             let msg = tokio::select! {
                 msg = self.rx.recv() => msg,
                 () = sleep_until(deadline) => {
@@ -172,7 +176,7 @@ impl BranchActor {
     async fn execute(&mut self, batch: Batch) -> Result<ExecuteOutput, Error> {
         self.engine.decide(Request::Execute).map_err(refused)?;
         let deadline = Instant::now() + batch.timeout;
-        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)) + DEADLINE_GRACE);
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         if let Err(err) = self.start_or_tighten(&batch).await {
             self.abort_after_failure(Step::RunStatements).await;
             return Err(err);
@@ -242,6 +246,10 @@ impl BranchActor {
                 warn!(xid = %self.xid, ?step, error = %err, "XA step failed");
                 if self.engine.phase() == Phase::Active {
                     self.abort_after_failure(step).await;
+                    if step == Step::RollbackActive {
+                        // Asked to roll back, and rolled back it is.
+                        return Ok(step);
+                    }
                     return Err(Error::Aborted(format!("{err}; the branch was rolled back")));
                 }
                 // Prepared: the branch stays; the coordinator retries.
