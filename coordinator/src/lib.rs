@@ -74,14 +74,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("tandem.v1.Coordinator")
-        .with_service_name("tandem.v1.Decisions")
-        .with_service_name("grpc.health.v1.Health")
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let (reflection, reflection_alpha) =
+        tandem_proto::reflection::services(&["tandem.v1.Coordinator", "tandem.v1.Decisions"])
+            .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
     info!(%local, participants = shared.config.participants.len(), "tandem-coordinator listening on {local}");
     let drained = shutdown.clone();
@@ -89,6 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(
             &shared,
         ))))

@@ -88,12 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     health.set_service_status("", ServingStatus::NotServing).await;
     tokio::spawn(watch_mysql(Arc::clone(&shared), health.clone(), shutdown.clone()));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("tandem.v1.Participant")
-        .with_service_name("grpc.health.v1.Health")
-        .build_v1()
+    let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Participant"])
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
     info!(name = %config.name, %local, coordinator = ?config.coordinator, "tandem-participant listening on {local}");
@@ -103,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(
             &shared,
         ))))

@@ -20,3 +20,6 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");
 
 mod helpers;
+
+#[cfg(feature = "reflection")]
+pub mod reflection;
