@@ -21,6 +21,9 @@ use crate::txn::engine::{self, Failure};
 /// Per-attempt limit of a phase-2 RPC; phase 2 itself retries forever.
 pub const PHASE2_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest Execute answer accepted from a participant.
+const MAX_RESULT_BYTES: usize = 64 << 20;
+
 pub struct Participant {
     pub name: String,
     pub url: String,
@@ -47,7 +50,8 @@ impl Participant {
         Ok(Self {
             name,
             url,
-            client: ParticipantClient::new(endpoint.connect_lazy()),
+            // Large SELECT results travel back through this hop.
+            client: ParticipantClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESULT_BYTES),
             health: Mutex::new(Health::default()),
         })
     }
@@ -78,13 +82,12 @@ impl Participant {
             .map(tonic::Response::into_inner)
     }
 
-    pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<engine::Vote, Status> {
+    pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<Option<Vote>, Status> {
         let mut request = tonic::Request::new(PrepareRequest {
             gtrid: gtrid.to_owned(),
         });
         request.set_timeout(timeout.max(Duration::from_secs(1)));
-        let response = self.note(self.client.clone().prepare(request).await)?.into_inner();
-        Ok(vote_of(response.vote))
+        Ok(self.note(self.client.clone().prepare(request).await)?.into_inner().vote)
     }
 
     pub async fn commit(&self, gtrid: &str, one_phase: bool) -> Result<(), Status> {

@@ -115,7 +115,8 @@ impl TxnHandle {
 /// The result of an RPC or timer, fed back into the actor.
 enum Done {
     Event(Event),
-    /// A Submit branch's statements ran: keep their results.
+    /// A prepare or one-phase commit answered; for Submit with the
+    /// branch's results.
     Ran {
         participant: String,
         results: Option<Vec<StatementResult>>,
@@ -305,8 +306,8 @@ impl TxnActor {
     fn act(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Prepare(p) => self.send_prepare(p),
-                Action::CommitOnePhase(p) => self.send_one_phase(p),
+                Action::Prepare(p) => self.send_finish(p, Then::Prepare),
+                Action::CommitOnePhase(p) => self.send_finish(p, Then::CommitOnePhase),
                 Action::LogCommit(participants) => {
                     let durable = self.shared.log.commit(&self.params.id, &participants);
                     let id = self.params.id.clone();
@@ -345,65 +346,45 @@ impl TxnActor {
         }
     }
 
-    fn send_prepare(&mut self, participant: String) {
+    /// Prepares a branch (`Then::Prepare`) or commits the transaction's
+    /// only branch in one phase (`Then::CommitOnePhase`). For Submit, the
+    /// branch's statements go in the same round trip.
+    fn send_finish(&mut self, participant: String, then: Then) {
         let p = Arc::clone(self.participant(&participant));
         let gtrid = self.params.id.clone();
         let timeout = self.remaining();
         let statements = self.take_submit_statements(&participant);
         let isolation = self.params.isolation;
         self.inflight.push(Box::pin(async move {
-            let result = match statements {
-                // Submit: statements and prepare in one round trip.
+            let sent = match statements {
                 Some(statements) => p
-                    .execute(&gtrid, true, statements, isolation, timeout, Then::Prepare)
+                    .execute(&gtrid, true, statements, isolation, timeout, then)
                     .await
-                    .map(|r| (Some(r.results), vote_of(r.vote))),
-                None => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
+                    .map(|r| (Some(r.results), r.vote)),
+                None if then == Then::Prepare => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
+                // A one-phase commit, or asking again how it ended: never
+                // resend the statements.
+                None => p.commit(&gtrid, true).await.map(|()| (None, None)),
             };
-            match result {
-                Ok((results, vote)) => Done::Ran {
-                    event: Event::Voted {
-                        participant: participant.clone(),
-                        result: Ok(vote),
-                    },
-                    participant,
-                    results,
-                },
-                Err(status) => Done::Event(Event::Voted {
-                    result: Err(failure(&participant, &status)),
-                    participant,
-                }),
-            }
-        }));
-    }
-
-    fn send_one_phase(&mut self, participant: String) {
-        let p = Arc::clone(self.participant(&participant));
-        let gtrid = self.params.id.clone();
-        let timeout = self.remaining();
-        let statements = self.take_submit_statements(&participant);
-        let isolation = self.params.isolation;
-        self.inflight.push(Box::pin(async move {
-            let result = match statements {
-                Some(statements) => p
-                    .execute(&gtrid, true, statements, isolation, timeout, Then::CommitOnePhase)
-                    .await
-                    .map(|r| Some(r.results)),
-                None => p.commit(&gtrid, true).await.map(|()| None),
+            let (results, result) = match sent {
+                Ok((results, vote)) => (results, Ok(vote)),
+                Err(status) => (None, Err(failure(&participant, &status))),
             };
-            match result {
-                Ok(results) => Done::Ran {
-                    event: Event::OnePhaseDone {
-                        participant: participant.clone(),
-                        result: Ok(()),
-                    },
-                    participant,
-                    results,
-                },
-                Err(status) => Done::Event(Event::OnePhaseDone {
-                    result: Err(failure(&participant, &status)),
-                    participant,
-                }),
+            let event = if then == Then::Prepare {
+                Event::Voted {
+                    participant: participant.clone(),
+                    result: result.map(vote_of),
+                }
+            } else {
+                Event::OnePhaseDone {
+                    participant: participant.clone(),
+                    result: result.map(|_| ()),
+                }
+            };
+            Done::Ran {
+                participant,
+                results,
+                event,
             }
         }));
     }
@@ -435,11 +416,7 @@ impl TxnActor {
             .find(|(name, _)| *name == participant)
             .map(|(_, s)| s);
         match state {
-            Some(BranchState::Committing) if one_phase => {
-                // Ask again how the one-phase commit ended; never resend
-                // the statements.
-                self.send_one_phase(participant);
-            }
+            Some(BranchState::Committing) if one_phase => self.send_finish(participant, Then::CommitOnePhase),
             Some(BranchState::Committing) => self.send_phase2(participant, true),
             Some(BranchState::RollingBack) => self.send_phase2(participant, false),
             _ => {}
