@@ -74,6 +74,11 @@ pub fn parse_participant(spec: &str) -> Result<(String, String), String> {
 impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         ids::validate_name(&self.name)?;
+        if self.participants.len() > 255 {
+            return Err(Error::InvalidArgument(
+                "at most 255 participants (the decision log stores the count in a byte)".to_owned(),
+            ));
+        }
         if self.participants.is_empty() {
             return Err(Error::InvalidArgument(
                 "no participants configured (--participant NAME=URL)".to_owned(),

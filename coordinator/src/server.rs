@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Shared;
 use crate::error::Error;
+use crate::txn::actor::CallError;
 use crate::txn::{Lookup, ended_status};
 
 /// Most statements in one Execute or Submit branch.
@@ -69,6 +70,17 @@ impl CoordinatorService {
         Ok(self.shared.txns.begin(&self.shared, label, isolation, timeout))
     }
 
+    /// The status for a request whose actor ended while it was being sent.
+    fn ended(&self, txn_id: &str, err: CallError) -> Status {
+        match err {
+            CallError::Status(status) => status,
+            CallError::Ended => match self.shared.txns.finished(txn_id) {
+                Some(record) => ended_status(&record),
+                None => Status::failed_precondition(format!("transaction {txn_id} has ended")),
+            },
+        }
+    }
+
     /// The live transaction `txn_id`, or the status a request on it gets.
     fn live(&self, txn_id: &str) -> Result<crate::txn::TxnHandle, Status> {
         if txn_id.is_empty() {
@@ -117,26 +129,37 @@ impl Coordinator for CoordinatorService {
         self.shared.participants.get(&req.participant)?;
         check_statements(&req.participant, &req.statements)?;
         let handle = self.live(&req.txn_id)?;
-        let results = handle.execute(req.participant, req.statements).await?;
+        let results = handle
+            .execute(req.participant, req.statements)
+            .await
+            .map_err(|e| self.ended(&req.txn_id, e))?;
         Ok(Response::new(ExecuteResponse { results }))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
-        let handle = self.live(&request.into_inner().txn_id)?;
-        Ok(Response::new(handle.commit().await?))
+        let txn_id = request.into_inner().txn_id;
+        let handle = self.live(&txn_id)?;
+        Ok(Response::new(
+            handle.commit().await.map_err(|e| self.ended(&txn_id, e))?,
+        ))
     }
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
         let txn_id = request.into_inner().txn_id;
-        match self.live(&txn_id) {
-            Ok(handle) => handle.rollback().await?,
+        let result = match self.live(&txn_id) {
+            Ok(handle) => handle.rollback().await.map_err(|e| self.ended(&txn_id, e)),
+            Err(status) => Err(status),
+        };
+        match result {
+            Ok(()) => Ok(Response::new(RollbackResponse {})),
             // Rolling back an aborted transaction again is fine.
-            Err(status) => match self.shared.txns.lookup(&txn_id) {
-                Lookup::Finished(info) if info.outcome != tandem_proto::v1::Outcome::Committed as i32 => {}
-                _ => return Err(status),
+            Err(status) => match self.shared.txns.finished(&txn_id) {
+                Some(record) if record.info.outcome != tandem_proto::v1::Outcome::Committed as i32 => {
+                    Ok(Response::new(RollbackResponse {}))
+                }
+                _ => Err(status),
             },
         }
-        Ok(Response::new(RollbackResponse {}))
     }
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
@@ -156,8 +179,12 @@ impl Coordinator for CoordinatorService {
             }
             check_statements(&branch.participant, &branch.statements)?;
         }
-        let (handle, _) = self.start(req.label, req.isolation, req.timeout_ms)?;
-        Ok(Response::new(handle.submit(req.branches).await?))
+        let (handle, info) = self.start(req.label, req.isolation, req.timeout_ms)?;
+        let response = handle
+            .submit(req.branches)
+            .await
+            .map_err(|e| self.ended(&info.txn_id, e))?;
+        Ok(Response::new(response))
     }
 
     async fn get_transaction(

@@ -471,7 +471,9 @@ async fn single_participant_and_read_only_branches_skip_prepare() {
 }
 
 /// 16 clients × 200 random transfers across 3 participants: the total is
-/// exact, no balance is negative, nothing is left prepared or locked.
+/// exact, no balance is negative, nothing is left prepared or locked. Four
+/// Two more clients run SERIALIZABLE audits (one Submit reading every balance on
+/// every participant) meanwhile: each one that commits saw the exact total.
 #[tokio::test]
 async fn concurrent_random_transfers_keep_the_total_exact() {
     const CLIENTS: usize = 16;
@@ -497,24 +499,10 @@ async fn concurrent_random_transfers_keep_the_total_exact() {
                     rand::Rng::random_range(&mut rng, 1..=ACCOUNTS),
                     rand::Rng::random_range(&mut rng, 1..=ACCOUNTS),
                 );
-                // Branches run in parallel, so two transfers can deadlock
-                // across databases, which no single database detects: a
-                // short deadline bounds the lock wait that resolves it.
-                let request = pb::SubmitRequest {
-                    timeout_ms: 2_000,
-                    branches: vec![
-                        pb::Branch {
-                            participant: names[from].to_owned(),
-                            statements: vec![debit(a, amount)],
-                        },
-                        pb::Branch {
-                            participant: names[to].to_owned(),
-                            statements: vec![credit(b, amount)],
-                        },
-                    ],
-                    ..Default::default()
-                };
-                let done = client.submit_with(request).await.expect("submit answers");
+                let done = client
+                    .submit_with(transfer((names[from], a), (names[to], b), amount))
+                    .await
+                    .expect("submit answers");
                 match done.outcome() {
                     Outcome::Committed => committed += 1,
                     Outcome::Aborted => aborted += 1,
@@ -607,4 +595,109 @@ async fn both_binaries_serve_reflection() {
         assert!(names.iter().any(|n| n == service), "{url}: {names:?}");
         assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{url}: {names:?}");
     }
+}
+
+/// A transfer as one Submit. Branches run in parallel, so two transfers can
+/// deadlock across databases, which no single database detects: a short
+/// deadline bounds the lock wait that resolves it.
+fn transfer(from: (&str, i64), to: (&str, i64), amount: i64) -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        timeout_ms: 2_000,
+        branches: vec![
+            pb::Branch {
+                participant: from.0.to_owned(),
+                statements: vec![debit(from.1, amount)],
+            },
+            pb::Branch {
+                participant: to.0.to_owned(),
+                statements: vec![credit(to.1, amount)],
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+/// SERIALIZABLE audits (one Submit reading the sum on every participant)
+/// while transfers run: every audit that commits sees the exact total. A
+/// read-only branch must keep its locks until the whole transaction is
+/// decided, or an audit could read one database before a transfer and the
+/// other after it.
+#[tokio::test]
+async fn audits_during_transfers_see_the_exact_total() {
+    const ACCOUNTS: i64 = 20;
+    const INITIAL: i64 = 100;
+    let cluster = cluster().await;
+    let names = ["alpha", "beta", "gamma"];
+    let mut seed_client = cluster.client().await.unwrap();
+    seed_accounts(&mut seed_client, &names, ACCOUNTS, INITIAL).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut writers = Vec::new();
+    for c in 0..4u64 {
+        let mut client = cluster.client().await.unwrap();
+        let stop = std::sync::Arc::clone(&stop);
+        writers.push(tokio::spawn(async move {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(100 + c);
+            let mut committed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let from = rand::Rng::random_range(&mut rng, 0..3);
+                let to = (from + rand::Rng::random_range(&mut rng, 1..3)) % 3;
+                let (a, b) = (
+                    rand::Rng::random_range(&mut rng, 1..=ACCOUNTS),
+                    rand::Rng::random_range(&mut rng, 1..=ACCOUNTS),
+                );
+                let request = transfer(
+                    (names[from], a),
+                    (names[to], b),
+                    rand::Rng::random_range(&mut rng, 1..=20),
+                );
+                if client.submit_with(request).await.expect("transfer answers").outcome() == Outcome::Committed {
+                    committed += 1;
+                }
+            }
+            committed
+        }));
+    }
+    let mut client = cluster.client().await.unwrap();
+    let mut exact = 0;
+    for _ in 0..30 {
+        // A full scan waits for every row lock the transfers hold: it gets
+        // more time than they do.
+        let request = pb::SubmitRequest {
+            timeout_ms: 8_000,
+            branches: names
+                .iter()
+                .map(|p| pb::Branch {
+                    participant: (*p).to_owned(),
+                    statements: vec![Statement::new("SELECT CAST(SUM(balance) AS SIGNED) FROM accounts")],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let done = client.submit_with(request).await.expect("audit answers");
+        if done.outcome() != Outcome::Committed {
+            continue;
+        }
+        let total: i64 = done
+            .results
+            .iter()
+            .map(|b| b.results[0].rows[0].values[0].as_i64().expect("a sum"))
+            .sum();
+        assert_eq!(
+            total,
+            3 * ACCOUNTS * INITIAL,
+            "audit {} saw a partial transfer",
+            done.txn_id
+        );
+        exact += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut transfers = 0;
+    for w in writers {
+        transfers += w.await.unwrap();
+    }
+    println!("{exact} audits saw the exact total during {transfers} committed transfers");
+    assert!(exact >= 10, "only {exact} of 30 audits committed");
+    assert!(transfers > 0);
+    assert_no_prepared(&cluster).await;
 }

@@ -24,12 +24,14 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
     Ok(prepared(shared).await?.iter().any(|g| g == xid.gtrid()))
 }
 
-/// Commits or rolls back a prepared branch no live actor holds.
-pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op) -> Result<(), Error> {
+/// Commits or rolls back a prepared branch no live connection of ours
+/// holds. `owner` is the MySQL session that prepared it, if known: while it
+/// lives (its client connection broke but the server has not noticed),
+/// MariaDB refuses to finish the branch from elsewhere (XAER_NOTA although
+/// `XA RECOVER` lists it), so it is killed.
+pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
     let mut conn = acquire(shared).await?;
-    // A session that died moments ago may still own the branch (XAER_NOTA
-    // although XA RECOVER lists it): give the server a moment to drop it.
-    for _ in 0..20 {
+    for attempt in 0..20 {
         let listed = xa::recover(&mut conn, &shared.name)
             .await
             .map_err(|e| unavailable(shared, &e))?
@@ -48,6 +50,10 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op) -> Result<(), Err
         match xa::exec(&mut conn, xid, op).await {
             Ok(()) => return Ok(()),
             Err(err) if xa::error_number(&err) == Some(codes::XAER_NOTA) => {
+                if let (Some(session), 0) = (owner, attempt) {
+                    // Unknown thread id (already gone) is fine too.
+                    let _ = xa::kill(&mut conn, session).await;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(err) => {

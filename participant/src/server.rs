@@ -126,7 +126,7 @@ impl Participant for ParticipantService {
             Lookup::Live(handle) => handle.prepare().await?,
             Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
             Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
-            Lookup::Ended(Ending::Committed) => {
+            Lookup::Ended(Ending::Committed | Ending::Unknown) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
             }
             Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
@@ -144,6 +144,22 @@ impl Participant for ParticipantService {
         match self.shared.branches.lookup(&req.gtrid) {
             Lookup::Live(handle) => handle.commit(req.one_phase).await?,
             Lookup::Ended(Ending::Committed) => {}
+            Lookup::Ended(Ending::Unknown) => {
+                return Err(Error::Unavailable(format!(
+                    "the connection broke during the one-phase commit of branch {}; its outcome is unknown",
+                    req.gtrid
+                ))
+                .into());
+            }
+            // The branch's own deadline rolled it back: for a one-phase
+            // commit that is the outcome, not a protocol error.
+            Lookup::Ended(_) if req.one_phase => {
+                return Err(Error::Aborted(format!(
+                    "branch {} on participant {} was already rolled back (its deadline passed)",
+                    req.gtrid, self.shared.name
+                ))
+                .into());
+            }
             Lookup::Ended(_) => {
                 return Err(Error::FailedPrecondition(format!("branch {} was rolled back", req.gtrid)).into());
             }
@@ -152,7 +168,7 @@ impl Participant for ParticipantService {
                     Error::NotFound(format!("no branch {} on participant {}", req.gtrid, self.shared.name)).into(),
                 );
             }
-            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit).await?,
+            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit, None).await?,
         }
         Ok(Response::new(BranchCommitResponse {}))
     }
@@ -169,7 +185,19 @@ impl Participant for ParticipantService {
             Lookup::Ended(Ending::Committed) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
             }
-            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Rollback).await?,
+            Lookup::Ended(Ending::Unknown) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "branch {gtrid} ended in a one-phase commit of unknown outcome"
+                ))
+                .into());
+            }
+            Lookup::Unknown => {
+                recovery::finish_orphan(&self.shared, &xid, Op::Rollback, None).await?;
+                // Remember it, so an Execute that begins this branch but
+                // arrives after the rollback (a delayed request) is refused
+                // instead of starting a branch nobody will finish.
+                self.shared.branches.remember(&gtrid, Ending::RolledBack);
+            }
         }
         Ok(Response::new(BranchRollbackResponse {}))
     }
@@ -184,5 +212,6 @@ fn vote(kind: VoteKind, reason: &str) -> Vote {
     Vote {
         kind: kind as i32,
         reason: reason.to_owned(),
+        held: false,
     }
 }

@@ -48,6 +48,7 @@ const WHY_DDL: &str = "DDL and administrative statements commit implicitly and w
 const WHY_LOCK: &str = "LOCK TABLES commits implicitly and would break atomicity";
 const WHY_SET: &str = "SET changes session state tandem manages (autocommit, isolation, timeouts)";
 const WHY_CALL: &str = "stored procedures may commit or change session state";
+const WHY_ADVISORY: &str = "advisory locks outlive the transaction and would stay with a pooled connection";
 const WHY_OTHER: &str = "only SELECT, VALUES, INSERT, UPDATE, DELETE, REPLACE and WITH are allowed";
 
 /// Checks one statement. See the module docs for what is refused.
@@ -86,6 +87,18 @@ pub fn check(sql: &str) -> Result<Checked<'_>, SqlError> {
             return Err(SqlError::Forbidden { keyword: first, why });
         }
     };
+    // Functions whose effect outlives the branch.
+    while let Some(token) = words.next() {
+        if let Token::Word(w) = token {
+            let upper = w.to_ascii_uppercase();
+            if matches!(upper.as_str(), "GET_LOCK" | "RELEASE_LOCK" | "RELEASE_ALL_LOCKS") {
+                return Err(SqlError::Forbidden {
+                    keyword: upper,
+                    why: WHY_ADVISORY,
+                });
+            }
+        }
+    }
     Ok(Checked {
         sql: body,
         access,
@@ -217,6 +230,10 @@ impl<'a> Words<'a> {
             } else if c == b'(' {
                 self.pos += 1;
                 return Some(Token::Open);
+            } else if matches!(c, b'\'' | b'"' | b'`') {
+                // Quoted text is not a keyword; `scan` proved it terminated.
+                self.pos = skip_quoted(b, self.pos).unwrap_or(b.len());
+                return Some(Token::Other(c as char));
             } else if c.is_ascii_alphabetic() || c == b'_' {
                 let start = self.pos;
                 while b.get(self.pos).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
@@ -284,6 +301,8 @@ mod tests {
             ("SHOW TABLES", "SHOW"),
             ("GRANT ALL ON *.* TO x", "GRANT"),
             ("(COMMIT)", "COMMIT"),
+            ("SELECT GET_LOCK('x', 10)", "GET_LOCK"),
+            ("SELECT 1 FROM t WHERE release_lock('x')", "RELEASE_LOCK"),
         ] {
             assert_eq!(forbidden(sql), kw, "{sql}");
         }
@@ -299,6 +318,7 @@ mod tests {
         assert!(check("SELECT \"a;b\", `c;d` /* ; */").is_ok());
         assert!(check("SELECT 'it''s; fine', 'back\\'slash;'").is_ok());
         assert!(check("SELECT 1; -- trailing comment").is_ok());
+        assert!(check("SELECT 'GET_LOCK(1)', `get_lock` FROM t").is_ok());
     }
 
     #[test]

@@ -67,14 +67,31 @@ impl fmt::Display for Xid {
 }
 
 /// Session settings and `XA START`, in one round trip. Lock waits and
-/// statements are bounded by the time left until the deadline.
-pub async fn start(conn: &mut MySqlConnection, xid: &Xid, isolation: &str, limit_secs: u64) -> Result<(), sqlx::Error> {
+/// statements are bounded by the time left until the deadline. Returns the
+/// session's `CONNECTION_ID()`, the handle to `KILL` it by.
+pub async fn start(
+    conn: &mut MySqlConnection,
+    xid: &Xid,
+    isolation: &str,
+    limit_secs: u64,
+) -> Result<u64, sqlx::Error> {
     let sql = format!(
         "SET SESSION TRANSACTION ISOLATION LEVEL {isolation}; \
          SET SESSION innodb_lock_wait_timeout = {limit_secs}, max_statement_time = {limit_secs}; \
-         XA START {xid}"
+         XA START {xid}; \
+         SELECT CONNECTION_ID()"
     );
-    run(conn, sql).await
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    let row = rows
+        .last()
+        .ok_or_else(|| sqlx::Error::Protocol("CONNECTION_ID() returned no row".to_owned()))?;
+    row.try_get_unchecked::<u64, _>(0)
+}
+
+/// Ends another session (one that still owns a branch after its client
+/// connection was lost).
+pub async fn kill(conn: &mut MySqlConnection, session: u64) -> Result<(), sqlx::Error> {
+    run(conn, format!("KILL {session}")).await
 }
 
 /// Shortens the session's lock wait and statement time limits.

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
-use super::engine::{Action, BranchState, Engine, Event, Failure, Outcome, Refusal, State};
+use super::engine::{AbortKind, Action, BranchState, Engine, Event, Failure, Outcome, Refusal, State};
 use crate::Shared;
 use crate::participants::{failure, vote_of};
 
@@ -48,6 +48,14 @@ pub struct TxnHandle {
     tx: mpsc::Sender<Msg>,
 }
 
+/// Why a request to a transaction actor got no answer from it.
+#[derive(Debug)]
+pub enum CallError {
+    /// The actor had already ended: answer from the registry's record.
+    Ended,
+    Status(Status),
+}
+
 /// What a transaction was started with.
 pub struct Params {
     pub id: String,
@@ -58,7 +66,7 @@ pub struct Params {
 
 impl TxnHandle {
     /// Spawns the actor; it records itself in the registry until it ends.
-    pub fn spawn(shared: Arc<Shared>, params: Params, info: Arc<std::sync::Mutex<pb::TransactionInfo>>) -> Self {
+    pub fn spawn(shared: Arc<Shared>, params: Params, record: Arc<std::sync::Mutex<super::Record>>) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let actor = TxnActor {
             deadline: Instant::now() + params.timeout,
@@ -73,7 +81,7 @@ impl TxnHandle {
             submit: None,
             attempts: HashMap::new(),
             reply_wait: None,
-            info,
+            record,
         };
         tokio::spawn(actor.run());
         Self { tx }
@@ -83,7 +91,7 @@ impl TxnHandle {
         &self,
         participant: String,
         statements: Vec<Statement>,
-    ) -> Result<Vec<StatementResult>, Status> {
+    ) -> Result<Vec<StatementResult>, CallError> {
         self.call(|reply| Msg::Execute {
             participant,
             statements,
@@ -92,23 +100,22 @@ impl TxnHandle {
         .await
     }
 
-    pub async fn commit(&self) -> Result<CommitResponse, Status> {
+    pub async fn commit(&self) -> Result<CommitResponse, CallError> {
         self.call(Msg::Commit).await
     }
 
-    pub async fn rollback(&self) -> Result<(), Status> {
+    pub async fn rollback(&self) -> Result<(), CallError> {
         self.call(Msg::Rollback).await
     }
 
-    pub async fn submit(&self, branches: Vec<pb::Branch>) -> Result<SubmitResponse, Status> {
+    pub async fn submit(&self, branches: Vec<pb::Branch>) -> Result<SubmitResponse, CallError> {
         self.call(|reply| Msg::Submit { branches, reply }).await
     }
 
-    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, Status> {
+    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, CallError> {
         let (reply, rx) = oneshot::channel();
-        let ended = || Status::failed_precondition("the transaction has ended");
-        self.tx.send(msg(reply)).await.map_err(|_| ended())?;
-        rx.await.map_err(|_| ended())?
+        self.tx.send(msg(reply)).await.map_err(|_| CallError::Ended)?;
+        rx.await.map_err(|_| CallError::Ended)?.map_err(CallError::Status)
     }
 }
 
@@ -153,7 +160,7 @@ struct TxnActor {
     attempts: HashMap<String, u32>,
     reply_wait: Option<Instant>,
     /// What GetTransaction shows; shared with the registry.
-    info: Arc<std::sync::Mutex<pb::TransactionInfo>>,
+    record: Arc<std::sync::Mutex<super::Record>>,
 }
 
 impl TxnActor {
@@ -231,9 +238,13 @@ impl TxnActor {
                 }
             },
             Msg::Rollback(reply) => match self.engine.rollback() {
-                Ok(actions) => {
+                Ok(Some(actions)) => {
                     self.rollback_waiters.push(reply);
                     self.act(actions);
+                }
+                // Already aborted: the decision is final.
+                Ok(None) => {
+                    let _ = reply.send(Ok(()));
                 }
                 Err(refusal) => {
                     let _ = reply.send(Err(self.refusal_status(refusal)));
@@ -409,16 +420,12 @@ impl TxnActor {
     }
 
     fn resend_phase2(&mut self, participant: String) {
-        let one_phase = self.engine.state() == State::Committing && self.engine.branches().count() == 1;
-        let state = self
-            .engine
-            .branches()
-            .find(|(name, _)| *name == participant)
-            .map(|(_, s)| s);
-        match state {
-            Some(BranchState::Committing) if one_phase => self.send_finish(participant, Then::CommitOnePhase),
+        match self.engine.branch(&participant) {
+            Some(BranchState::Committing) if self.engine.is_one_phase() => {
+                self.send_finish(participant, Then::CommitOnePhase);
+            }
             Some(BranchState::Committing) => self.send_phase2(participant, true),
-            Some(BranchState::RollingBack) => self.send_phase2(participant, false),
+            Some(BranchState::RollingBack | BranchState::Releasing) => self.send_phase2(participant, false),
             _ => {}
         }
     }
@@ -429,30 +436,47 @@ impl TxnActor {
 
     /// Answers every client waiting for the outcome.
     fn reply(&mut self, outcome: &Outcome) {
+        let id = &self.params.id;
         let pending = self.engine.pending().join(", ");
-        let (code, reason) = match outcome {
-            Outcome::Committed if pending.is_empty() => (pb::Outcome::Committed, String::new()),
+        // An error for the client instead of an outcome: a bad request, or
+        // an outcome not known yet.
+        let (code, reason, error) = match outcome {
+            Outcome::Committed if pending.is_empty() => (pb::Outcome::Committed, String::new(), None),
             Outcome::Committed => (
                 pb::Outcome::Committed,
                 format!("committed; phase 2 still running on: {pending}"),
+                None,
             ),
-            Outcome::Aborted(abort) => (pb::Outcome::Aborted, abort.reason.clone()),
+            Outcome::Aborted(abort) if abort.kind == AbortKind::InvalidArgument => (
+                pb::Outcome::Aborted,
+                abort.reason.clone(),
+                Some(Status::invalid_argument(format!(
+                    "{}; transaction {id} aborted, nothing was applied",
+                    abort.reason
+                ))),
+            ),
+            Outcome::Aborted(abort) => (pb::Outcome::Aborted, abort.reason.clone(), None),
+            Outcome::Unknown => (
+                pb::Outcome::Unspecified,
+                String::new(),
+                Some(Status::unavailable(format!(
+                    "the outcome of transaction {id} is not known yet: its participant has not answered \
+                     the one-phase commit; ask GetTransaction"
+                ))),
+            ),
         };
         match outcome {
-            Outcome::Committed => info!(txn = %self.params.id, "committed"),
-            Outcome::Aborted(abort) => {
-                info!(txn = %self.params.id, reason = %abort.reason, "aborted")
-            }
+            Outcome::Committed => info!(txn = %id, "committed"),
+            Outcome::Aborted(abort) => info!(txn = %id, reason = %abort.reason, "aborted"),
+            Outcome::Unknown => warn!(txn = %id, "one-phase commit unanswered; client told the outcome is unknown"),
         }
-        let invalid = matches!(outcome, Outcome::Aborted(a) if a.invalid_argument);
         for waiter in self.commit_waiters.drain(..) {
-            let answer = if invalid {
-                Err(Status::invalid_argument(reason.clone()))
-            } else {
-                Ok(CommitResponse {
+            let answer = match &error {
+                Some(status) => Err(status.clone()),
+                None => Ok(CommitResponse {
                     outcome: code as i32,
                     reason: reason.clone(),
-                })
+                }),
             };
             let _ = waiter.send(answer);
         }
@@ -460,30 +484,28 @@ impl TxnActor {
             let _ = waiter.send(Ok(()));
         }
         if let Some(submit) = self.submit.take() {
-            let answer = if invalid {
-                Err(Status::invalid_argument(format!(
-                    "{reason}; transaction {} aborted, nothing was applied",
-                    self.params.id
-                )))
-            } else {
-                let mut results = submit.results;
-                Ok(SubmitResponse {
-                    txn_id: self.params.id.clone(),
-                    outcome: code as i32,
-                    reason,
-                    results: if code == pb::Outcome::Committed {
-                        submit
-                            .order
-                            .into_iter()
-                            .map(|participant| BranchResults {
-                                results: results.remove(&participant).unwrap_or_default(),
-                                participant,
-                            })
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
-                })
+            let answer = match error {
+                Some(status) => Err(status),
+                None => {
+                    let mut results = submit.results;
+                    Ok(SubmitResponse {
+                        txn_id: id.clone(),
+                        outcome: code as i32,
+                        reason,
+                        results: if code == pb::Outcome::Committed {
+                            submit
+                                .order
+                                .into_iter()
+                                .map(|participant| BranchResults {
+                                    results: results.remove(&participant).unwrap_or_default(),
+                                    participant,
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                }
             };
             let _ = submit.reply.send(answer);
         }
@@ -492,14 +514,14 @@ impl TxnActor {
     fn refusal_status(&self, refusal: Refusal) -> Status {
         let id = &self.params.id;
         match refusal {
-            Refusal::Aborted(abort) => super::abort_status(id, &abort.reason, abort.invalid_argument),
+            Refusal::Aborted(abort) => super::abort_status(id, &abort.reason, abort.kind),
             Refusal::NotActive(why) => Status::failed_precondition(format!("transaction {id} is not active: {why}")),
         }
     }
 
     fn abort_status(&self) -> Status {
         match self.engine.abort() {
-            Some(abort) => super::abort_status(&self.params.id, &abort.reason, abort.invalid_argument),
+            Some(abort) => super::abort_status(&self.params.id, &abort.reason, abort.kind),
             None => Status::internal("execute failed but the transaction did not abort"),
         }
     }
@@ -518,7 +540,9 @@ impl TxnActor {
 
     /// Updates what GetTransaction and ListTransactions show.
     fn publish(&mut self) {
-        let mut info = self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut record = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        record.abort = self.engine.abort().map(|a| a.kind);
+        let info = &mut record.info;
         let state = match self.engine.state() {
             State::Active => TxnState::Active,
             State::Preparing => TxnState::Preparing,
@@ -547,7 +571,7 @@ impl TxnActor {
             TxnState::Aborted | TxnState::Aborting => pb::Outcome::Aborted,
             _ => pb::Outcome::Unspecified,
         } as i32;
-        if self.engine.state() == State::Committing && self.engine.branches().count() == 1 {
+        if self.engine.is_one_phase() {
             // One-phase commit in flight: not decided yet.
             info.outcome = pb::Outcome::Unspecified as i32;
         }
@@ -561,7 +585,7 @@ impl TxnActor {
                     BranchState::Active | BranchState::RollingBack => PbBranch::Active,
                     BranchState::Preparing => PbBranch::Preparing,
                     BranchState::Prepared | BranchState::Committing => PbBranch::Prepared,
-                    BranchState::ReadOnly => PbBranch::ReadOnly,
+                    BranchState::ReadOnly | BranchState::ReadOnlyHeld | BranchState::Releasing => PbBranch::ReadOnly,
                     BranchState::Committed => PbBranch::Committed,
                     BranchState::RolledBack => PbBranch::RolledBack,
                 } as i32,

@@ -9,7 +9,9 @@
 //! 2. All YES (or READ_ONLY) → log the COMMIT decision; phase 2 starts only
 //!    once it is durable ([`Event::Logged`]).
 //! 3. Commit every YES branch, retrying until each acknowledges.
-//!    Read-only branches get no phase 2.
+//!    Read-only branches get no phase 2, except that a read-only branch of
+//!    a Submit that still holds its locks (its vote came while other
+//!    branches were running) is released with a rollback.
 //! 4. A transaction with one branch commits it in one phase, unlogged.
 //!
 //! A rollback is never sent to a branch while an Execute or Prepare on it
@@ -43,8 +45,12 @@ pub enum BranchState {
     Active,
     Preparing,
     Prepared,
-    /// Voted READ_ONLY: finished at vote time, no phase 2.
+    /// Voted READ_ONLY and finished: no phase 2.
     ReadOnly,
+    /// Voted READ_ONLY but still holds its locks until released.
+    ReadOnlyHeld,
+    /// A held read-only branch being released (a rollback RPC).
+    Releasing,
     Committing,
     Committed,
     RollingBack,
@@ -60,30 +66,78 @@ struct Branch {
     rollback_pending: bool,
 }
 
+impl Branch {
+    fn new() -> Self {
+        Self {
+            state: BranchState::Active,
+            in_flight: false,
+            rollback_pending: false,
+        }
+    }
+
+    /// Nothing more will happen to this branch.
+    fn is_settled(&self) -> bool {
+        !self.in_flight
+            && !self.rollback_pending
+            && matches!(
+                self.state,
+                BranchState::Committed | BranchState::RolledBack | BranchState::ReadOnly
+            )
+    }
+}
+
 /// A participant's vote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vote {
     Yes,
-    ReadOnly,
+    /// `held`: the branch still holds its locks and must be released.
+    ReadOnly {
+        held: bool,
+    },
     No(String),
+}
+
+/// What kind of abort, for the status code a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortKind {
+    /// The client asked for the rollback (FAILED_PRECONDITION afterwards).
+    Client,
+    /// The deadline passed (DEADLINE_EXCEEDED).
+    Deadline,
+    /// The client sent a bad request (INVALID_ARGUMENT).
+    InvalidArgument,
+    /// A vote NO, failed statement or guard, lost participant (ABORTED).
+    Failed,
 }
 
 /// Why a transaction aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abort {
     pub reason: String,
-    /// The client sent a bad request (INVALID_ARGUMENT), rather than the
-    /// transaction failing at run time.
-    pub invalid_argument: bool,
-    /// The client asked for the rollback.
-    pub by_client: bool,
+    pub kind: AbortKind,
 }
 
-/// The final or announced outcome.
+impl Abort {
+    fn failed(failure: Failure) -> Self {
+        Self {
+            kind: if failure.invalid_argument {
+                AbortKind::InvalidArgument
+            } else {
+                AbortKind::Failed
+            },
+            reason: failure.reason,
+        }
+    }
+}
+
+/// The outcome announced to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Committed,
     Aborted(Abort),
+    /// A one-phase commit whose answer has not come: the client is told the
+    /// outcome is not known yet (GetTransaction will say).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,15 +160,15 @@ pub enum Event {
     },
     /// The COMMIT record is durable.
     Logged,
-    /// A phase-2 RPC (commit or rollback) answered.
+    /// A phase-2 RPC (commit, rollback or release) answered.
     Phase2Done {
         participant: String,
         result: Result<(), Failure>,
     },
     /// The transaction's deadline passed.
     DeadlineExpired,
-    /// The coordinator waited long enough for phase 2 before answering the
-    /// client.
+    /// The coordinator waited long enough for phase 2 (or a one-phase
+    /// commit) before answering the client.
     ReplyWaitElapsed,
 }
 
@@ -150,10 +204,12 @@ pub enum Action {
     LogCommit(Vec<String>),
     /// Phase 2.
     Commit(String),
+    /// Roll back the branch, or release a held read-only one.
     Rollback(String),
-    /// Retry a failed phase-2 RPC after a backoff.
+    /// Retry a failed phase-2 RPC (or ask again how a one-phase commit
+    /// ended) after a backoff.
     Retry(String),
-    /// Start the bounded wait before answering the client while phase 2 runs.
+    /// Start the bounded wait before answering the client.
     StartReplyWait,
     /// Answer every client waiting for the outcome.
     Reply(Outcome),
@@ -164,7 +220,7 @@ pub enum Action {
 /// Why a client request is refused in the current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The transaction aborted (ABORTED), with why.
+    /// The transaction aborted, with why.
     Aborted(Abort),
     /// Not possible in this state (FAILED_PRECONDITION).
     NotActive(String),
@@ -220,6 +276,15 @@ impl Engine {
         self.branches.iter().map(|(name, b)| (name.as_str(), b.state))
     }
 
+    pub fn branch(&self, participant: &str) -> Option<BranchState> {
+        self.branches.get(participant).map(|b| b.state)
+    }
+
+    /// Whether the only branch is committing in one phase (not decided yet).
+    pub fn is_one_phase(&self) -> bool {
+        self.one_phase
+    }
+
     /// Whether the transaction is over and no RPC is outstanding.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Committed | State::Aborted)
@@ -234,7 +299,12 @@ impl Engine {
     pub fn pending(&self) -> Vec<&str> {
         self.branches
             .iter()
-            .filter(|(_, b)| matches!(b.state, BranchState::Committing | BranchState::RollingBack))
+            .filter(|(_, b)| {
+                matches!(
+                    b.state,
+                    BranchState::Committing | BranchState::RollingBack | BranchState::Releasing
+                )
+            })
             .map(|(name, _)| name.as_str())
             .collect()
     }
@@ -244,11 +314,7 @@ impl Engine {
     pub fn execute(&mut self, participant: &str) -> Result<bool, Refusal> {
         self.require_active()?;
         let begin = !self.branches.contains_key(participant);
-        let branch = self.branches.entry(participant.to_owned()).or_insert(Branch {
-            state: BranchState::Active,
-            in_flight: false,
-            rollback_pending: false,
-        });
+        let branch = self.branches.entry(participant.to_owned()).or_insert_with(Branch::new);
         if branch.in_flight {
             return Err(Refusal::NotActive(format!(
                 "an Execute on participant {participant} is still running in this transaction"
@@ -278,35 +344,25 @@ impl Engine {
             return Err(Refusal::NotActive("Submit needs a fresh transaction".to_owned()));
         }
         for p in participants {
-            self.branches.insert(
-                p.clone(),
-                Branch {
-                    state: BranchState::Active,
-                    in_flight: false,
-                    rollback_pending: false,
-                },
-            );
+            self.branches.insert(p.clone(), Branch::new());
         }
         self.waiting = true;
         Ok(self.start_commit())
     }
 
-    /// A client's Rollback.
-    pub fn rollback(&mut self) -> Result<Vec<Action>, Refusal> {
+    /// A client's Rollback: `Ok(None)` when the transaction already aborted
+    /// (the decision is final; answer at once), otherwise the actions and a
+    /// reply once every branch is rolled back.
+    pub fn rollback(&mut self) -> Result<Option<Vec<Action>>, Refusal> {
         match self.state {
             State::Active => {
                 self.waiting = true;
-                Ok(self.start_abort(Abort {
+                Ok(Some(self.start_abort(Abort {
                     reason: CLIENT_ROLLBACK.to_owned(),
-                    invalid_argument: false,
-                    by_client: true,
-                }))
+                    kind: AbortKind::Client,
+                })))
             }
-            State::Aborting => {
-                self.waiting = true;
-                Ok(Vec::new())
-            }
-            State::Aborted => Ok(vec![Action::Reply(self.outcome())]),
+            State::Aborting | State::Aborted => Ok(None),
             State::Preparing | State::Logging => Err(Refusal::NotActive(
                 "the transaction is committing; it can no longer be rolled back".to_owned(),
             )),
@@ -325,13 +381,19 @@ impl Engine {
             Event::Phase2Done { participant, result } => self.on_phase2(&participant, result),
             Event::DeadlineExpired if self.deadline_applies() => self.start_abort(Abort {
                 reason: "the transaction's deadline passed".to_owned(),
-                invalid_argument: false,
-                by_client: false,
+                kind: AbortKind::Deadline,
             }),
             Event::DeadlineExpired => Vec::new(),
-            Event::ReplyWaitElapsed if self.waiting && !self.replied && self.is_decided() => {
-                self.replied = true;
-                vec![Action::Reply(self.outcome())]
+            Event::ReplyWaitElapsed if self.waiting && !self.replied => {
+                if self.is_decided() {
+                    self.replied = true;
+                    vec![Action::Reply(self.outcome())]
+                } else if self.one_phase {
+                    self.replied = true;
+                    vec![Action::Reply(Outcome::Unknown)]
+                } else {
+                    Vec::new()
+                }
             }
             Event::ReplyWaitElapsed => Vec::new(),
         }
@@ -341,7 +403,9 @@ impl Engine {
         match self.state {
             State::Active => Ok(()),
             State::Aborting | State::Aborted => match &self.abort {
-                Some(abort) if abort.by_client => Err(Refusal::NotActive("the transaction was rolled back".to_owned())),
+                Some(abort) if abort.kind == AbortKind::Client => {
+                    Err(Refusal::NotActive("the transaction was rolled back".to_owned()))
+                }
                 Some(abort) => Err(Refusal::Aborted(abort.clone())),
                 None => Err(Refusal::NotActive("the transaction aborted".to_owned())),
             },
@@ -360,10 +424,11 @@ impl Engine {
             1 => {
                 self.state = State::Committing;
                 self.one_phase = true;
+                self.reply_wait_started = true;
                 let (name, branch) = self.branches.iter_mut().next().expect("one branch");
                 branch.state = BranchState::Committing;
                 branch.in_flight = true;
-                vec![Action::CommitOnePhase(name.clone())]
+                vec![Action::CommitOnePhase(name.clone()), Action::StartReplyWait]
             }
             _ => {
                 self.state = State::Preparing;
@@ -387,8 +452,13 @@ impl Engine {
         let mut actions = Vec::new();
         for (name, branch) in &mut self.branches {
             match branch.state {
-                BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack => {}
+                BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack | BranchState::Releasing => {
+                }
                 _ if branch.in_flight => branch.rollback_pending = true,
+                BranchState::ReadOnlyHeld => {
+                    branch.state = BranchState::Releasing;
+                    actions.push(Action::Rollback(name.clone()));
+                }
                 _ => {
                     branch.state = BranchState::RollingBack;
                     actions.push(Action::Rollback(name.clone()));
@@ -403,24 +473,17 @@ impl Engine {
             return Vec::new();
         };
         branch.in_flight = false;
-        match result {
-            Ok(()) => self.flush_pending_rollback(participant),
-            Err(failure) => {
-                // A failed Execute aborts the whole transaction. The branch
-                // may have begun although the reply was lost: roll it back
-                // too (the participant answers a rollback of an unknown or
-                // rolled-back branch with success).
-                let mut actions = self.flush_pending_rollback(participant);
-                if self.state == State::Active {
-                    actions.extend(self.start_abort(Abort {
-                        reason: failure.reason,
-                        invalid_argument: failure.invalid_argument,
-                        by_client: false,
-                    }));
-                }
-                actions
+        let mut actions = self.flush_pending_rollback(participant);
+        if let Err(failure) = result {
+            // A failed Execute aborts the whole transaction. The branch may
+            // have begun although the reply was lost: it is rolled back too
+            // (the participant answers a rollback of an unknown or
+            // rolled-back branch with success).
+            if self.state == State::Active {
+                actions.extend(self.start_abort(Abort::failed(failure)));
             }
         }
+        actions
     }
 
     fn on_voted(&mut self, participant: &str, result: Result<Vote, Failure>) -> Vec<Action> {
@@ -431,35 +494,34 @@ impl Engine {
             return Vec::new();
         }
         branch.in_flight = false;
-        let mut actions = Vec::new();
+        let mut abort = None;
         match result {
             Ok(Vote::Yes) => branch.state = BranchState::Prepared,
-            Ok(Vote::ReadOnly) => branch.state = BranchState::ReadOnly,
+            Ok(Vote::ReadOnly { held: false }) => branch.state = BranchState::ReadOnly,
+            Ok(Vote::ReadOnly { held: true }) => branch.state = BranchState::ReadOnlyHeld,
             Ok(Vote::No(reason)) => {
                 branch.state = BranchState::RolledBack;
-                if self.state == State::Preparing {
-                    actions.extend(self.start_abort(Abort {
-                        reason,
-                        invalid_argument: false,
-                        by_client: false,
-                    }));
-                }
+                abort = Some(Abort {
+                    reason,
+                    kind: AbortKind::Failed,
+                });
             }
             Err(failure) => {
-                // The branch may be prepared although the reply was lost.
-                if failure.rolled_back {
-                    branch.state = BranchState::RolledBack;
+                // The branch may be prepared although the reply was lost:
+                // unless the participant said it rolled back, roll it back.
+                branch.state = if failure.rolled_back {
+                    BranchState::RolledBack
                 } else {
-                    branch.state = BranchState::Active;
-                }
-                if self.state == State::Preparing {
-                    actions.extend(self.start_abort(Abort {
-                        reason: failure.reason,
-                        invalid_argument: failure.invalid_argument,
-                        by_client: false,
-                    }));
-                }
+                    BranchState::Active
+                };
+                abort = Some(Abort::failed(failure));
             }
+        }
+        let mut actions = Vec::new();
+        if let Some(abort) = abort
+            && self.state == State::Preparing
+        {
+            actions.extend(self.start_abort(abort));
         }
         actions.extend(self.flush_pending_rollback(participant));
         if self.state == State::Preparing && self.branches.values().all(|b| b.state != BranchState::Preparing) {
@@ -470,8 +532,10 @@ impl Engine {
                 .map(|(name, _)| name.clone())
                 .collect();
             if yes.is_empty() {
-                // Every branch was read-only: nothing to commit.
-                self.state = State::Committed;
+                // Every branch was read-only: nothing to commit, only held
+                // branches to release.
+                self.state = State::Committing;
+                actions.extend(self.release_held());
                 return self.after_progress(actions);
             }
             self.state = State::Logging;
@@ -489,16 +553,14 @@ impl Engine {
         match result {
             Ok(()) => {
                 branch.state = BranchState::Committed;
+                self.one_phase = false;
                 self.after_progress(Vec::new())
             }
             Err(failure) if failure.rolled_back || failure.invalid_argument => {
                 branch.state = BranchState::RolledBack;
+                self.one_phase = false;
                 self.state = State::Aborting;
-                self.abort = Some(Abort {
-                    reason: failure.reason,
-                    invalid_argument: failure.invalid_argument,
-                    by_client: false,
-                });
+                self.abort = Some(Abort::failed(failure));
                 self.after_progress(Vec::new())
             }
             // The branch's fate is unknown (transport error): ask again. The
@@ -513,12 +575,25 @@ impl Engine {
             return Vec::new();
         }
         self.state = State::Committing;
-        self.reply_wait_started = true;
         let mut actions = vec![Action::StartReplyWait];
+        self.reply_wait_started = true;
         for (name, branch) in &mut self.branches {
             if branch.state == BranchState::Prepared {
                 branch.state = BranchState::Committing;
                 actions.push(Action::Commit(name.clone()));
+            }
+        }
+        actions.extend(self.release_held());
+        actions
+    }
+
+    /// Releases held read-only branches once the outcome is decided.
+    fn release_held(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (name, branch) in &mut self.branches {
+            if branch.state == BranchState::ReadOnlyHeld {
+                branch.state = BranchState::Releasing;
+                actions.push(Action::Rollback(name.clone()));
             }
         }
         actions
@@ -531,7 +606,8 @@ impl Engine {
         match (branch.state, result) {
             (BranchState::Committing, Ok(())) => branch.state = BranchState::Committed,
             (BranchState::RollingBack, Ok(())) => branch.state = BranchState::RolledBack,
-            (BranchState::Committing | BranchState::RollingBack, Err(_)) => {
+            (BranchState::Releasing, Ok(())) => branch.state = BranchState::ReadOnly,
+            (BranchState::Committing | BranchState::RollingBack | BranchState::Releasing, Err(_)) => {
                 // Phase 2 never gives up.
                 return vec![Action::Retry(participant.to_owned())];
             }
@@ -549,9 +625,16 @@ impl Engine {
         }
         branch.rollback_pending = false;
         let mut actions = Vec::new();
-        if !matches!(branch.state, BranchState::RolledBack | BranchState::ReadOnly) {
-            branch.state = BranchState::RollingBack;
-            actions.push(Action::Rollback(participant.to_owned()));
+        match branch.state {
+            BranchState::RolledBack | BranchState::ReadOnly => {}
+            BranchState::ReadOnlyHeld => {
+                branch.state = BranchState::Releasing;
+                actions.push(Action::Rollback(participant.to_owned()));
+            }
+            _ => {
+                branch.state = BranchState::RollingBack;
+                actions.push(Action::Rollback(participant.to_owned()));
+            }
         }
         self.after_progress(actions)
     }
@@ -574,14 +657,7 @@ impl Engine {
     /// Finishes the transaction when every branch is done, and answers the
     /// waiting client (once).
     fn after_progress(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
-        let settled = self.branches.values().all(|b| {
-            !b.in_flight
-                && !b.rollback_pending
-                && matches!(
-                    b.state,
-                    BranchState::Committed | BranchState::RolledBack | BranchState::ReadOnly
-                )
-        });
+        let settled = self.branches.values().all(Branch::is_settled);
         match self.state {
             State::Committing if settled => {
                 self.state = State::Committed;
@@ -733,7 +809,7 @@ mod tests {
     fn read_only_branches_get_no_phase_two() {
         let mut e = two_branch();
         e.commit().unwrap();
-        e.on(ok_vote("a", Vote::ReadOnly));
+        e.on(ok_vote("a", Vote::ReadOnly { held: false }));
         assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("b")])]);
         assert_eq!(
             e.on(Event::Logged),
@@ -746,12 +822,66 @@ mod tests {
     }
 
     #[test]
+    fn held_read_only_branches_are_released_after_the_decision() {
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        assert!(e.on(ok_vote("a", Vote::ReadOnly { held: true })).is_empty());
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("b")])]);
+        assert_eq!(
+            e.on(Event::Logged),
+            vec![Action::StartReplyWait, Action::Commit(s("b")), Action::Rollback(s("a"))]
+        );
+        assert!(e.on(phase2_ok("b")).is_empty(), "the held branch is not released yet");
+        assert_eq!(
+            e.on(phase2_ok("a")),
+            vec![Action::LogEnd, Action::Reply(Outcome::Committed)]
+        );
+        assert_eq!(e.branch("a"), Some(BranchState::ReadOnly));
+
+        // All read-only and held: no log, release, then answer.
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly { held: true }));
+        assert_eq!(
+            e.on(ok_vote("b", Vote::ReadOnly { held: true })),
+            vec![Action::Rollback(s("a")), Action::Rollback(s("b"))]
+        );
+        e.on(phase2_ok("a"));
+        assert_eq!(e.on(phase2_ok("b")), vec![Action::Reply(Outcome::Committed)]);
+
+        // Aborted: held branches are released too.
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly { held: true }));
+        let actions = e.on(ok_vote("b", Vote::No(s("guard failed"))));
+        assert!(actions.contains(&Action::Rollback(s("a"))), "{actions:?}");
+    }
+
+    #[test]
+    fn a_one_phase_commit_without_an_answer_is_reported_unknown_not_guessed() {
+        let mut e = Engine::new();
+        executed(&mut e, "a");
+        e.commit().unwrap();
+        assert!(e.is_one_phase());
+        assert_eq!(e.on(Event::ReplyWaitElapsed), vec![Action::Reply(Outcome::Unknown)]);
+        // The answer comes later: no second reply, the transaction ends.
+        assert!(
+            e.on(Event::OnePhaseDone {
+                participant: s("a"),
+                result: Ok(())
+            })
+            .is_empty()
+        );
+        assert_eq!(e.state(), State::Committed);
+    }
+
+    #[test]
     fn all_read_only_commits_without_logging() {
         let mut e = two_branch();
         e.commit().unwrap();
-        e.on(ok_vote("a", Vote::ReadOnly));
+        e.on(ok_vote("a", Vote::ReadOnly { held: false }));
         assert_eq!(
-            e.on(ok_vote("b", Vote::ReadOnly)),
+            e.on(ok_vote("b", Vote::ReadOnly { held: false })),
             vec![Action::Reply(Outcome::Committed)]
         );
         assert!(e.is_done());
@@ -761,7 +891,10 @@ mod tests {
     fn a_single_branch_commits_in_one_phase_without_logging() {
         let mut e = Engine::new();
         executed(&mut e, "a");
-        assert_eq!(e.commit().unwrap(), vec![Action::CommitOnePhase(s("a"))]);
+        assert_eq!(
+            e.commit().unwrap(),
+            vec![Action::CommitOnePhase(s("a")), Action::StartReplyWait]
+        );
         // A transport error leaves the outcome unknown: ask again.
         assert_eq!(
             e.on(Event::OnePhaseDone {
@@ -808,7 +941,10 @@ mod tests {
             vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]
         );
         let mut e = Engine::new();
-        assert_eq!(e.submit(&[s("a")]).unwrap(), vec![Action::CommitOnePhase(s("a"))]);
+        assert_eq!(
+            e.submit(&[s("a")]).unwrap(),
+            vec![Action::CommitOnePhase(s("a")), Action::StartReplyWait]
+        );
     }
 
     #[test]
@@ -828,7 +964,7 @@ mod tests {
         match e.execute("a") {
             Err(Refusal::Aborted(abort)) => {
                 assert_eq!(abort.reason, "statement 1 failed");
-                assert!(abort.invalid_argument);
+                assert_eq!(abort.kind, AbortKind::InvalidArgument);
             }
             other => panic!("{other:?}"),
         }
@@ -855,7 +991,7 @@ mod tests {
     #[test]
     fn client_rollback_answers_after_every_branch_is_rolled_back() {
         let mut e = two_branch();
-        let actions = e.rollback().unwrap();
+        let actions = e.rollback().unwrap().unwrap();
         assert_eq!(
             actions,
             vec![
@@ -866,12 +1002,12 @@ mod tests {
         );
         assert!(replies(&e.on(phase2_ok("a"))).is_empty());
         let actions = e.on(phase2_ok("b"));
-        assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.by_client));
+        assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.kind == AbortKind::Client));
         // Rolled back by the client: later requests are FAILED_PRECONDITION.
         assert!(matches!(e.execute("a"), Err(Refusal::NotActive(_))));
         assert!(matches!(e.commit(), Err(Refusal::NotActive(_))));
         // A repeated rollback is answered at once.
-        assert!(matches!(e.rollback().unwrap()[..], [Action::Reply(_)]));
+        assert_eq!(e.rollback(), Ok(None));
     }
 
     #[test]
@@ -943,7 +1079,7 @@ mod tests {
                         let result = match next(4) {
                             0 => Ok(Vote::No(s("no"))),
                             1 => Err(Failure::unknown("lost")),
-                            2 => Ok(Vote::ReadOnly),
+                            2 => Ok(Vote::ReadOnly { held: false }),
                             _ => Ok(Vote::Yes),
                         };
                         Some(Event::Voted { participant: p, result })
@@ -996,6 +1132,9 @@ mod tests {
                 };
                 if next(10) == 0 {
                     queue.extend(e.on(Event::DeadlineExpired));
+                }
+                if next(20) == 0 {
+                    queue.extend(e.on(Event::ReplyWaitElapsed));
                 }
                 if let Some(event) = event {
                     queue.extend(e.on(event));

@@ -22,12 +22,20 @@ use crate::ids::IdGen;
 /// How many finished transactions GetTransaction still knows.
 const REMEMBER_FINISHED: usize = 100_000;
 
-use self::engine::CLIENT_ROLLBACK;
+use self::engine::AbortKind;
 
 pub enum Lookup {
     Live(TxnHandle),
-    Finished(TransactionInfo),
+    Finished(Record),
     Unknown,
+}
+
+/// What is known of a transaction outside its actor: what GetTransaction
+/// shows, and the kind of abort (which decides the status of late requests).
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub info: TransactionInfo,
+    pub abort: Option<AbortKind>,
 }
 
 pub struct Txns {
@@ -38,14 +46,14 @@ pub struct Txns {
 #[derive(Default)]
 struct Inner {
     live: HashMap<String, Live>,
-    finished: HashMap<String, TransactionInfo>,
+    finished: HashMap<String, Record>,
     /// Order of `finished`, oldest first, to bound its size.
     finished_order: VecDeque<String>,
 }
 
 struct Live {
     handle: TxnHandle,
-    info: Arc<Mutex<TransactionInfo>>,
+    record: Arc<Mutex<Record>>,
 }
 
 impl Txns {
@@ -74,7 +82,10 @@ impl Txns {
             deadline_unix_ms: actor::unix_ms(now + timeout),
             ..TransactionInfo::default()
         };
-        let shared_info = Arc::new(Mutex::new(info.clone()));
+        let record = Arc::new(Mutex::new(Record {
+            info: info.clone(),
+            abort: None,
+        }));
         // Registered before the actor can run, so it can always find itself.
         let mut inner = self.lock();
         let handle = TxnHandle::spawn(
@@ -85,13 +96,13 @@ impl Txns {
                 isolation,
                 timeout,
             },
-            Arc::clone(&shared_info),
+            Arc::clone(&record),
         );
         inner.live.insert(
             id,
             Live {
                 handle: handle.clone(),
-                info: shared_info,
+                record,
             },
         );
         (handle, info)
@@ -103,30 +114,35 @@ impl Txns {
             return Lookup::Live(live.handle.clone());
         }
         match inner.finished.get(id) {
-            Some(info) => Lookup::Finished(info.clone()),
+            Some(record) => Lookup::Finished(record.clone()),
             None => Lookup::Unknown,
         }
+    }
+
+    /// The finished transaction `id`, if it has ended.
+    pub fn finished(&self, id: &str) -> Option<Record> {
+        self.lock().finished.get(id).cloned()
     }
 
     pub fn info(&self, id: &str) -> Option<TransactionInfo> {
         let inner = self.lock();
         match inner.live.get(id) {
-            Some(live) => Some(lock(&live.info).clone()),
-            None => inner.finished.get(id).cloned(),
+            Some(live) => Some(lock(&live.record).info.clone()),
+            None => inner.finished.get(id).map(|r| r.info.clone()),
         }
     }
 
     /// Newest first.
     pub fn list(&self, filter: TxnFilter, limit: usize) -> Vec<TransactionInfo> {
         let inner = self.lock();
-        let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.info).clone()).collect();
+        let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.record).info.clone()).collect();
         if filter == TxnFilter::All {
             out.extend(
                 inner
                     .finished_order
                     .iter()
                     .rev()
-                    .filter_map(|id| inner.finished.get(id).cloned()),
+                    .filter_map(|id| inner.finished.get(id).map(|r| r.info.clone())),
             );
         }
         if filter == TxnFilter::InDoubt {
@@ -143,8 +159,8 @@ impl Txns {
         let Some(live) = inner.live.remove(id) else {
             return;
         };
-        let info = lock(&live.info).clone();
-        inner.finished.insert(id.to_owned(), info);
+        let record = lock(&live.record).clone();
+        inner.finished.insert(id.to_owned(), record);
         inner.finished_order.push_back(id.to_owned());
         while inner.finished_order.len() > REMEMBER_FINISHED {
             if let Some(old) = inner.finished_order.pop_front() {
@@ -153,16 +169,21 @@ impl Txns {
         }
     }
 
-    /// The answer to a participant asking how `gtrid` ended (presumed
-    /// abort: what the coordinator does not know as committed aborted).
+    /// The answer to a participant asking how `gtrid` ended. COMMIT when it
+    /// is known committed (or committing), PENDING while undecided, ABORT
+    /// only when known aborted. A gtrid this process does not remember (an
+    /// earlier epoch, or evicted) gets PENDING: until the decision log is
+    /// replayed at start, a COMMIT for it may be on disk, and presumed abort
+    /// must not overrule a logged COMMIT.
     pub fn decision(&self, gtrid: &str) -> DecisionKind {
-        match self.info(gtrid) {
-            Some(info) if info.outcome == Outcome::Committed as i32 => DecisionKind::Commit,
-            Some(info) if info.state == TxnState::Committing as i32 => DecisionKind::Commit,
-            Some(info) if info.finished_unix_ms == 0 && info.state != TxnState::Aborting as i32 => {
-                DecisionKind::Pending
-            }
-            _ => DecisionKind::Abort,
+        let Some(info) = self.info(gtrid) else {
+            return DecisionKind::Pending;
+        };
+        let state = TxnState::try_from(info.state).unwrap_or(TxnState::Unspecified);
+        match state {
+            TxnState::Committed | TxnState::Committing => DecisionKind::Commit,
+            TxnState::Aborted | TxnState::Aborting => DecisionKind::Abort,
+            TxnState::Unspecified | TxnState::Active | TxnState::Preparing | TxnState::Logging => DecisionKind::Pending,
         }
     }
 
@@ -176,26 +197,24 @@ impl Txns {
 }
 
 /// The status for a request on a transaction that has already ended.
-pub fn ended_status(info: &TransactionInfo) -> Status {
+pub fn ended_status(record: &Record) -> Status {
+    let info = &record.info;
     if info.outcome == Outcome::Committed as i32 {
         Status::failed_precondition(format!("transaction {} is not active: it committed", info.txn_id))
     } else {
-        abort_status(&info.txn_id, &info.reason, false)
+        abort_status(&info.txn_id, &info.reason, record.abort.unwrap_or(AbortKind::Failed))
     }
 }
 
 /// The status for a request on an aborted transaction: why it aborted,
 /// with the code a client can act on.
-pub fn abort_status(id: &str, reason: &str, invalid_argument: bool) -> Status {
+pub fn abort_status(id: &str, reason: &str, kind: AbortKind) -> Status {
     let message = format!("transaction {id} aborted: {reason}");
-    if invalid_argument {
-        Status::invalid_argument(message)
-    } else if reason == CLIENT_ROLLBACK {
-        Status::failed_precondition(format!("transaction {id} was rolled back"))
-    } else if reason.contains("deadline") {
-        Status::deadline_exceeded(message)
-    } else {
-        Status::aborted(message)
+    match kind {
+        AbortKind::InvalidArgument => Status::invalid_argument(message),
+        AbortKind::Client => Status::failed_precondition(format!("transaction {id} was rolled back")),
+        AbortKind::Deadline => Status::deadline_exceeded(message),
+        AbortKind::Failed => Status::aborted(message),
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::engine::{Done, Engine, Phase, Request, Step};
+use super::engine::{Done, Ending, Engine, Phase, Request, Step};
 use crate::error::{Error, describe_sql, is_connection_error};
 use crate::sql::Access;
 use crate::xa::{self, Op, Xid};
@@ -75,6 +75,7 @@ impl BranchHandle {
             engine: Engine::new(),
             conn: None,
             deadline: None,
+            session: None,
             lock_wait_secs: u64::MAX,
             rx,
         };
@@ -115,6 +116,9 @@ struct BranchActor {
     /// The transaction's deadline as the coordinator sent it; the branch
     /// rolls back on its own `DEADLINE_GRACE` later if still unprepared.
     deadline: Option<Instant>,
+    /// MySQL's id of the pinned session (`CONNECTION_ID()`), to `KILL` it
+    /// if it outlives its connection while still owning the branch.
+    session: Option<u64>,
     /// The session's `innodb_lock_wait_timeout`, so later batches only
     /// tighten it (lock waits must not outlive the deadline).
     lock_wait_secs: u64,
@@ -126,9 +130,12 @@ impl BranchActor {
         loop {
             let deadline = self
                 .deadline
-                .filter(|_| self.engine.phase() == Phase::Active)
+                .filter(|_| self.engine.deadline_applies())
                 .map(|d| d + DEADLINE_GRACE);
             let msg = tokio::select! {
+                // A request already queued (say, the commit) goes before
+                // the deadline's rollback.
+                biased;
                 msg = self.rx.recv() => msg,
                 () = sleep_until(deadline) => {
                     warn!(xid = %self.xid, "deadline passed without a decision; rolling back the unprepared branch");
@@ -161,10 +168,25 @@ impl BranchActor {
                 reply.send(out).ok();
             }
             Msg::Prepare(reply) => {
-                reply.send(self.prepare().await).ok();
+                // Every statement of the transaction has run: a read-only
+                // branch may let go of its locks now.
+                reply.send(self.prepare(false).await).ok();
             }
             Msg::Commit { one_phase, reply } => {
-                let out = self.step(Request::Commit { one_phase }).await.map(|_| ());
+                let out = match self.step(Request::Commit { one_phase }).await {
+                    // The branch rolled back (its deadline passed): a
+                    // one-phase commit of it is an abort, not a retry.
+                    Err(Error::FailedPrecondition(_))
+                        if one_phase && self.engine.ending() == Some(Ending::RolledBack) =>
+                    {
+                        Err(Error::Aborted(format!(
+                            "branch {} on participant {} was already rolled back (its deadline passed)",
+                            self.xid.gtrid(),
+                            self.shared.name
+                        )))
+                    }
+                    other => other.map(|_| ()),
+                };
                 reply.send(out).ok();
             }
             Msg::Rollback(reply) => {
@@ -178,7 +200,7 @@ impl BranchActor {
         let deadline = Instant::now() + batch.timeout;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         if let Err(err) = self.start_or_tighten(&batch).await {
-            self.abort_after_failure(Step::RunStatements).await;
+            self.abort_after_failure(Step::RunStatements, false).await;
             return Err(err);
         }
         let mut out = ExecuteOutput::default();
@@ -189,14 +211,15 @@ impl BranchActor {
             match self.run_statement(i + 1, statement).await {
                 Ok(result) => out.results.push(result),
                 Err(err) => {
-                    self.abort_after_failure(Step::RunStatements).await;
+                    self.abort_after_failure(Step::RunStatements, false).await;
                     return Err(err);
                 }
             }
         }
         match batch.then {
             Then::KeepOpen => {}
-            Then::Prepare => out.vote = Some(self.prepare().await?),
+            // Submit: other branches may still be running.
+            Then::Prepare => out.vote = Some(self.prepare(true).await?),
             Then::CommitOnePhase => {
                 self.step(Request::Commit { one_phase: true }).await?;
                 out.committed = true;
@@ -205,18 +228,20 @@ impl BranchActor {
         Ok(out)
     }
 
-    async fn prepare(&mut self) -> Result<pb::Vote, Error> {
-        let vote = |kind: VoteKind| pb::Vote {
+    async fn prepare(&mut self, hold: bool) -> Result<pb::Vote, Error> {
+        let vote = |kind: VoteKind, held: bool| pb::Vote {
             kind: kind as i32,
             reason: String::new(),
+            held,
         };
-        match self.step(Request::Prepare).await {
-            Ok(Step::Prepare | Step::AlreadyDone(Done::VotedYes)) => Ok(vote(VoteKind::Yes)),
-            Ok(_) => Ok(vote(VoteKind::ReadOnly)),
-            // A prepare that failed rolled the branch back: that is a NO.
+        match self.step(Request::Prepare { hold }).await {
+            Ok(Step::Prepare | Step::AlreadyDone(Done::VotedYes)) => Ok(vote(VoteKind::Yes, false)),
+            Ok(_) => Ok(vote(VoteKind::ReadOnly, self.engine.phase() == Phase::HeldReadOnly)),
+            // A prepare that failed and rolled the branch back is a NO.
             Err(Error::Aborted(reason)) => Ok(pb::Vote {
                 kind: VoteKind::No as i32,
                 reason,
+                held: false,
             }),
             Err(err) => Err(err),
         }
@@ -226,7 +251,7 @@ impl BranchActor {
     async fn step(&mut self, request: Request) -> Result<Step, Error> {
         let step = self.engine.decide(request).map_err(refused)?;
         let result = match step {
-            Step::RunStatements | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
+            Step::RunStatements | Step::HoldReadOnly | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
             Step::Prepare => self.on_conn(Op::EndPrepare).await,
             Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback).await,
             Step::CommitOnePhase => self.on_conn(Op::EndCommitOnePhase).await,
@@ -244,16 +269,23 @@ impl BranchActor {
             }
             Err(err) => {
                 warn!(xid = %self.xid, ?step, error = %err, "XA step failed");
-                if self.engine.phase() == Phase::Active {
-                    self.abort_after_failure(step).await;
-                    if step == Step::RollbackActive {
-                        // Asked to roll back, and rolled back it is.
-                        return Ok(step);
-                    }
-                    return Err(Error::Aborted(format!("{err}; the branch was rolled back")));
+                if !matches!(self.engine.phase(), Phase::Active | Phase::HeldReadOnly) {
+                    // Prepared: the branch stays; the coordinator retries.
+                    return Err(err);
                 }
-                // Prepared: the branch stays; the coordinator retries.
-                Err(err)
+                let lost = matches!(err, Error::Unavailable(_));
+                self.abort_after_failure(step, lost).await;
+                match self.engine.phase() {
+                    Phase::Prepared => Err(Error::Unavailable(format!(
+                        "{err}; the branch may be prepared and waits for the coordinator's decision"
+                    ))),
+                    Phase::Unknown => Err(Error::Unavailable(format!(
+                        "{err}; whether the one-phase commit took effect is unknown"
+                    ))),
+                    // Asked to roll back, and rolled back it is.
+                    _ if step == Step::RollbackActive => Ok(step),
+                    _ => Err(Error::Aborted(format!("{err}; the branch was rolled back"))),
+                }
             }
         }
     }
@@ -265,7 +297,7 @@ impl BranchActor {
         if self.conn.is_some() {
             return self.on_conn(op).await;
         }
-        recovery::finish_orphan(&self.shared, &self.xid, op).await
+        recovery::finish_orphan(&self.shared, &self.xid, op, self.session).await
     }
 
     async fn on_conn(&mut self, op: Op) -> Result<(), Error> {
@@ -311,9 +343,11 @@ impl BranchActor {
             .await
             .map_err(|_| Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name)))?
             .map_err(|e| Error::Unavailable(format!("MySQL unreachable on participant {}: {e}", self.shared.name)))?;
-        xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs)
-            .await
-            .map_err(|e| self.sql_error("XA START", &e))?;
+        self.session = Some(
+            xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs)
+                .await
+                .map_err(|e| self.sql_error("XA START", &e))?,
+        );
         self.lock_wait_secs = secs;
         self.conn = Some(conn);
         Ok(())
@@ -362,29 +396,29 @@ impl BranchActor {
         Ok(result)
     }
 
-    /// Makes sure a branch that failed before it was prepared is rolled back
-    /// in MySQL, then records it. If the connection cannot roll back cleanly
-    /// it is closed (MySQL rolls back an unprepared XA transaction whose
-    /// session ends), and `XA RECOVER` is checked in case a prepare took
-    /// effect although its reply was lost.
-    async fn abort_after_failure(&mut self, step: Step) {
-        self.engine.failed(step);
-        let mut clean = false;
+    /// Records a failed step and, unless MySQL may have made it durable
+    /// (see [`Engine::failed`]), makes sure the branch is rolled back in
+    /// MySQL: `XA ROLLBACK` on its connection, or else closing the
+    /// connection (MySQL rolls back an unprepared XA transaction whose
+    /// session ends) and checking `XA RECOVER` in case a prepare took effect
+    /// although its reply was lost.
+    async fn abort_after_failure(&mut self, step: Step, connection_lost: bool) {
+        self.engine.failed(step, connection_lost);
+        if matches!(self.engine.phase(), Phase::Prepared | Phase::Unknown) {
+            self.drop_conn();
+            return;
+        }
         if let Some(conn) = self.conn.as_mut() {
             // XA END fails when MySQL already ended the transaction (e.g. a
             // deadlock); the rollback that follows is what matters.
             let _ = xa::end(conn, &self.xid).await;
-            clean = xa::exec(conn, &self.xid, Op::Rollback).await.is_ok()
-                || xa::recover(conn, &self.shared.name)
-                    .await
-                    .is_ok_and(|prepared| !prepared.iter().any(|g| g == self.xid.gtrid()));
-        }
-        if clean {
-            self.release();
-            return;
+            if xa::exec(conn, &self.xid, Op::Rollback).await.is_ok() {
+                self.release();
+                return;
+            }
         }
         self.drop_conn();
-        if let Err(err) = recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback).await {
+        if let Err(err) = recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback, self.session).await {
             warn!(xid = %self.xid, error = %err, "could not confirm the failed branch is rolled back");
         }
     }

@@ -14,18 +14,30 @@ use std::fmt;
 pub enum Phase {
     /// `XA START` done; statements may run.
     Active,
-    /// `XA PREPARE` done; only the coordinator may decide now.
+    /// Voted READ_ONLY while other branches of the transaction may still be
+    /// running: the XA transaction stays open, holding its (read) locks,
+    /// until the coordinator releases it after the decision.
+    HeldReadOnly,
+    /// `XA PREPARE` done (or maybe done: the connection broke during it);
+    /// only the coordinator may decide now.
     Prepared,
     Committed,
     /// Rolled back, or finished at vote time because it wrote nothing.
     RolledBack,
+    /// The connection broke during a one-phase commit: MySQL committed it
+    /// or rolled it back, and nothing here tells which.
+    Unknown,
 }
 
 /// What the coordinator (or the branch's own timer) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
     Execute,
-    Prepare,
+    /// `hold`: other branches may still be running (a Submit), so a
+    /// read-only branch must keep its locks until released.
+    Prepare {
+        hold: bool,
+    },
     Commit {
         one_phase: bool,
     },
@@ -40,6 +52,9 @@ pub enum Step {
     RunStatements,
     /// `XA END; XA PREPARE` and vote YES.
     Prepare,
+    /// The branch wrote nothing but must keep its locks: vote READ_ONLY
+    /// without any SQL; a later rollback releases it.
+    HoldReadOnly,
     /// The branch wrote nothing: `XA END; XA ROLLBACK` and vote READ_ONLY.
     /// A prepared read-only branch would be rolled back by MariaDB when its
     /// session ends anyway (DESIGN §4), so it is finished at vote time.
@@ -64,8 +79,10 @@ pub enum Step {
 pub enum Ending {
     Committed,
     RolledBack,
-    /// Wrote nothing; finished at vote time.
+    /// Wrote nothing; finished at vote time or released after it.
     ReadOnly,
+    /// A one-phase commit whose connection broke: outcome not known.
+    Unknown,
 }
 
 /// The answer to a request that already took effect.
@@ -88,7 +105,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.request {
             Request::Execute => "execute statements in",
-            Request::Prepare => "prepare",
+            Request::Prepare { .. } => "prepare",
             Request::Commit { one_phase: true } => "commit in one phase",
             Request::Commit { one_phase: false } => "commit",
             Request::Rollback => "roll back",
@@ -96,9 +113,11 @@ impl fmt::Display for Refusal {
         };
         let phase = match self.phase {
             Phase::Active => "active",
+            Phase::HeldReadOnly => "read-only and voted",
             Phase::Prepared => "prepared",
             Phase::Committed => "committed",
             Phase::RolledBack => "rolled back",
+            Phase::Unknown => "of unknown outcome",
         };
         write!(f, "cannot {what} a branch that is {phase}")
     }
@@ -137,7 +156,13 @@ impl Engine {
 
     /// Whether the branch holds no more MySQL state and the actor may stop.
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Committed | Phase::RolledBack)
+        matches!(self.phase, Phase::Committed | Phase::RolledBack | Phase::Unknown)
+    }
+
+    /// Whether the branch's own deadline may roll it back (never once
+    /// prepared).
+    pub fn deadline_applies(&self) -> bool {
+        matches!(self.phase, Phase::Active | Phase::HeldReadOnly)
     }
 
     /// How the branch ended, once it has.
@@ -146,7 +171,8 @@ impl Engine {
             Phase::Committed => Some(Ending::Committed),
             Phase::RolledBack if self.read_only => Some(Ending::ReadOnly),
             Phase::RolledBack => Some(Ending::RolledBack),
-            Phase::Active | Phase::Prepared => None,
+            Phase::Unknown => Some(Ending::Unknown),
+            Phase::Active | Phase::HeldReadOnly | Phase::Prepared => None,
         }
     }
 
@@ -160,20 +186,22 @@ impl Engine {
         use Phase::*;
         let step = match (self.phase, request) {
             (Active, Request::Execute) => Step::RunStatements,
-            (Active, Request::Prepare) if self.wrote => Step::Prepare,
-            (Active, Request::Prepare) => Step::FinishReadOnly,
+            (Active, Request::Prepare { .. }) if self.wrote => Step::Prepare,
+            (Active, Request::Prepare { hold: true }) => Step::HoldReadOnly,
+            (Active, Request::Prepare { hold: false }) => Step::FinishReadOnly,
             (Active, Request::Commit { one_phase: true }) => Step::CommitOnePhase,
-            (Active, Request::Rollback | Request::Deadline) => Step::RollbackActive,
+            (Active | HeldReadOnly, Request::Rollback | Request::Deadline) => Step::RollbackActive,
+            (HeldReadOnly, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedReadOnly),
 
-            (Prepared, Request::Prepare) => Step::AlreadyDone(Done::VotedYes),
+            (Prepared, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedYes),
             (Prepared, Request::Commit { one_phase: false }) => Step::CommitPrepared,
             (Prepared, Request::Rollback) => Step::RollbackPrepared,
             (Prepared, Request::Deadline) => Step::Ignore,
 
-            (RolledBack, Request::Prepare) if self.read_only => Step::AlreadyDone(Done::VotedReadOnly),
+            (RolledBack, Request::Prepare { .. }) if self.read_only => Step::AlreadyDone(Done::VotedReadOnly),
             (Committed, Request::Commit { .. }) => Step::AlreadyDone(Done::Committed),
             (RolledBack, Request::Rollback) => Step::AlreadyDone(Done::RolledBack),
-            (Committed | RolledBack, Request::Deadline) => Step::Ignore,
+            (Committed | RolledBack | Unknown, Request::Deadline) => Step::Ignore,
 
             (phase, request) => return Err(Refusal { phase, request }),
         };
@@ -185,6 +213,10 @@ impl Engine {
         match step {
             Step::RunStatements | Step::AlreadyDone(_) | Step::Ignore => {}
             Step::Prepare => self.phase = Phase::Prepared,
+            Step::HoldReadOnly => {
+                self.phase = Phase::HeldReadOnly;
+                self.read_only = true;
+            }
             Step::FinishReadOnly => {
                 self.phase = Phase::RolledBack;
                 self.read_only = true;
@@ -194,23 +226,31 @@ impl Engine {
         }
     }
 
-    /// Records that a step failed. An unprepared branch whose statement or
-    /// prepare failed is rolled back (the actor closes or rolls back its
-    /// connection); a prepared branch stays prepared whatever failed, since
-    /// only the coordinator's decision may finish it.
-    pub fn failed(&mut self, step: Step) {
-        if self.phase == Phase::Active
-            && matches!(
-                step,
+    /// Records that a step failed. `connection_lost`: the connection broke,
+    /// so MySQL may or may not have run the step.
+    ///
+    /// An unprepared branch whose statement or rollback failed is rolled
+    /// back (the actor rolls back or closes its connection; MySQL rolls back
+    /// an unprepared XA transaction whose session ends). A prepare that lost
+    /// its connection may have taken effect: the branch counts as prepared
+    /// and is finished by the coordinator's decision, looked up in
+    /// `XA RECOVER`. A one-phase commit that lost its connection may have
+    /// committed: its outcome is unknown. A prepared branch stays prepared
+    /// whatever failed, since only the coordinator may decide it.
+    pub fn failed(&mut self, step: Step, connection_lost: bool) {
+        self.phase = match (self.phase, step) {
+            (Phase::Active, Step::Prepare) if connection_lost => Phase::Prepared,
+            (Phase::Active, Step::CommitOnePhase) if connection_lost => Phase::Unknown,
+            (
+                Phase::Active | Phase::HeldReadOnly,
                 Step::RunStatements
-                    | Step::Prepare
-                    | Step::FinishReadOnly
-                    | Step::CommitOnePhase
-                    | Step::RollbackActive
-            )
-        {
-            self.phase = Phase::RolledBack;
-        }
+                | Step::Prepare
+                | Step::FinishReadOnly
+                | Step::CommitOnePhase
+                | Step::RollbackActive,
+            ) => Phase::RolledBack,
+            (phase, _) => phase,
+        };
     }
 }
 
@@ -218,9 +258,10 @@ impl Engine {
 mod tests {
     use super::*;
 
-    const ALL: [Request; 6] = [
+    const ALL: [Request; 7] = [
         Request::Execute,
-        Request::Prepare,
+        Request::Prepare { hold: false },
+        Request::Prepare { hold: true },
         Request::Commit { one_phase: false },
         Request::Commit { one_phase: true },
         Request::Rollback,
@@ -238,7 +279,7 @@ mod tests {
         let mut e = Engine::new();
         assert_eq!(run(&mut e, Request::Execute), Ok(Step::RunStatements));
         e.note_write();
-        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::Prepare));
+        assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
         assert_eq!(e.phase(), Phase::Prepared);
         assert_eq!(
             run(&mut e, Request::Commit { one_phase: false }),
@@ -256,10 +297,10 @@ mod tests {
     fn a_branch_that_wrote_nothing_votes_read_only_and_is_finished() {
         let mut e = Engine::new();
         run(&mut e, Request::Execute).unwrap();
-        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::FinishReadOnly));
+        assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::FinishReadOnly));
         assert!(e.is_finished());
         assert_eq!(
-            run(&mut e, Request::Prepare),
+            run(&mut e, Request::Prepare { hold: false }),
             Ok(Step::AlreadyDone(Done::VotedReadOnly))
         );
         assert!(e.decide(Request::Commit { one_phase: false }).is_err());
@@ -269,10 +310,13 @@ mod tests {
     fn prepared_branches_are_never_decided_by_the_deadline() {
         let mut e = Engine::new();
         e.note_write();
-        run(&mut e, Request::Prepare).unwrap();
+        run(&mut e, Request::Prepare { hold: false }).unwrap();
         assert_eq!(run(&mut e, Request::Deadline), Ok(Step::Ignore));
         assert_eq!(e.phase(), Phase::Prepared);
-        assert_eq!(run(&mut e, Request::Prepare), Ok(Step::AlreadyDone(Done::VotedYes)));
+        assert_eq!(
+            run(&mut e, Request::Prepare { hold: false }),
+            Ok(Step::AlreadyDone(Done::VotedYes))
+        );
         // Statements and one-phase commit are refused once prepared.
         assert!(e.decide(Request::Execute).is_err());
         assert!(e.decide(Request::Commit { one_phase: true }).is_err());
@@ -288,7 +332,7 @@ mod tests {
         assert_eq!(e.phase(), Phase::RolledBack);
         // Too late for anything but a rollback.
         assert!(e.decide(Request::Execute).is_err());
-        assert!(e.decide(Request::Prepare).is_err());
+        assert!(e.decide(Request::Prepare { hold: false }).is_err());
         assert!(e.decide(Request::Commit { one_phase: false }).is_err());
     }
 
@@ -307,16 +351,60 @@ mod tests {
     fn failures_roll_back_unprepared_branches_and_keep_prepared_ones() {
         for step in [Step::RunStatements, Step::Prepare, Step::CommitOnePhase] {
             let mut e = Engine::new();
-            e.failed(step);
+            e.failed(step, false);
             assert_eq!(e.phase(), Phase::RolledBack, "{step:?}");
         }
         let mut e = Engine::new();
         e.note_write();
-        run(&mut e, Request::Prepare).unwrap();
+        run(&mut e, Request::Prepare { hold: false }).unwrap();
         for step in [Step::CommitPrepared, Step::RollbackPrepared] {
-            e.failed(step);
-            assert_eq!(e.phase(), Phase::Prepared);
+            for lost in [false, true] {
+                e.failed(step, lost);
+                assert_eq!(e.phase(), Phase::Prepared);
+            }
         }
+    }
+
+    #[test]
+    fn a_lost_connection_never_turns_a_maybe_durable_step_into_a_rollback() {
+        let mut e = Engine::new();
+        e.note_write();
+        e.failed(Step::Prepare, true);
+        // Maybe prepared: only the coordinator's decision finishes it.
+        assert_eq!(e.phase(), Phase::Prepared);
+        assert_eq!(e.decide(Request::Deadline), Ok(Step::Ignore));
+        assert_eq!(e.decide(Request::Rollback), Ok(Step::RollbackPrepared));
+
+        let mut e = Engine::new();
+        e.failed(Step::CommitOnePhase, true);
+        assert_eq!(e.ending(), Some(Ending::Unknown));
+        assert!(e.decide(Request::Commit { one_phase: true }).is_err());
+
+        let mut e = Engine::new();
+        e.failed(Step::RunStatements, true);
+        assert_eq!(e.ending(), Some(Ending::RolledBack));
+    }
+
+    #[test]
+    fn a_read_only_branch_of_a_submit_keeps_its_locks_until_released() {
+        let mut e = Engine::new();
+        run(&mut e, Request::Execute).unwrap();
+        assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::HoldReadOnly));
+        assert_eq!(e.phase(), Phase::HeldReadOnly);
+        assert!(!e.is_finished());
+        assert_eq!(
+            run(&mut e, Request::Prepare { hold: true }),
+            Ok(Step::AlreadyDone(Done::VotedReadOnly))
+        );
+        assert!(e.decide(Request::Execute).is_err());
+        assert!(e.decide(Request::Commit { one_phase: false }).is_err());
+        assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackActive));
+        assert_eq!(e.ending(), Some(Ending::ReadOnly));
+        // Its deadline releases it too.
+        let mut e = Engine::new();
+        run(&mut e, Request::Prepare { hold: true }).unwrap();
+        assert!(e.deadline_applies());
+        assert_eq!(run(&mut e, Request::Deadline), Ok(Step::RollbackActive));
     }
 
     /// Every (state, request) pair: a finished branch never runs SQL again
@@ -324,7 +412,7 @@ mod tests {
     /// rolled back (nor the reverse).
     #[test]
     fn exhaustive_finished_states_are_final() {
-        for phase in [Phase::Committed, Phase::RolledBack] {
+        for phase in [Phase::Committed, Phase::RolledBack, Phase::Unknown] {
             for read_only in [false, true] {
                 let e = Engine {
                     phase,

@@ -75,13 +75,14 @@ impl Registry {
     pub fn finish(&self, gtrid: &str, ending: Ending) {
         let mut inner = self.lock();
         inner.live.remove(gtrid);
-        if inner.ended.insert(gtrid.to_owned(), ending).is_none() {
-            inner.ended_order.push_back(gtrid.to_owned());
-        }
-        while inner.ended_order.len() > REMEMBER_ENDED {
-            if let Some(old) = inner.ended_order.pop_front() {
-                inner.ended.remove(&old);
-            }
+        inner.remember(gtrid, ending);
+    }
+
+    /// Records how a branch no actor held ended (unless one is live).
+    pub fn remember(&self, gtrid: &str, ending: Ending) {
+        let mut inner = self.lock();
+        if !inner.live.contains_key(gtrid) {
+            inner.remember(gtrid, ending);
         }
     }
 
@@ -93,5 +94,18 @@ impl Registry {
         // A panic while holding this lock cannot leave the maps half-updated
         // in a way that matters more than stopping would.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn remember(&mut self, gtrid: &str, ending: Ending) {
+        if self.ended.insert(gtrid.to_owned(), ending).is_none() {
+            self.ended_order.push_back(gtrid.to_owned());
+        }
+        while self.ended_order.len() > REMEMBER_ENDED {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
     }
 }
