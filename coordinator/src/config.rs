@@ -104,3 +104,32 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deployed_example_config_parses() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../../deploy/coordinator.example.toml")).expect("example parses");
+        assert_eq!(file.name.as_deref(), Some("tc"));
+        assert_eq!(file.participants.len(), 2);
+        assert_eq!(file.participants["orders"], "http://10.0.0.11:7501");
+        assert!(
+            toml::from_str::<FileConfig>("nmae = \"typo\"").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn participant_flags_are_name_equals_url() {
+        assert_eq!(
+            parse_participant("orders=http://127.0.0.1:7501"),
+            Ok(("orders".to_owned(), "http://127.0.0.1:7501".to_owned()))
+        );
+        for bad in ["orders", "=http://x", "orders="] {
+            assert!(parse_participant(bad).is_err(), "{bad}");
+        }
+    }
+}
