@@ -75,6 +75,24 @@ impl Branch {
         }
     }
 
+    /// Starts rolling the branch back (or releasing a held read-only one);
+    /// `true` when a Rollback RPC must go out for it.
+    fn start_rollback(&mut self) -> bool {
+        match self.state {
+            BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack | BranchState::Releasing => {
+                false
+            }
+            BranchState::ReadOnlyHeld => {
+                self.state = BranchState::Releasing;
+                true
+            }
+            _ => {
+                self.state = BranchState::RollingBack;
+                true
+            }
+        }
+    }
+
     /// Nothing more will happen to this branch.
     fn is_settled(&self) -> bool {
         !self.in_flight
@@ -451,18 +469,10 @@ impl Engine {
         self.abort = Some(abort);
         let mut actions = Vec::new();
         for (name, branch) in &mut self.branches {
-            match branch.state {
-                BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack | BranchState::Releasing => {
-                }
-                _ if branch.in_flight => branch.rollback_pending = true,
-                BranchState::ReadOnlyHeld => {
-                    branch.state = BranchState::Releasing;
-                    actions.push(Action::Rollback(name.clone()));
-                }
-                _ => {
-                    branch.state = BranchState::RollingBack;
-                    actions.push(Action::Rollback(name.clone()));
-                }
+            if branch.in_flight {
+                branch.rollback_pending = true;
+            } else if branch.start_rollback() {
+                actions.push(Action::Rollback(name.clone()));
             }
         }
         self.after_progress(actions)
@@ -591,8 +601,7 @@ impl Engine {
     fn release_held(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         for (name, branch) in &mut self.branches {
-            if branch.state == BranchState::ReadOnlyHeld {
-                branch.state = BranchState::Releasing;
+            if branch.state == BranchState::ReadOnlyHeld && branch.start_rollback() {
                 actions.push(Action::Rollback(name.clone()));
             }
         }
@@ -625,16 +634,8 @@ impl Engine {
         }
         branch.rollback_pending = false;
         let mut actions = Vec::new();
-        match branch.state {
-            BranchState::RolledBack | BranchState::ReadOnly => {}
-            BranchState::ReadOnlyHeld => {
-                branch.state = BranchState::Releasing;
-                actions.push(Action::Rollback(participant.to_owned()));
-            }
-            _ => {
-                branch.state = BranchState::RollingBack;
-                actions.push(Action::Rollback(participant.to_owned()));
-            }
+        if branch.start_rollback() {
+            actions.push(Action::Rollback(participant.to_owned()));
         }
         self.after_progress(actions)
     }
