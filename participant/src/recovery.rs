@@ -31,7 +31,13 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
 /// `XA RECOVER` lists it), so it is killed.
 pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
     let mut conn = acquire(shared).await?;
-    for attempt in 0..20 {
+    if let Some(session) = owner {
+        // The session may still be running the step whose reply was lost
+        // (a PREPARE that has not happened yet would not be in XA RECOVER
+        // now but could be later): end it before looking.
+        end_session(shared, &mut conn, session).await?;
+    }
+    for _ in 0..20 {
         let listed = xa::recover(&mut conn, &shared.name)
             .await
             .map_err(|e| unavailable(shared, &e))?
@@ -49,11 +55,8 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
         }
         match xa::exec(&mut conn, xid, op).await {
             Ok(()) => return Ok(()),
+            // Still attached to a session that is going away.
             Err(err) if xa::error_number(&err) == Some(codes::XAER_NOTA) => {
-                if let (Some(session), 0) = (owner, attempt) {
-                    // Unknown thread id (already gone) is fine too.
-                    let _ = xa::kill(&mut conn, session).await;
-                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(err) => {
@@ -70,6 +73,25 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
     Err(Error::Unavailable(format!(
         "branch {} is still attached to another session on participant {}",
         xid.gtrid(),
+        shared.name
+    )))
+}
+
+/// `KILL`s a session and waits until the server no longer lists it.
+async fn end_session(shared: &Shared, conn: &mut sqlx::MySqlConnection, session: u64) -> Result<(), Error> {
+    // "Unknown thread id" means it is gone already.
+    let _ = xa::kill(conn, session).await;
+    for _ in 0..100 {
+        if !xa::session_alive(conn, session)
+            .await
+            .map_err(|e| unavailable(shared, &e))?
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(Error::Unavailable(format!(
+        "session {session} on participant {} does not end after KILL",
         shared.name
     )))
 }

@@ -126,8 +126,14 @@ impl Participant for ParticipantService {
             Lookup::Live(handle) => handle.prepare().await?,
             Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
             Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
-            Lookup::Ended(Ending::Committed | Ending::Unknown) => {
+            Lookup::Ended(Ending::Committed) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
+            }
+            Lookup::Ended(Ending::Unknown) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "branch {gtrid} ended in a one-phase commit of unknown outcome"
+                ))
+                .into());
             }
             Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
             Lookup::Unknown => vote(
@@ -192,11 +198,17 @@ impl Participant for ParticipantService {
                 .into());
             }
             Lookup::Unknown => {
-                recovery::finish_orphan(&self.shared, &xid, Op::Rollback, None).await?;
-                // Remember it, so an Execute that begins this branch but
-                // arrives after the rollback (a delayed request) is refused
-                // instead of starting a branch nobody will finish.
-                self.shared.branches.remember(&gtrid, Ending::RolledBack);
+                // Remember it first, so an Execute that begins this branch
+                // but arrives during or after the rollback (a delayed
+                // request) is refused instead of starting a branch nobody
+                // will finish.
+                if let Some(handle) = self.shared.branches.tombstone(&gtrid) {
+                    handle.rollback().await?;
+                } else if let Err(err) = recovery::finish_orphan(&self.shared, &xid, Op::Rollback, None).await {
+                    // Not finished: let the coordinator's retry try again.
+                    self.shared.branches.forget(&gtrid);
+                    return Err(err.into());
+                }
             }
         }
         Ok(Response::new(BranchRollbackResponse {}))

@@ -88,6 +88,15 @@ pub async fn start(
     row.try_get_unchecked::<u64, _>(0)
 }
 
+/// Whether the server still lists session `session`.
+pub async fn session_alive(conn: &mut MySqlConnection, session: u64) -> Result<bool, sqlx::Error> {
+    let rows = sqlx::query("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = ?")
+        .bind(session)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// Ends another session (one that still owns a branch after its client
 /// connection was lost).
 pub async fn kill(conn: &mut MySqlConnection, session: u64) -> Result<(), sqlx::Error> {

@@ -351,6 +351,9 @@ impl TxnActor {
                 Action::StartReplyWait => {
                     self.reply_wait = Some(Instant::now() + self.shared.config.reply_wait);
                 }
+                Action::StartOnePhaseWait => {
+                    self.reply_wait = Some(self.deadline.max(Instant::now()) + self.shared.config.reply_wait);
+                }
                 Action::Reply(outcome) => self.reply(&outcome),
                 Action::LogEnd => self.shared.log.end(&self.params.id),
             }
@@ -456,12 +459,14 @@ impl TxnActor {
                 ))),
             ),
             Outcome::Aborted(abort) => (pb::Outcome::Aborted, abort.reason.clone(), None),
+            // UNKNOWN, not UNAVAILABLE: resubmitting could apply the
+            // transaction twice.
             Outcome::Unknown => (
                 pb::Outcome::Unspecified,
                 String::new(),
-                Some(Status::unavailable(format!(
+                Some(Status::unknown(format!(
                     "the outcome of transaction {id} is not known yet: its participant has not answered \
-                     the one-phase commit; ask GetTransaction"
+                     the one-phase commit; do not resubmit, ask GetTransaction"
                 ))),
             ),
         };

@@ -229,6 +229,10 @@ pub enum Action {
     Retry(String),
     /// Start the bounded wait before answering the client.
     StartReplyWait,
+    /// Start the wait after which an unanswered one-phase commit is
+    /// reported as not known yet: from the deadline on (the same RPC may
+    /// still be running a Submit's statements until then).
+    StartOnePhaseWait,
     /// Answer every client waiting for the outcome.
     Reply(Outcome),
     /// Append the END record: every participant confirmed phase 2.
@@ -446,7 +450,7 @@ impl Engine {
                 let (name, branch) = self.branches.iter_mut().next().expect("one branch");
                 branch.state = BranchState::Committing;
                 branch.in_flight = true;
-                vec![Action::CommitOnePhase(name.clone()), Action::StartReplyWait]
+                vec![Action::CommitOnePhase(name.clone()), Action::StartOnePhaseWait]
             }
             _ => {
                 self.state = State::Preparing;
@@ -543,9 +547,15 @@ impl Engine {
                 .collect();
             if yes.is_empty() {
                 // Every branch was read-only: nothing to commit, only held
-                // branches to release.
+                // branches to release (answered like phase 2: when done, or
+                // after the bounded wait).
                 self.state = State::Committing;
-                actions.extend(self.release_held());
+                let releases = self.release_held();
+                if !releases.is_empty() {
+                    self.reply_wait_started = true;
+                    actions.push(Action::StartReplyWait);
+                }
+                actions.extend(releases);
                 return self.after_progress(actions);
             }
             self.state = State::Logging;
@@ -845,7 +855,11 @@ mod tests {
         e.on(ok_vote("a", Vote::ReadOnly { held: true }));
         assert_eq!(
             e.on(ok_vote("b", Vote::ReadOnly { held: true })),
-            vec![Action::Rollback(s("a")), Action::Rollback(s("b"))]
+            vec![
+                Action::StartReplyWait,
+                Action::Rollback(s("a")),
+                Action::Rollback(s("b"))
+            ]
         );
         e.on(phase2_ok("a"));
         assert_eq!(e.on(phase2_ok("b")), vec![Action::Reply(Outcome::Committed)]);
@@ -894,7 +908,7 @@ mod tests {
         executed(&mut e, "a");
         assert_eq!(
             e.commit().unwrap(),
-            vec![Action::CommitOnePhase(s("a")), Action::StartReplyWait]
+            vec![Action::CommitOnePhase(s("a")), Action::StartOnePhaseWait]
         );
         // A transport error leaves the outcome unknown: ask again.
         assert_eq!(
@@ -944,7 +958,7 @@ mod tests {
         let mut e = Engine::new();
         assert_eq!(
             e.submit(&[s("a")]).unwrap(),
-            vec![Action::CommitOnePhase(s("a")), Action::StartReplyWait]
+            vec![Action::CommitOnePhase(s("a")), Action::StartOnePhaseWait]
         );
     }
 
@@ -1129,7 +1143,9 @@ mod tests {
                         replies_seen += 1;
                         None
                     }
-                    Action::CommitOnePhase(_) | Action::StartReplyWait | Action::LogEnd => None,
+                    Action::CommitOnePhase(_) | Action::StartReplyWait | Action::StartOnePhaseWait | Action::LogEnd => {
+                        None
+                    }
                 };
                 if next(10) == 0 {
                     queue.extend(e.on(Event::DeadlineExpired));

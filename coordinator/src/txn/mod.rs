@@ -179,11 +179,12 @@ impl Txns {
         let Some(info) = self.info(gtrid) else {
             return DecisionKind::Pending;
         };
-        let state = TxnState::try_from(info.state).unwrap_or(TxnState::Unspecified);
-        match state {
-            TxnState::Committed | TxnState::Committing => DecisionKind::Commit,
-            TxnState::Aborted | TxnState::Aborting => DecisionKind::Abort,
-            TxnState::Unspecified | TxnState::Active | TxnState::Preparing | TxnState::Logging => DecisionKind::Pending,
+        // The outcome is set once decided (a one-phase commit in flight
+        // has none yet).
+        match Outcome::try_from(info.outcome) {
+            Ok(Outcome::Committed) => DecisionKind::Commit,
+            Ok(Outcome::Aborted) => DecisionKind::Abort,
+            Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
         }
     }
 

@@ -78,11 +78,24 @@ impl Registry {
         inner.remember(gtrid, ending);
     }
 
-    /// Records how a branch no actor held ended (unless one is live).
-    pub fn remember(&self, gtrid: &str, ending: Ending) {
+    /// Marks an unknown gtrid rolled back, so no branch can begin under
+    /// it any more. Returns the live branch instead if one began meanwhile.
+    pub fn tombstone(&self, gtrid: &str) -> Option<BranchHandle> {
         let mut inner = self.lock();
-        if !inner.live.contains_key(gtrid) {
-            inner.remember(gtrid, ending);
+        if let Some(handle) = inner.live.get(gtrid) {
+            return Some(handle.clone());
+        }
+        if !inner.ended.contains_key(gtrid) {
+            inner.remember(gtrid, Ending::RolledBack);
+        }
+        None
+    }
+
+    /// Drops a tombstone whose rollback did not complete.
+    pub fn forget(&self, gtrid: &str) {
+        let mut inner = self.lock();
+        if inner.ended.remove(gtrid).is_some() {
+            inner.ended_order.retain(|g| g != gtrid);
         }
     }
 
