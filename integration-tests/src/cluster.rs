@@ -266,6 +266,15 @@ impl Cluster {
         logs
     }
 
+    /// `kill -9` a participant process (its MariaDB keeps running).
+    pub fn kill_participant(&mut self, name: &str) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.name == name)
+            && let Some(mut p) = node.participant.take()
+        {
+            p.kill();
+        }
+    }
+
     /// `kill -9` the coordinator.
     pub fn kill_coordinator(&mut self) {
         if let Some(mut c) = self.coordinator.take() {

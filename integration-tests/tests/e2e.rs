@@ -348,6 +348,34 @@ async fn participants_roll_back_unprepared_branches_when_the_coordinator_goes_si
     assert_no_prepared(&cluster).await;
 }
 
+/// A participant that is down: the transaction aborts with a reason naming
+/// it, nothing is applied on the others, and the client is answered
+/// (after the bounded wait for the rollback that cannot reach the dead one).
+#[tokio::test]
+async fn a_participant_that_is_down_aborts_the_transaction() {
+    let mut cluster = cluster().await;
+    let mut client = cluster.client().await.unwrap();
+    cluster.kill_participant("gamma");
+    let done = client
+        .submit(vec![
+            ("alpha", vec![insert_note(1, "x")]),
+            ("gamma", vec![insert_note(1, "x")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Aborted);
+    assert!(done.reason.contains("gamma"), "{}", done.reason);
+    assert_eq!(
+        scalar(cluster.node("alpha").pool(), "SELECT COUNT(*) FROM notes").await,
+        0
+    );
+    assert_unlocked(cluster.node("alpha").pool(), "notes", "id = 1").await;
+    let participants = client.list_participants().await.unwrap();
+    let gamma = participants.iter().find(|p| p.name == "gamma").unwrap();
+    assert!(!gamma.reachable, "{gamma:?}");
+    assert_no_prepared(&cluster).await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_documented_codes_and_change_nothing() {
     let cluster = cluster().await;
