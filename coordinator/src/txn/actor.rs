@@ -59,7 +59,6 @@ pub enum CallError {
 /// What a transaction was started with.
 pub struct Params {
     pub id: String,
-    pub label: String,
     pub isolation: Isolation,
     pub timeout: Duration,
 }

@@ -76,7 +76,7 @@ impl Txns {
         let now = SystemTime::now();
         let info = TransactionInfo {
             txn_id: id.clone(),
-            label: label.clone(),
+            label,
             state: TxnState::Active as i32,
             started_unix_ms: actor::unix_ms(now),
             deadline_unix_ms: actor::unix_ms(now + timeout),
@@ -92,7 +92,6 @@ impl Txns {
             Arc::clone(shared),
             actor::Params {
                 id: id.clone(),
-                label,
                 isolation,
                 timeout,
             },
