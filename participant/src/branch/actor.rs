@@ -199,8 +199,17 @@ impl BranchActor {
         self.engine.decide(Request::Execute).map_err(refused)?;
         let deadline = Instant::now() + batch.timeout;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        let starting = self.conn.is_none();
         if let Err(err) = self.start_or_tighten(&batch).await {
-            self.abort_after_failure(Step::RunStatements, false).await;
+            if starting {
+                // Nothing began. Roll back nothing either: if XA START
+                // failed because the XID exists (a branch of an earlier
+                // participant process, prepared), that branch is not ours
+                // to touch.
+                self.engine.failed(Step::RunStatements, false);
+            } else {
+                self.abort_after_failure(Step::RunStatements, false).await;
+            }
             return Err(err);
         }
         let mut out = ExecuteOutput::default();
@@ -343,14 +352,19 @@ impl BranchActor {
             .await
             .map_err(|_| Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name)))?
             .map_err(|e| Error::Unavailable(format!("MySQL unreachable on participant {}: {e}", self.shared.name)))?;
-        self.session = Some(
-            xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs)
-                .await
-                .map_err(|e| self.sql_error("XA START", &e))?,
-        );
-        self.lock_wait_secs = secs;
-        self.conn = Some(conn);
-        Ok(())
+        match xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs).await {
+            Ok(session) => {
+                self.session = Some(session);
+                self.lock_wait_secs = secs;
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(err) => {
+                // Its state is unknown: close it rather than pool it.
+                drop(conn.detach());
+                Err(self.sql_error("XA START", &err))
+            }
+        }
     }
 
     async fn run_statement(&mut self, n: usize, statement: &Statement) -> Result<StatementResult, Error> {
