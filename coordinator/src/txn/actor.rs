@@ -167,16 +167,9 @@ impl TxnActor {
         loop {
             let deadline = Some(self.deadline).filter(|_| self.engine.deadline_applies());
             tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
-                    // Every handle is gone (the registry dropped an
-                    // untouched transaction): nothing else can arrive.
-                    None if self.engine.state() == State::Active => {
-                        let actions = self.engine.on(Event::DeadlineExpired);
-                        self.act(actions);
-                    }
-                    None => {}
-                },
+                // The registry holds a handle until the actor ends, so the
+                // mailbox stays open.
+                Some(msg) = self.rx.recv() => self.handle(msg),
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.on_done(done),
                 () = sleep_until(deadline) => {
                     debug!(txn = %self.params.id, "deadline passed");
