@@ -208,7 +208,7 @@ impl Coordinator for CoordinatorService {
             .map_err(|_| Error::InvalidArgument(format!("unknown filter {}", req.filter)))?;
         let limit = if req.limit == 0 { 1_000 } else { req.limit as usize };
         Ok(Response::new(ListTransactionsResponse {
-            transactions: self.shared.txns.list(filter, limit),
+            transactions: self.shared.txns.list(filter, &req.label, limit),
         }))
     }
 

@@ -33,6 +33,31 @@ async fn transfer_across_two_databases_commits_on_both() {
     let info = client.get_transaction(&done.txn_id).await.unwrap();
     assert_eq!(info.state(), TxnState::Committed);
     assert_eq!(info.outcome(), Outcome::Committed);
+
+    // A labelled Submit can be found by its label.
+    let labelled = client
+        .submit_with(pb::SubmitRequest {
+            label: "transfer-42".into(),
+            branches: vec![pb::Branch {
+                participant: "alpha".into(),
+                statements: vec![Statement::new("SELECT 1")],
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let found = client
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            label: "transfer-42".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].txn_id, labelled.txn_id);
     assert_eq!(info.branches.len(), 2);
     assert!(info.finished_unix_ms >= info.decided_unix_ms && info.decided_unix_ms >= info.started_unix_ms);
     assert_no_prepared(&cluster).await;

@@ -131,8 +131,8 @@ impl Txns {
         }
     }
 
-    /// Newest first.
-    pub fn list(&self, filter: TxnFilter, limit: usize) -> Vec<TransactionInfo> {
+    /// Newest first; `label` (if not empty) must match exactly.
+    pub fn list(&self, filter: TxnFilter, label: &str, limit: usize) -> Vec<TransactionInfo> {
         let inner = self.lock();
         let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.record).info.clone()).collect();
         if filter == TxnFilter::All {
@@ -146,6 +146,9 @@ impl Txns {
         }
         if filter == TxnFilter::InDoubt {
             out.retain(|i| i.state == TxnState::Committing as i32 || i.state == TxnState::Aborting as i32);
+        }
+        if !label.is_empty() {
+            out.retain(|i| i.label == label);
         }
         out.sort_by_key(|i| std::cmp::Reverse(i.started_unix_ms));
         out.truncate(limit);
