@@ -87,13 +87,8 @@ pub fn bind<'q>(mut query: Query<'q, MySql, MySqlArguments>, params: &'q [Value]
             Some(Kind::DoubleValue(v)) => query.bind(*v),
             Some(Kind::BoolValue(v)) => query.bind(*v),
             Some(Kind::BytesValue(v)) => query.bind(v.as_slice()),
-            Some(
-                Kind::StringValue(v)
-                | Kind::DecimalValue(v)
-                | Kind::DateValue(v)
-                | Kind::DatetimeValue(v)
-                | Kind::TimeValue(v),
-            ) => query.bind(v.as_str()),
+            // String, decimal, date, datetime and time: their text.
+            Some(_) => query.bind(value.as_str().unwrap_or_default()),
         };
     }
     query
