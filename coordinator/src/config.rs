@@ -26,6 +26,8 @@ pub struct Config {
     /// How long a committing client waits for phase 2 before it is answered
     /// with the participants still pending named.
     pub reply_wait: Duration,
+    /// How long a COMMIT stays in the decision log after its END.
+    pub decision_retention: Duration,
 }
 
 /// The TOML file: every key optional; flags win.
@@ -50,6 +52,7 @@ pub struct FileConfig {
     pub default_timeout_ms: Option<u64>,
     pub max_timeout_ms: Option<u64>,
     pub reply_wait_ms: Option<u64>,
+    pub decision_retention_secs: Option<u64>,
 }
 
 impl FileConfig {

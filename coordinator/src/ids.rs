@@ -17,8 +17,22 @@ const EPOCH_FILE: &str = "epoch";
 /// Longest coordinator name: leaves room for two u64s in 64 bytes.
 pub const MAX_NAME_LEN: usize = 22;
 
+/// Where a gtrid comes from, as seen by this coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Not one of ours (another coordinator's, or not a tandem gtrid).
+    Foreign,
+    /// Ours, from an earlier run of this coordinator.
+    EarlierRun,
+    /// Ours, issued by this run.
+    ThisRun,
+    /// Ours in form, but never issued.
+    NeverIssued,
+}
+
 #[derive(Debug)]
 pub struct IdGen {
+    name: String,
     prefix: String,
     epoch: u64,
     seq: AtomicU64,
@@ -51,6 +65,7 @@ impl IdGen {
             .and_then(|d| d.sync_all())
             .map_err(|e| io("cannot sync directory of", e))?;
         Ok(Self {
+            name: name.to_owned(),
             prefix: format!("{name}-{epoch}-"),
             epoch,
             seq: AtomicU64::new(0),
@@ -59,6 +74,23 @@ impl IdGen {
 
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Where `gtrid` comes from.
+    pub fn origin(&self, gtrid: &str) -> Origin {
+        let parsed = gtrid
+            .strip_prefix(self.name.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(epoch, seq)| Some((epoch.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)));
+        match parsed {
+            None => Origin::Foreign,
+            Some((epoch, _)) if epoch < self.epoch => Origin::EarlierRun,
+            Some((epoch, seq)) if epoch == self.epoch && seq >= 1 && seq <= self.seq.load(Ordering::Relaxed) => {
+                Origin::ThisRun
+            }
+            Some(_) => Origin::NeverIssued,
+        }
     }
 
     pub fn next(&self) -> String {
@@ -82,6 +114,21 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_tells_ours_from_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(IdGen::open(dir.path(), "tc").unwrap());
+        let ids = IdGen::open(dir.path(), "tc").unwrap();
+        let issued = ids.next();
+        assert_eq!(ids.origin(&issued), Origin::ThisRun);
+        assert_eq!(ids.origin("tc-1-77"), Origin::EarlierRun);
+        assert_eq!(ids.origin("tc-2-2"), Origin::NeverIssued);
+        assert_eq!(ids.origin("tc-3-1"), Origin::NeverIssued);
+        for foreign in ["tc2-1-1", "other-1-1", "tc-x-1", "tc-1", "tc", ""] {
+            assert_eq!(ids.origin(foreign), Origin::Foreign, "{foreign}");
+        }
+    }
 
     #[test]
     fn epochs_grow_across_restarts_so_ids_never_repeat() {

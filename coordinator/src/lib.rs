@@ -9,7 +9,8 @@
 //! - [`participants`]: one long-lived gRPC channel per participant and the
 //!   RPCs the actor sends over it (Execute, Prepare, Commit, Rollback).
 //! - [`decision_log`]: COMMIT decisions, fsync'd (group commit) before any
-//!   phase-2 message goes out.
+//!   phase-2 message goes out; replayed at start, where every COMMIT
+//!   without an END gets an actor again ([`txn::Txns::recover`]).
 //! - [`ids`]: gtrids that never repeat across restarts (a durable epoch).
 //! - [`config`]: settings from flags and an optional TOML file.
 
@@ -32,7 +33,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
 
-use crate::decision_log::{DecisionLog, FileLog};
+use crate::decision_log::{DecisionLog, FileLog, LogOptions};
 use crate::error::Error;
 use crate::ids::IdGen;
 use crate::participants::Participants;
@@ -54,8 +55,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let ids = IdGen::open(&config.data_dir, &config.name)?;
-    let log = FileLog::open(&config.data_dir)?;
+    let options = LogOptions {
+        retention: config.decision_retention,
+        ..LogOptions::default()
+    };
+    // Replayed before anything is served: Decisions answers ABORT for a
+    // gtrid without a COMMIT, which is only true once the log is read.
+    let (log, unfinished) = FileLog::open(&config.data_dir, options)?;
     let participants = Arc::new(Participants::new(&config.participants)?);
+    for u in &unfinished {
+        for p in &u.participants {
+            participants.get(p).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "the decision log holds COMMIT {} for participant {p}, which is not configured; \
+                     configure it so phase 2 can finish",
+                    u.gtrid
+                ))
+            })?;
+        }
+    }
     let listen = config.listen;
     let shared = Arc::new(Shared {
         config,
@@ -65,6 +83,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));
+    if !unfinished.is_empty() {
+        info!(count = unfinished.len(), "resuming phase 2 of logged COMMITs");
+    }
+    shared.txns.recover(&shared, unfinished);
 
     let listener = TcpListener::bind(listen)
         .await
@@ -80,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     info!(%local, participants = shared.config.participants.len(), "tandem-coordinator listening on {local}");
     let drained = shutdown.clone();
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
@@ -88,7 +110,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(
             &shared,
         ))))
-        .add_service(DecisionsServer::new(server::DecisionService::new(Arc::clone(&shared))))
+        .add_service(DecisionsServer::new(server::DecisionService::new(Arc::clone(&shared))));
+    #[cfg(feature = "failpoints")]
+    let router = router.add_service(tandem_proto::failpoints::service());
+    router
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             drained.cancelled().await;
             health.set_service_status("", ServingStatus::NotServing).await;

@@ -40,6 +40,10 @@ struct Args {
     /// participants still pending named [default: 5000].
     #[arg(long, env = "TANDEM_REPLY_WAIT_MS")]
     reply_wait_ms: Option<u64>,
+    /// How long a COMMIT decision is kept after every participant confirmed
+    /// it, for participants and clients that ask late [default: 600].
+    #[arg(long, env = "TANDEM_DECISION_RETENTION_SECS")]
+    decision_retention_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -47,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -71,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
         default_timeout: ms(args.default_timeout_ms.or(file.default_timeout_ms).unwrap_or(10_000)),
         max_timeout: ms(args.max_timeout_ms.or(file.max_timeout_ms).unwrap_or(600_000)),
         reply_wait: ms(args.reply_wait_ms.or(file.reply_wait_ms).unwrap_or(5_000)),
+        decision_retention: Duration::from_secs(
+            args.decision_retention_secs
+                .or(file.decision_retention_secs)
+                .unwrap_or(600),
+        ),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tandem_proto::v1::participant_client::ParticipantClient;
 use tandem_proto::v1::{
-    BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest, Isolation,
-    ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
+    BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse, BranchFate, BranchRollbackRequest,
+    InquireRequest, Isolation, ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -105,6 +105,16 @@ impl Participant {
         });
         request.set_timeout(PHASE2_TIMEOUT);
         self.note(self.client.clone().rollback(request).await).map(|_| ())
+    }
+
+    /// How the branch of `gtrid` ended on this participant.
+    pub async fn inquire(&self, gtrid: &str) -> Result<BranchFate, Status> {
+        let mut request = tonic::Request::new(InquireRequest {
+            gtrid: gtrid.to_owned(),
+        });
+        request.set_timeout(PHASE2_TIMEOUT);
+        let fate = self.note(self.client.clone().inquire(request).await)?.into_inner().fate;
+        BranchFate::try_from(fate).map_err(|_| Status::internal(format!("participant {} sent fate {fate}", self.name)))
     }
 
     pub fn info(&self) -> ParticipantInfo {
@@ -208,6 +218,8 @@ pub fn failure(participant: &str, status: &Status) -> Failure {
         // ABORTED: the participant rolled the branch back itself.
         // INVALID_ARGUMENT: it refused the request before running anything.
         rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument),
+        // DATA_LOSS: phase 2 found the branch finished the other way.
+        heuristic: status.code() == Code::DataLoss,
     }
 }
 

@@ -195,7 +195,7 @@ impl Coordinator for CoordinatorService {
         if txn_id.is_empty() {
             return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
         }
-        let info = self.shared.txns.info(&txn_id).ok_or_else(|| unknown_txn(&txn_id))?;
+        let info = self.shared.txns.lookup_info(&self.shared, &txn_id).await?;
         Ok(Response::new(info))
     }
 
@@ -239,8 +239,9 @@ impl Decisions for DecisionService {
         if gtrid.is_empty() {
             return Err(Error::InvalidArgument("gtrid is required".to_owned()).into());
         }
+        let decision = self.shared.txns.decision(self.shared.log.as_ref(), &gtrid)?;
         Ok(Response::new(DecisionResponse {
-            decision: self.shared.txns.decision(&gtrid) as i32,
+            decision: decision as i32,
         }))
     }
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sqlx::MySqlPool;
 use tandem_client::Client;
+use tandem_proto::v1::ConfigureFailpointRequest;
+use tandem_proto::v1::failpoints_client::FailpointsClient;
 use tempfile::TempDir;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -39,6 +41,11 @@ pub struct ClusterConfig {
     pub keep_dir: bool,
     /// `RUST_LOG` for the tandem binaries.
     pub log_filter: String,
+    /// `FAILPOINTS` for a process's first start, by process: `coordinator`
+    /// or a participant's name (the binaries are built with failpoints).
+    pub failpoints: Vec<(String, String)>,
+    /// How often participants look for prepared branches to recover.
+    pub recovery_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +57,8 @@ impl Default for ClusterConfig {
             default_timeout_ms: 10_000,
             keep_dir: false,
             log_filter: "info".to_owned(),
+            failpoints: Vec::new(),
+            recovery_interval_ms: 500,
         }
     }
 }
@@ -59,6 +68,7 @@ pub struct Node {
     pub db: MariaDb,
     pub addr: SocketAddr,
     participant: Option<Process>,
+    participant_starts: u32,
     pool: MySqlPool,
 }
 
@@ -71,6 +81,7 @@ impl Node {
 
 pub struct Cluster {
     coordinator: Option<Process>,
+    coordinator_starts: u32,
     coordinator_addr: SocketAddr,
     nodes: Vec<Node>,
     config: ClusterConfig,
@@ -131,10 +142,12 @@ impl Cluster {
                 pool: db.pool(Some(mariadb::DATABASE)).await?,
                 db,
                 participant: None,
+                participant_starts: 0,
             });
         }
         let mut cluster = Self {
             coordinator: None,
+            coordinator_starts: 0,
             coordinator_addr,
             nodes,
             config,
@@ -190,6 +203,10 @@ impl Cluster {
     fn start_participant(&mut self, i: usize) -> Result<()> {
         let node = &self.nodes[i];
         let mut command = Command::new(self.bins.join("tandem-participant"));
+        let first = node.participant_starts == 0;
+        if let Some(spec) = self.first_failpoints(&node.name, first) {
+            command.env("FAILPOINTS", spec);
+        }
         command
             .arg("--name")
             .arg(&node.name)
@@ -199,16 +216,34 @@ impl Cluster {
             .arg(node.db.url())
             .arg("--coordinator")
             .arg(self.coordinator_url())
+            .arg("--recovery-interval-ms")
+            .arg(self.config.recovery_interval_ms.to_string())
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
         let log = self.dir().join(format!("participant-{}.log", node.name));
         let process = Process::spawn(&format!("participant {}", node.name), command, &log)?;
         self.nodes[i].participant = Some(process);
+        self.nodes[i].participant_starts += 1;
         Ok(())
+    }
+
+    fn first_failpoints(&self, process: &str, first: bool) -> Option<String> {
+        let specs: Vec<&str> = self
+            .config
+            .failpoints
+            .iter()
+            .filter(|(p, _)| first && p == process)
+            .map(|(_, spec)| spec.as_str())
+            .collect();
+        (!specs.is_empty()).then(|| specs.join(";"))
     }
 
     fn start_coordinator(&mut self) -> Result<()> {
         let mut command = Command::new(self.bins.join("tandem-coordinator"));
+        if let Some(spec) = self.first_failpoints("coordinator", self.coordinator_starts == 0) {
+            command.env("FAILPOINTS", spec);
+        }
+        self.coordinator_starts += 1;
         command
             .arg("--listen")
             .arg(self.coordinator_addr.to_string())
@@ -280,6 +315,107 @@ impl Cluster {
         if let Some(mut c) = self.coordinator.take() {
             c.kill();
         }
+    }
+
+    /// Starts the coordinator again (same data dir and address) and waits
+    /// until it is healthy.
+    pub async fn restart_coordinator(&mut self) -> Result<()> {
+        self.kill_coordinator();
+        self.start_coordinator()?;
+        let addr = self.coordinator_addr;
+        self.wait_healthy("coordinator", addr).await
+    }
+
+    /// Starts a participant again and waits until it is healthy.
+    pub async fn restart_participant(&mut self, name: &str) -> Result<()> {
+        self.kill_participant(name);
+        let i = self.index(name);
+        self.start_participant(i)?;
+        let addr = self.nodes[i].addr;
+        self.wait_healthy(&format!("participant {name}"), addr).await
+    }
+
+    /// Starts a participant again without waiting for it to be healthy
+    /// (its MariaDB may be down).
+    pub fn start_participant_again(&mut self, name: &str) -> Result<()> {
+        self.kill_participant(name);
+        let i = self.index(name);
+        self.start_participant(i)
+    }
+
+    /// `kill -9` a participant's MariaDB.
+    pub fn kill_mariadb(&mut self, name: &str) {
+        let i = self.index(name);
+        self.nodes[i].db.kill();
+    }
+
+    /// Starts a participant's MariaDB again on its datadir.
+    pub fn restart_mariadb(&mut self, name: &str) -> Result<()> {
+        let i = self.index(name);
+        self.nodes[i].db.restart()
+    }
+
+    /// Waits until the coordinator process exits (a failpoint crashed it).
+    pub async fn wait_coordinator_exit(&mut self, limit: Duration) -> Result<()> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(c) = self.coordinator.as_mut()
+                && c.exited().is_some()
+            {
+                self.coordinator = None;
+                return Ok(());
+            }
+            if self.coordinator.is_none() {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("the coordinator did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a participant process exits (a failpoint crashed it).
+    pub async fn wait_participant_exit(&mut self, name: &str, limit: Duration) -> Result<()> {
+        let i = self.index(name);
+        let until = Instant::now() + limit;
+        loop {
+            let exited = self.nodes[i].participant.as_mut().is_none_or(|p| p.exited().is_some());
+            if exited {
+                self.nodes[i].participant = None;
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("participant {name} did not exit within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Arms (or with empty `actions` disarms) a failpoint in a running
+    /// process: `coordinator` or a participant's name.
+    pub async fn failpoint(&self, process: &str, name: &str, actions: &str) -> Result<()> {
+        let addr = if process == "coordinator" {
+            self.coordinator_addr
+        } else {
+            self.node(process).addr
+        };
+        let mut client = FailpointsClient::connect(format!("http://{addr}")).await?;
+        client
+            .configure(ConfigureFailpointRequest {
+                name: name.to_owned(),
+                actions: actions.to_owned(),
+            })
+            .await
+            .with_context(|| format!("arming {name} in {process}"))?;
+        Ok(())
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no participant {name} in this cluster"))
     }
 
     /// Stops every process (SIGTERM, then SIGKILL) and keeps the directory
@@ -384,6 +520,9 @@ fn find_or_build_binaries() -> Result<PathBuf> {
             "tandem-coordinator",
             "-p",
             "tandem-participant",
+            // Crash points for the crash tests; zero cost until armed.
+            "--features",
+            "tandem-coordinator/failpoints,tandem-participant/failpoints",
             "--profile",
         ])
         .arg(&profile_arg)

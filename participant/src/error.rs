@@ -23,6 +23,10 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// Heuristic hazard: phase 2 found the branch finished the other way
+    /// than the coordinator decided. Retrying cannot change it.
+    #[error("{0}")]
+    Heuristic(String),
 }
 
 impl From<Error> for Status {
@@ -34,6 +38,7 @@ impl From<Error> for Status {
             Error::Aborted(_) => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
+            Error::Heuristic(_) => Code::DataLoss,
         };
         Status::new(code, err.to_string())
     }

@@ -10,7 +10,9 @@
 //!   ([`branch::engine`]); the [`branch::Registry`] finds it by gtrid.
 //! - [`xa`]: XIDs and the XA statements themselves.
 //! - [`recovery`]: prepared branches no live actor holds (found with
-//!   `XA RECOVER`), finished from a fresh session.
+//!   `XA RECOVER`), decided by the coordinator's `Decisions` service and
+//!   finished from a fresh session; marker rows tell how a branch that
+//!   left `XA RECOVER` ended.
 //! - [`error`]: errors and their mapping to gRPC codes.
 
 pub mod branch;
@@ -54,6 +56,10 @@ pub struct Config {
     pub coordinator: Option<String>,
     /// Most MySQL connections, hence most concurrent branches.
     pub max_connections: u32,
+    /// How often the recovery loop looks for prepared branches.
+    pub recovery_interval: Duration,
+    /// How long marker rows are kept.
+    pub marker_retention: Duration,
 }
 
 /// Serves the participant until `shutdown` is cancelled.
@@ -86,7 +92,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
-    tokio::spawn(watch_mysql(Arc::clone(&shared), health.clone(), shutdown.clone()));
+    let mysql_back = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(watch_mysql(
+        Arc::clone(&shared),
+        health.clone(),
+        Arc::clone(&mysql_back),
+        shutdown.clone(),
+    ));
+    tokio::spawn(recovery::run(
+        Arc::clone(&shared),
+        recovery::Options {
+            coordinator: config.coordinator.clone(),
+            interval: config.recovery_interval,
+            marker_retention: config.marker_retention,
+        },
+        mysql_back,
+        shutdown.clone(),
+    ));
 
     let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Participant"])
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
@@ -94,14 +116,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     info!(name = %config.name, %local, coordinator = ?config.coordinator, "tandem-participant listening on {local}");
     let drained = shutdown.clone();
     let reporter = health.clone();
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(
             &shared,
-        ))))
+        ))));
+    #[cfg(feature = "failpoints")]
+    let router = router.add_service(tandem_proto::failpoints::service());
+    router
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             drained.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
@@ -118,16 +143,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     Ok(())
 }
 
-/// Reports SERVING while MySQL answers, NOT_SERVING while it does not.
-async fn watch_mysql(shared: Arc<Shared>, health: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
+/// Reports SERVING while MySQL answers (and the marker table exists),
+/// NOT_SERVING while it does not; wakes recovery when MySQL comes back.
+async fn watch_mysql(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    mysql_back: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let mut last = None;
     loop {
-        let up = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
+        let mut up = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
+        if up && last != Some(true) {
+            up = ensure_markers(&shared.pool).await;
+        }
         if last != Some(up) {
             if up {
                 info!("MySQL reachable");
                 warn_if_unsafe_binlog(&shared.pool).await;
                 health.set_service_status("", ServingStatus::Serving).await;
+                mysql_back.notify_one();
             } else {
                 warn!("MySQL unreachable");
                 health.set_service_status("", ServingStatus::NotServing).await;
@@ -142,6 +177,22 @@ async fn watch_mysql(shared: Arc<Shared>, health: tonic_health::server::HealthRe
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Creates the marker table if needed; without it no branch can prepare.
+async fn ensure_markers(pool: &MySqlPool) -> bool {
+    let created = async {
+        let mut conn = pool.acquire().await?;
+        xa::create_markers(&mut conn).await
+    }
+    .await;
+    match created {
+        Ok(()) => true,
+        Err(err) => {
+            warn!(table = xa::MARKER_TABLE, error = %error::describe_sql(&err), "cannot create the marker table; not serving");
+            false
         }
     }
 }

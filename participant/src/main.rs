@@ -29,6 +29,14 @@ struct Args {
     /// Most MySQL connections, hence most concurrent branches.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 64)]
     max_connections: u32,
+    /// How often to look for prepared branches left by a crash and ask the
+    /// coordinator about them.
+    #[arg(long, env = "TANDEM_RECOVERY_INTERVAL_MS", default_value_t = 2_000)]
+    recovery_interval_ms: u64,
+    /// How long the marker row of a committed branch is kept (it tells a
+    /// late phase 2 or inquiry that the branch committed).
+    #[arg(long, env = "TANDEM_MARKER_RETENTION_SECS", default_value_t = 86_400)]
+    marker_retention_secs: u64,
 }
 
 #[tokio::main]
@@ -36,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -50,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
             mysql_url: args.mysql_url,
             coordinator: args.coordinator,
             max_connections: args.max_connections,
+            recovery_interval: std::time::Duration::from_millis(args.recovery_interval_ms.max(10)),
+            marker_retention: std::time::Duration::from_secs(args.marker_retention_secs),
         },
         shutdown,
     )

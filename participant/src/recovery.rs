@@ -1,14 +1,30 @@
-//! Branches this process does not hold: prepared branches left in MySQL by
-//! an earlier participant process (or a closed session), found with
-//! `XA RECOVER` and finished from a fresh session.
+//! Branches no live actor finishes: prepared branches left in MySQL by an
+//! earlier participant process (or a closed session), found with
+//! `XA RECOVER`, decided by the coordinator, and finished from a fresh
+//! session.
 //!
-//! An unknown XID is never taken as success: a rollback of a branch absent
-//! from `XA RECOVER` is fine (under presumed abort an unprepared branch dies
-//! with its session), but a commit of one is reported, not assumed.
+//! - [`run`]: the recovery loop. At start, whenever MySQL comes back, and
+//!   every `interval`, it lists tandem's prepared branches, asks the
+//!   coordinator's `Decisions` service about each, and finishes them.
+//!   While the coordinator cannot answer it waits and asks again: a
+//!   prepared branch is never decided here alone.
+//! - [`finish_orphan`]: phase 2 from any session, that cannot lie: an XID
+//!   absent from `XA RECOVER` counts as done only when the branch's marker
+//!   row agrees with what was asked; otherwise it is a heuristic hazard.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_proto::v1::decisions_client::DecisionsClient;
+use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, error, info, warn};
+
 use crate::Shared;
+use crate::branch::{Ending, Lookup};
 use crate::error::{Error, describe_sql};
 use crate::xa::{self, Op, Xid, codes};
 
@@ -29,6 +45,9 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
 /// lives (its client connection broke but the server has not noticed),
 /// MariaDB refuses to finish the branch from elsewhere (XAER_NOTA although
 /// `XA RECOVER` lists it), so it is killed.
+///
+/// A branch absent from `XA RECOVER` has ended; its marker row says how.
+/// Ended as asked: done. Ended the other way: [`Error::Heuristic`].
 pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
     let mut conn = acquire(shared).await?;
     if let Some(session) = owner {
@@ -37,6 +56,7 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
         // now but could be later): end it before looking.
         end_session(shared, &mut conn, session).await?;
     }
+    let commit = matches!(op, Op::Commit | Op::EndCommitOnePhase);
     for _ in 0..20 {
         let listed = xa::recover(&mut conn, &shared.name)
             .await
@@ -44,10 +64,20 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
             .iter()
             .any(|g| g == xid.gtrid());
         if !listed {
-            return match op {
-                Op::Rollback | Op::EndRollback => Ok(()),
-                _ => Err(Error::NotFound(format!(
-                    "branch {} is not prepared on participant {}; its outcome cannot be confirmed",
+            let committed = xa::marker_exists(&mut conn, xid)
+                .await
+                .map_err(|e| unavailable(shared, &e))?;
+            return match (commit, committed) {
+                (true, true) | (false, false) => Ok(()),
+                (true, false) => Err(Error::Heuristic(format!(
+                    "heuristic hazard: branch {} on participant {} was to commit, but it is not prepared and \
+                     its marker row is absent: it was rolled back",
+                    xid.gtrid(),
+                    shared.name
+                ))),
+                (false, true) => Err(Error::Heuristic(format!(
+                    "heuristic hazard: branch {} on participant {} was to roll back, but its marker row shows \
+                     it committed",
                     xid.gtrid(),
                     shared.name
                 ))),
@@ -75,6 +105,189 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
         xid.gtrid(),
         shared.name
     )))
+}
+
+/// How a one-phase commit whose connection broke ended: once the session
+/// that ran it is gone, the marker row is there exactly if it committed.
+pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<u64>) -> Result<bool, Error> {
+    let mut conn = acquire(shared).await?;
+    if let Some(session) = owner {
+        end_session(shared, &mut conn, session).await?;
+    }
+    xa::marker_exists(&mut conn, xid)
+        .await
+        .map_err(|e| unavailable(shared, &e))
+}
+
+/// How the branch of `gtrid` ended here (the `Inquire` RPC). An unknown
+/// gtrid is fenced off first, so a NONE answer stays true.
+pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> {
+    let gtrid = xid.gtrid();
+    match shared.branches.lookup(gtrid) {
+        Lookup::Live(_) => {
+            return Ok(if is_prepared(shared, xid).await? {
+                BranchFate::Prepared
+            } else {
+                BranchFate::Active
+            });
+        }
+        Lookup::Ended(Ending::Committed) => return Ok(BranchFate::Committed),
+        Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => return Ok(BranchFate::None),
+        Lookup::Ended(Ending::Unknown(owner)) => {
+            let committed = settle_one_phase(shared, xid, owner).await?;
+            shared.branches.settle(gtrid, committed);
+            return Ok(if committed {
+                BranchFate::Committed
+            } else {
+                BranchFate::None
+            });
+        }
+        Lookup::Unknown => {}
+    }
+    if shared.branches.tombstone(gtrid).is_some() {
+        // A branch began meanwhile.
+        return Ok(BranchFate::Active);
+    }
+    let looked = async {
+        let mut conn = acquire(shared).await?;
+        let listed = xa::recover(&mut conn, &shared.name)
+            .await
+            .map_err(|e| unavailable(shared, &e))?
+            .iter()
+            .any(|g| g == gtrid);
+        if listed {
+            return Ok(BranchFate::Prepared);
+        }
+        let committed = xa::marker_exists(&mut conn, xid)
+            .await
+            .map_err(|e| unavailable(shared, &e))?;
+        Ok(if committed {
+            BranchFate::Committed
+        } else {
+            BranchFate::None
+        })
+    }
+    .await;
+    if !matches!(looked, Ok(BranchFate::None)) {
+        // The fence only stands for "nothing here".
+        shared.branches.forget(gtrid);
+    }
+    looked
+}
+
+/// Settings of the recovery loop.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The coordinator's URL (its `Decisions` service).
+    pub coordinator: Option<String>,
+    pub interval: Duration,
+    /// Marker rows older than this are deleted.
+    pub marker_retention: Duration,
+}
+
+/// The recovery loop; `wake` runs a pass at once (MySQL came back).
+pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let decisions = options
+        .coordinator
+        .as_deref()
+        .and_then(|url| match Endpoint::from_shared(url.to_owned()) {
+            Ok(endpoint) => Some(DecisionsClient::new(
+                endpoint
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(5))
+                    .connect_lazy(),
+            )),
+            Err(err) => {
+                error!(url, error = %err, "bad --coordinator URL; prepared branches cannot be recovered");
+                None
+            }
+        });
+    if decisions.is_none() {
+        warn!("no --coordinator: prepared branches left by a crash wait for an operator");
+    }
+    // Branches a live actor holds are only asked about once they were
+    // prepared at the previous pass too: their coordinator normally
+    // finishes them first.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut passes: u64 = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(if passes == 0 { Duration::ZERO } else { options.interval }) => {}
+        }
+        passes += 1;
+        if let Some(client) = &decisions {
+            match pass(&shared, client, &seen).await {
+                Ok(prepared) => seen = prepared,
+                Err(err) => debug!(error = %err, "recovery pass did not complete"),
+            }
+        }
+        if passes % 30 == 1 {
+            collect_markers(&shared, options.marker_retention).await;
+        }
+    }
+}
+
+/// One pass: returns the gtrids found prepared.
+async fn pass(
+    shared: &Arc<Shared>,
+    client: &DecisionsClient<Channel>,
+    seen: &HashSet<String>,
+) -> Result<HashSet<String>, Error> {
+    let prepared: HashSet<String> = prepared(shared).await?.into_iter().collect();
+    for gtrid in &prepared {
+        let live = match shared.branches.lookup(gtrid) {
+            Lookup::Live(handle) => Some(handle),
+            _ => None,
+        };
+        if live.is_some() && !seen.contains(gtrid) {
+            continue;
+        }
+        let decision = match client.clone().decision(DecisionRequest { gtrid: gtrid.clone() }).await {
+            Ok(response) => DecisionKind::try_from(response.into_inner().decision).unwrap_or(DecisionKind::Pending),
+            Err(status) => {
+                warn!(gtrid, error = %status.message(), "cannot ask the coordinator about a prepared branch; will ask again");
+                continue;
+            }
+        };
+        let commit = match decision {
+            DecisionKind::Commit => true,
+            DecisionKind::Abort => false,
+            DecisionKind::Pending | DecisionKind::Unspecified => continue,
+        };
+        let xid = Xid::new(gtrid, &shared.name)?;
+        let done = match live {
+            Some(handle) if commit => handle.commit(false).await,
+            Some(handle) => handle.rollback().await,
+            None => {
+                let op = if commit { Op::Commit } else { Op::Rollback };
+                finish_orphan(shared, &xid, op, None).await
+            }
+        };
+        match done {
+            Ok(()) => info!(
+                gtrid,
+                commit, "recovered a prepared branch per the coordinator's decision"
+            ),
+            Err(Error::Heuristic(msg)) => error!(gtrid, "{msg}"),
+            Err(err) => warn!(gtrid, commit, error = %err, "could not finish a prepared branch; will retry"),
+        }
+    }
+    Ok(prepared)
+}
+
+async fn collect_markers(shared: &Shared, retention: Duration) {
+    let Ok(mut conn) = acquire(shared).await else {
+        return;
+    };
+    match xa::delete_old_markers(&mut conn, retention.as_secs()).await {
+        Ok(0) => {}
+        Ok(n) => debug!(deleted = n, "old marker rows deleted"),
+        Err(err) => warn!(error = %describe_sql(&err), "cannot delete old marker rows"),
+    }
+    // The session's lock wait was shortened; do not pool it.
+    drop(conn.detach());
 }
 
 /// `KILL`s a session and waits until the server no longer lists it.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tandem_proto::v1::participant_server::Participant;
 use tandem_proto::v1::{
     BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
-    BranchRollbackResponse, Isolation, Outcome, PrepareRequest, PrepareResponse, RecoverRequest, RecoverResponse,
-    Statement, Then, Vote, VoteKind,
+    BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest, PrepareResponse,
+    RecoverRequest, RecoverResponse, Statement, Then, Vote, VoteKind,
 };
 use tonic::{Request, Response, Status};
 
@@ -129,7 +129,7 @@ impl Participant for ParticipantService {
             Lookup::Ended(Ending::Committed) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
             }
-            Lookup::Ended(Ending::Unknown) => {
+            Lookup::Ended(Ending::Unknown(_)) => {
                 return Err(Error::FailedPrecondition(format!(
                     "branch {gtrid} ended in a one-phase commit of unknown outcome"
                 ))
@@ -150,12 +150,18 @@ impl Participant for ParticipantService {
         match self.shared.branches.lookup(&req.gtrid) {
             Lookup::Live(handle) => handle.commit(req.one_phase).await?,
             Lookup::Ended(Ending::Committed) => {}
-            Lookup::Ended(Ending::Unknown) => {
-                return Err(Error::Unavailable(format!(
-                    "the connection broke during the one-phase commit of branch {}; its outcome is unknown",
-                    req.gtrid
-                ))
-                .into());
+            Lookup::Ended(Ending::Unknown(owner)) => {
+                // Settle it from the marker row now, if MySQL answers.
+                let committed = recovery::settle_one_phase(&self.shared, &xid, owner).await?;
+                self.shared.branches.settle(&req.gtrid, committed);
+                if !committed {
+                    return Err(Error::Aborted(format!(
+                        "the connection broke during the one-phase commit of branch {} on participant {}, \
+                         and it did not commit",
+                        req.gtrid, self.shared.name
+                    ))
+                    .into());
+                }
             }
             // The branch's own deadline rolled it back: for a one-phase
             // commit that is the outcome, not a protocol error.
@@ -191,7 +197,7 @@ impl Participant for ParticipantService {
             Lookup::Ended(Ending::Committed) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
             }
-            Lookup::Ended(Ending::Unknown) => {
+            Lookup::Ended(Ending::Unknown(_)) => {
                 return Err(Error::FailedPrecondition(format!(
                     "branch {gtrid} ended in a one-phase commit of unknown outcome"
                 ))
@@ -217,6 +223,17 @@ impl Participant for ParticipantService {
     async fn recover(&self, _request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
         let gtrids = recovery::prepared(&self.shared).await?;
         Ok(Response::new(RecoverResponse { gtrids }))
+    }
+
+    async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
+        let xid = self.xid(&request.into_inner().gtrid)?;
+        // Its own task: the fence it sets must not be left half-done if
+        // the caller goes away.
+        let shared = Arc::clone(&self.shared);
+        let fate = tokio::spawn(async move { recovery::fate(&shared, &xid).await })
+            .await
+            .map_err(|e| Error::Internal(format!("inquiry failed: {e}")))??;
+        Ok(Response::new(InquireResponse { fate: fate as i32 }))
     }
 }
 

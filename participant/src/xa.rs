@@ -15,6 +15,22 @@ use crate::error::Error;
 /// the binlog allows.
 pub const FORMAT_ID: i64 = 0x7464_6d31;
 
+/// Where each writing branch records itself, inside its own XA transaction:
+/// the row exists exactly when the branch committed. It tells a branch that
+/// committed from one that rolled back once `XA RECOVER` no longer lists it
+/// (DESIGN §4: XAER_NOTA does not say how a branch ended).
+pub const MARKER_TABLE: &str = "tandem.xa_markers";
+
+/// Creates the marker table (at start, and whenever MySQL comes back).
+const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
+     CREATE TABLE IF NOT EXISTS tandem.xa_markers ( \
+       gtrid VARBINARY(64) NOT NULL, \
+       bqual VARBINARY(64) NOT NULL, \
+       created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
+       PRIMARY KEY (gtrid, bqual), \
+       KEY by_age (created_at) \
+     ) ENGINE=InnoDB";
+
 /// MySQL's limit for gtrid and bqual, each.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -146,6 +162,46 @@ impl Op {
 /// Runs one XA step (one round trip).
 pub async fn exec(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), sqlx::Error> {
     run(conn, op.sql(xid)).await
+}
+
+/// Writes the branch's marker row, then runs `op` (a prepare or one-phase
+/// commit), in the same round trip.
+pub async fn exec_marked(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO {MARKER_TABLE} (gtrid, bqual) VALUES ('{}', '{}'); {}",
+        xid.gtrid,
+        xid.bqual,
+        op.sql(xid)
+    );
+    run(conn, sql).await
+}
+
+/// Whether the branch's marker row is committed.
+pub async fn marker_exists(conn: &mut MySqlConnection, xid: &Xid) -> Result<bool, sqlx::Error> {
+    let sql = format!("SELECT 1 FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ?");
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(xid.gtrid.as_bytes())
+        .bind(xid.bqual.as_bytes())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+pub async fn create_markers(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(CREATE_MARKERS).execute(conn).await.map(|_| ())
+}
+
+/// Deletes marker rows older than `secs` (a batch at a time); returns how
+/// many went. A short lock wait: rows of prepared branches are skipped.
+pub async fn delete_old_markers(conn: &mut MySqlConnection, secs: u64) -> Result<u64, sqlx::Error> {
+    run(conn, "SET SESSION innodb_lock_wait_timeout = 1".to_owned()).await?;
+    let sql = format!(
+        "DELETE FROM {MARKER_TABLE} WHERE created_at < NOW(3) - INTERVAL {secs} SECOND ORDER BY created_at LIMIT 10000"
+    );
+    Ok(sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }
 
 /// `XA END`, whose failure only says MySQL already ended the transaction.

@@ -9,6 +9,9 @@
 //! - [`v1::decisions_server`] / [`v1::decisions_client`]: the coordinator's
 //!   `Decision` call that participants use for in-doubt branches.
 //!
+//! - [`failpoints`]: named crash points and their `Failpoints` admin
+//!   service, live only with the `failpoints` feature (tests).
+//!
 //! [`FILE_DESCRIPTOR_SET`] feeds gRPC reflection so grpcurl and other
 //! generic clients can discover the API.
 
@@ -19,6 +22,7 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of `tandem.v1`, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tandem_descriptor");
 
+pub mod failpoints;
 mod helpers;
 
 #[cfg(feature = "reflection")]

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use tandem_proto::failpoints;
 use tandem_proto::v1::{
     self as pb, BranchResults, BranchState as PbBranch, CommitResponse, Isolation, Statement, StatementResult,
     SubmitResponse, Then, TxnState,
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
-use super::engine::{AbortKind, Action, BranchState, Engine, Event, Failure, Outcome, Refusal, State};
+use super::engine::{AbortKind, Action, BranchState, Engine, Event, Outcome, Refusal, State};
 use crate::Shared;
 use crate::participants::{failure, vote_of};
 
@@ -61,17 +62,24 @@ pub struct Params {
     pub id: String,
     pub isolation: Isolation,
     pub timeout: Duration,
+    /// Set when a restarted coordinator resumes a logged COMMIT: the
+    /// participants that voted YES.
+    pub recovered: Option<Vec<String>>,
 }
 
 impl TxnHandle {
     /// Spawns the actor; it records itself in the registry until it ends.
     pub fn spawn(shared: Arc<Shared>, params: Params, record: Arc<std::sync::Mutex<super::Record>>) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        let actor = TxnActor {
+        let (engine, initial) = match &params.recovered {
+            Some(participants) => Engine::recovered(participants),
+            None => (Engine::new(), Vec::new()),
+        };
+        let mut actor = TxnActor {
             deadline: Instant::now() + params.timeout,
             params,
             shared,
-            engine: Engine::new(),
+            engine,
             rx,
             inflight: FuturesUnordered::new(),
             executes: HashMap::new(),
@@ -82,6 +90,7 @@ impl TxnHandle {
             reply_wait: None,
             record,
         };
+        actor.act(initial);
         tokio::spawn(actor.run());
         Self { tx }
     }
@@ -312,11 +321,17 @@ impl TxnActor {
                 Action::Prepare(p) => self.send_finish(p, Then::Prepare),
                 Action::CommitOnePhase(p) => self.send_finish(p, Then::CommitOnePhase),
                 Action::LogCommit(participants) => {
-                    let durable = self.shared.log.commit(&self.params.id, &participants);
+                    let shared = Arc::clone(&self.shared);
                     let id = self.params.id.clone();
                     self.inflight.push(Box::pin(async move {
-                        match durable.await {
-                            Ok(()) => Done::Event(Event::Logged),
+                        // Every vote is in; nothing is durable yet.
+                        let _ = failpoints::hit("coordinator::before_log").await;
+                        match shared.log.commit(&id, &participants).await {
+                            Ok(()) => {
+                                // Durable, and no participant knows yet.
+                                let _ = failpoints::hit("coordinator::after_log").await;
+                                Done::Event(Event::Logged)
+                            }
                             Err(err) => {
                                 // The log writer aborts the process on I/O
                                 // errors; anything else means it is gone.
@@ -362,15 +377,21 @@ impl TxnActor {
         let statements = self.take_submit_statements(&participant);
         let isolation = self.params.isolation;
         self.inflight.push(Box::pin(async move {
-            let sent = match statements {
-                Some(statements) => p
+            let injected = if then == Then::Prepare {
+                failpoints::hit("coordinator::before_prepare").await
+            } else {
+                Ok(())
+            };
+            let sent = match (injected, statements) {
+                (Err(injected), _) => Err(Status::unavailable(injected)),
+                (Ok(()), Some(statements)) => p
                     .execute(&gtrid, true, statements, isolation, timeout, then)
                     .await
                     .map(|r| (Some(r.results), r.vote)),
-                None if then == Then::Prepare => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
+                (Ok(()), None) if then == Then::Prepare => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
                 // A one-phase commit, or asking again how it ended: never
                 // resend the statements.
-                None => p.commit(&gtrid, true).await.map(|()| (None, None)),
+                (Ok(()), None) => p.commit(&gtrid, true).await.map(|()| (None, None)),
             };
             let (results, result) = match sent {
                 Ok((results, vote)) => (results, Ok(vote)),
@@ -400,15 +421,26 @@ impl TxnActor {
         let gtrid = self.params.id.clone();
         self.inflight.push(Box::pin(async move {
             let result = if commit {
-                p.commit(&gtrid, false).await
+                let result = p.commit(&gtrid, false).await;
+                if result.is_ok() {
+                    // Between the commits of two participants.
+                    let _ = failpoints::hit("coordinator::after_commit").await;
+                }
+                result
             } else {
                 p.rollback(&gtrid).await
             };
-            if let Err(status) = &result {
-                warn!(txn = %gtrid, participant = %participant, commit, error = %status.message(), "phase 2 failed");
+            match &result {
+                Err(status) if status.code() == tonic::Code::DataLoss => {
+                    error!(txn = %gtrid, participant = %participant, commit, error = %status.message(), "HEURISTIC HAZARD: the branch ended the other way than decided");
+                }
+                Err(status) => {
+                    warn!(txn = %gtrid, participant = %participant, commit, error = %status.message(), "phase 2 failed");
+                }
+                Ok(()) => {}
             }
             Done::Event(Event::Phase2Done {
-                result: result.map_err(|s| Failure::unknown(s.message())),
+                result: result.map_err(|s| failure(&participant, &s)),
                 participant,
             })
         }));
@@ -573,6 +605,7 @@ impl TxnActor {
             info.outcome = pb::Outcome::Unspecified as i32;
         }
         info.reason = self.engine.abort().map(|a| a.reason.clone()).unwrap_or_default();
+        info.hazard = self.engine.hazards().join("; ");
         info.branches = self
             .engine
             .branches()
@@ -585,6 +618,8 @@ impl TxnActor {
                     BranchState::ReadOnly | BranchState::ReadOnlyHeld | BranchState::Releasing => PbBranch::ReadOnly,
                     BranchState::Committed => PbBranch::Committed,
                     BranchState::RolledBack => PbBranch::RolledBack,
+                    BranchState::HeuristicRollback => PbBranch::HeuristicRollback,
+                    BranchState::HeuristicCommit => PbBranch::HeuristicCommit,
                 } as i32,
             })
             .collect();

@@ -14,6 +14,10 @@
 //!    branches were running) is released with a rollback.
 //! 4. A transaction with one branch commits it in one phase, unlogged.
 //!
+//! After a restart, [`Engine::recovered`] resumes a logged COMMIT at step 3.
+//! A branch found rolled back although the decision was COMMIT (or the
+//! reverse) is a heuristic hazard: recorded, reported, never retried away.
+//!
 //! A rollback is never sent to a branch while an Execute or Prepare on it
 //! is in flight: the participant serialises a branch's requests, but a
 //! rollback overtaking the Execute that begins the branch would find nothing
@@ -55,6 +59,10 @@ pub enum BranchState {
     Committed,
     RollingBack,
     RolledBack,
+    /// Heuristic hazard: decided COMMIT, found rolled back.
+    HeuristicRollback,
+    /// Heuristic hazard: decided ABORT, found committed.
+    HeuristicCommit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +107,11 @@ impl Branch {
             && !self.rollback_pending
             && matches!(
                 self.state,
-                BranchState::Committed | BranchState::RolledBack | BranchState::ReadOnly
+                BranchState::Committed
+                    | BranchState::RolledBack
+                    | BranchState::ReadOnly
+                    | BranchState::HeuristicRollback
+                    | BranchState::HeuristicCommit
             )
     }
 }
@@ -199,6 +211,9 @@ pub struct Failure {
     /// The participant rolled the branch back (its reply says so), as
     /// opposed to a transport error that leaves the branch's fate unknown.
     pub rolled_back: bool,
+    /// The participant found the branch finished the other way than asked
+    /// (a heuristic hazard): retrying cannot change it.
+    pub heuristic: bool,
 }
 
 impl Failure {
@@ -207,6 +222,7 @@ impl Failure {
             reason: reason.into(),
             invalid_argument: false,
             rolled_back: false,
+            heuristic: false,
         }
     }
 }
@@ -264,6 +280,8 @@ pub struct Engine {
     /// The only branch is committing in one phase: its outcome is not
     /// decided until the participant answers.
     one_phase: bool,
+    /// Heuristic hazards found in phase 2, one line per branch.
+    hazards: Vec<String>,
 }
 
 impl Default for Engine {
@@ -283,7 +301,32 @@ impl Engine {
             logged: false,
             reply_wait_started: false,
             one_phase: false,
+            hazards: Vec::new(),
         }
+    }
+
+    /// Resumes a transaction whose COMMIT record a restarted coordinator
+    /// found without an END: phase 2 is sent to every participant that
+    /// voted YES (committing twice is harmless; participants answer a
+    /// repeated commit from `XA RECOVER` and the branch's marker row).
+    pub fn recovered(participants: &[String]) -> (Self, Vec<Action>) {
+        let mut engine = Self::new();
+        engine.state = State::Committing;
+        engine.logged = true;
+        let mut actions = Vec::new();
+        for name in participants {
+            let mut branch = Branch::new();
+            branch.state = BranchState::Committing;
+            engine.branches.insert(name.clone(), branch);
+            actions.push(Action::Commit(name.clone()));
+        }
+        let actions = engine.after_progress(actions);
+        (engine, actions)
+    }
+
+    /// Heuristic hazards found so far (empty for a sound transaction).
+    pub fn hazards(&self) -> &[String] {
+        &self.hazards
     }
 
     pub fn state(&self) -> State {
@@ -623,6 +666,14 @@ impl Engine {
             return Vec::new();
         };
         match (branch.state, result) {
+            (BranchState::Committing, Err(failure)) if failure.heuristic => {
+                branch.state = BranchState::HeuristicRollback;
+                self.hazards.push(format!("{participant}: {}", failure.reason));
+            }
+            (BranchState::RollingBack, Err(failure)) if failure.heuristic => {
+                branch.state = BranchState::HeuristicCommit;
+                self.hazards.push(format!("{participant}: {}", failure.reason));
+            }
             (BranchState::Committing, Ok(())) => branch.state = BranchState::Committed,
             (BranchState::RollingBack, Ok(())) => branch.state = BranchState::RolledBack,
             (BranchState::Releasing, Ok(())) => branch.state = BranchState::ReadOnly,
@@ -672,7 +723,9 @@ impl Engine {
         match self.state {
             State::Committing if settled => {
                 self.state = State::Committed;
-                if self.logged {
+                // A hazard keeps its COMMIT without an END, so a restarted
+                // coordinator checks (and reports) it again.
+                if self.logged && self.hazards.is_empty() {
                     actions.push(Action::LogEnd);
                 }
             }
@@ -936,6 +989,7 @@ mod tests {
                 reason: s("deadlock"),
                 invalid_argument: false,
                 rolled_back: true,
+                heuristic: false,
             }),
         });
         assert!(matches!(replies(&actions)[0], Outcome::Aborted(a) if a.reason == "deadlock"));
@@ -973,6 +1027,7 @@ mod tests {
                 reason: s("statement 1 failed"),
                 invalid_argument: true,
                 rolled_back: true,
+                heuristic: false,
             }),
         });
         assert_eq!(actions, vec![Action::Rollback(s("a")), Action::Rollback(s("b"))]);

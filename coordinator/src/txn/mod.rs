@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
-use tandem_proto::v1::{DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
+use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
 use tonic::Status;
 
 use crate::Shared;
-use crate::ids::IdGen;
+use crate::decision_log::{DecisionLog, Unfinished};
+use crate::ids::{IdGen, Origin};
 
 /// How many finished transactions GetTransaction still knows.
 const REMEMBER_FINISHED: usize = 100_000;
@@ -82,21 +83,42 @@ impl Txns {
             deadline_unix_ms: actor::unix_ms(now + timeout),
             ..TransactionInfo::default()
         };
-        let record = Arc::new(Mutex::new(Record {
-            info: info.clone(),
-            abort: None,
-        }));
+        let params = actor::Params {
+            id,
+            isolation,
+            timeout,
+            recovered: None,
+        };
+        (self.spawn(shared, params, info.clone()), info)
+    }
+
+    /// Resumes phase 2 of every COMMIT a restart found unfinished in the
+    /// decision log.
+    pub fn recover(&self, shared: &Arc<Shared>, unfinished: Vec<Unfinished>) {
+        for Unfinished { gtrid, participants } in unfinished {
+            let info = TransactionInfo {
+                txn_id: gtrid.clone(),
+                state: TxnState::Committing as i32,
+                outcome: Outcome::Committed as i32,
+                reason: "resumed from the decision log after a coordinator restart".to_owned(),
+                ..TransactionInfo::default()
+            };
+            let params = actor::Params {
+                id: gtrid,
+                isolation: Isolation::Serializable,
+                timeout: Duration::ZERO,
+                recovered: Some(participants),
+            };
+            self.spawn(shared, params, info);
+        }
+    }
+
+    fn spawn(&self, shared: &Arc<Shared>, params: actor::Params, info: TransactionInfo) -> TxnHandle {
+        let id = params.id.clone();
+        let record = Arc::new(Mutex::new(Record { info, abort: None }));
         // Registered before the actor can run, so it can always find itself.
         let mut inner = self.lock();
-        let handle = TxnHandle::spawn(
-            Arc::clone(shared),
-            actor::Params {
-                id: id.clone(),
-                isolation,
-                timeout,
-            },
-            Arc::clone(&record),
-        );
+        let handle = TxnHandle::spawn(Arc::clone(shared), params, Arc::clone(&record));
         inner.live.insert(
             id,
             Live {
@@ -104,7 +126,7 @@ impl Txns {
                 record,
             },
         );
-        (handle, info)
+        handle
     }
 
     pub fn lookup(&self, id: &str) -> Lookup {
@@ -147,6 +169,16 @@ impl Txns {
         if filter == TxnFilter::InDoubt {
             out.retain(|i| i.state == TxnState::Committing as i32 || i.state == TxnState::Aborting as i32);
         }
+        if filter == TxnFilter::Hazard {
+            out.extend(
+                inner
+                    .finished_order
+                    .iter()
+                    .rev()
+                    .filter_map(|id| inner.finished.get(id).map(|r| r.info.clone())),
+            );
+            out.retain(|i| !i.hazard.is_empty());
+        }
         if !label.is_empty() {
             out.retain(|i| i.label == label);
         }
@@ -171,23 +203,93 @@ impl Txns {
         }
     }
 
-    /// The answer to a participant asking how `gtrid` ended. COMMIT when it
-    /// is known committed (or committing), PENDING while undecided, ABORT
-    /// only when known aborted. A gtrid this process does not remember (an
-    /// earlier epoch, or evicted) gets PENDING: until the decision log is
-    /// replayed at start, a COMMIT for it may be on disk, and presumed abort
-    /// must not overrule a logged COMMIT.
-    pub fn decision(&self, gtrid: &str) -> DecisionKind {
-        let Some(info) = self.info(gtrid) else {
-            return DecisionKind::Pending;
-        };
-        // The outcome is set once decided (a one-phase commit in flight
-        // has none yet).
-        match Outcome::try_from(info.outcome) {
-            Ok(Outcome::Committed) => DecisionKind::Commit,
-            Ok(Outcome::Aborted) => DecisionKind::Abort,
-            Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
+    /// The answer to a participant asking how `gtrid` ended: what its
+    /// actor says while it lives (PENDING until decided), else COMMIT if the
+    /// decision log holds a COMMIT for it, else ABORT (presumed abort: the
+    /// log was replayed before this answers, and no actor can decide COMMIT
+    /// for a transaction that has none). A gtrid another coordinator issued
+    /// is refused: only its owner may answer.
+    pub fn decision(&self, log: &dyn DecisionLog, gtrid: &str) -> Result<DecisionKind, Status> {
+        if let Some(info) = self.info(gtrid) {
+            // The outcome is set once decided (a one-phase commit in flight
+            // has none yet).
+            return Ok(match Outcome::try_from(info.outcome) {
+                Ok(Outcome::Committed) => DecisionKind::Commit,
+                Ok(Outcome::Aborted) => DecisionKind::Abort,
+                Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
+            });
         }
+        if log.is_committed(gtrid) {
+            return Ok(DecisionKind::Commit);
+        }
+        match self.ids.origin(gtrid) {
+            Origin::Foreign => Err(Status::failed_precondition(format!(
+                "gtrid {gtrid} was not issued by this coordinator; ask the coordinator that issued it"
+            ))),
+            Origin::EarlierRun | Origin::ThisRun | Origin::NeverIssued => Ok(DecisionKind::Abort),
+        }
+    }
+
+    /// What GetTransaction says of `id`: from memory, else from the
+    /// decision log, else (a transaction of an earlier run, or one evicted
+    /// from memory) from the participants' own records.
+    pub async fn lookup_info(&self, shared: &Shared, id: &str) -> Result<TransactionInfo, Status> {
+        if let Some(info) = self.info(id) {
+            return Ok(info);
+        }
+        let decided = |outcome: Outcome, reason: &str| TransactionInfo {
+            txn_id: id.to_owned(),
+            state: if outcome == Outcome::Committed {
+                TxnState::Committed
+            } else {
+                TxnState::Aborted
+            } as i32,
+            outcome: outcome as i32,
+            reason: reason.to_owned(),
+            ..TransactionInfo::default()
+        };
+        if shared.log.is_committed(id) {
+            return Ok(decided(Outcome::Committed, "committed (from the decision log)"));
+        }
+        if matches!(self.ids.origin(id), Origin::Foreign | Origin::NeverIssued) {
+            return Err(Status::not_found(format!("no transaction {id}")));
+        }
+        // Not logged: it aborted, unless it had one branch and committed it
+        // in one phase (never logged). The participants' marker rows tell;
+        // each fences the gtrid off, so their answers are final.
+        let asked = futures::future::join_all(
+            shared
+                .participants
+                .all()
+                .map(|p| async move { (p.name.clone(), p.inquire(id).await) }),
+        )
+        .await;
+        for (name, fate) in &asked {
+            match fate {
+                Ok(BranchFate::Committed) => {
+                    return Ok(decided(
+                        Outcome::Committed,
+                        &format!("committed in one phase on participant {name} (from its marker row)"),
+                    ));
+                }
+                Ok(BranchFate::Active) => {
+                    return Err(Status::unavailable(format!(
+                        "transaction {id} is still running on participant {name}; ask again"
+                    )));
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    return Err(Status::unavailable(format!(
+                        "cannot tell how transaction {id} ended: participant {name} did not answer ({}); ask again",
+                        status.message()
+                    )));
+                }
+            }
+        }
+        Ok(decided(
+            Outcome::Aborted,
+            "no commit decision was logged for it (presumed abort); no participant committed it",
+        ))
     }
 
     pub fn live(&self) -> usize {

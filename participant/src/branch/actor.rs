@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Either, Executor, MySql};
+use tandem_proto::failpoints;
 use tandem_proto::v1::{self as pb, Isolation, Statement, StatementResult, Then, VoteKind, expect};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -153,6 +154,10 @@ impl BranchActor {
         // The branch is over: later requests get the idempotent answer from
         // the registry's record of how it ended.
         if let Some(ending) = self.engine.ending() {
+            let ending = match ending {
+                Ending::Unknown(_) => Ending::Unknown(self.session),
+                other => other,
+            };
             self.shared.branches.finish(self.xid.gtrid(), ending);
         }
         self.rx.close();
@@ -261,12 +266,36 @@ impl BranchActor {
         let step = self.engine.decide(request).map_err(refused)?;
         let result = match step {
             Step::RunStatements | Step::HoldReadOnly | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
-            Step::Prepare => self.on_conn(Op::EndPrepare).await,
-            Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback).await,
-            Step::CommitOnePhase => self.on_conn(Op::EndCommitOnePhase).await,
-            Step::CommitPrepared => self.finish_prepared(Op::Commit).await,
+            Step::Prepare => {
+                match failpoints::hit("participant::before_prepare").await {
+                    Err(injected) => Err(Error::Internal(injected)),
+                    // A writing branch: its marker row goes in with it.
+                    Ok(()) => self.on_conn(Op::EndPrepare, true).await,
+                }
+            }
+            Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback, false).await,
+            Step::CommitOnePhase => match failpoints::hit("participant::before_commit").await {
+                Err(injected) => Err(Error::Internal(injected)),
+                Ok(()) => self.on_conn(Op::EndCommitOnePhase, self.engine.wrote()).await,
+            },
+            Step::CommitPrepared => match failpoints::hit("participant::before_commit").await {
+                // Prepared: an error leaves it prepared; the coordinator retries.
+                Err(injected) => Err(Error::Unavailable(injected)),
+                Ok(()) => self.finish_prepared(Op::Commit).await,
+            },
             Step::RollbackPrepared => self.finish_prepared(Op::Rollback).await,
         };
+        match (&result, step) {
+            // Prepared, and no one has heard of it yet.
+            (Ok(()), Step::Prepare) => {
+                let _ = failpoints::hit("participant::after_prepare").await;
+            }
+            // Committed, and the coordinator has not heard of it yet.
+            (Ok(()), Step::CommitPrepared | Step::CommitOnePhase) => {
+                let _ = failpoints::hit("participant::after_commit").await;
+            }
+            _ => {}
+        }
         match result {
             Ok(()) => {
                 self.engine.finished(step);
@@ -284,6 +313,9 @@ impl BranchActor {
                 }
                 let lost = matches!(err, Error::Unavailable(_));
                 self.abort_after_failure(step, lost).await;
+                if self.engine.phase() == Phase::Unknown {
+                    self.settle_one_phase().await;
+                }
                 match self.engine.phase() {
                     Phase::Prepared => Err(Error::Unavailable(format!(
                         "{err}; the branch may be prepared and waits for the coordinator's decision"
@@ -293,9 +325,25 @@ impl BranchActor {
                     ))),
                     // Asked to roll back, and rolled back it is.
                     _ if step == Step::RollbackActive => Ok(step),
+                    // The lost one-phase commit took effect after all.
+                    Phase::Committed => Ok(step),
                     _ => Err(Error::Aborted(format!("{err}; the branch was rolled back"))),
                 }
             }
+        }
+    }
+
+    /// Finds out how a one-phase commit whose connection broke ended: after
+    /// the session that ran it is gone, the marker row tells. If MySQL
+    /// cannot be asked now, the branch ends as unknown and a later commit
+    /// or inquiry asks again.
+    async fn settle_one_phase(&mut self) {
+        match recovery::settle_one_phase(&self.shared, &self.xid, self.session).await {
+            Ok(committed) => {
+                warn!(xid = %self.xid, committed, "a one-phase commit lost its connection; settled from the marker row");
+                self.engine.settled(committed);
+            }
+            Err(err) => warn!(xid = %self.xid, error = %err, "cannot settle a one-phase commit yet"),
         }
     }
 
@@ -304,17 +352,24 @@ impl BranchActor {
     /// the owning session is alive, so the pinned one is gone by then).
     async fn finish_prepared(&mut self, op: Op) -> Result<(), Error> {
         if self.conn.is_some() {
-            return self.on_conn(op).await;
+            return self.on_conn(op, false).await;
         }
         recovery::finish_orphan(&self.shared, &self.xid, op, self.session).await
     }
 
-    async fn on_conn(&mut self, op: Op) -> Result<(), Error> {
+    /// Runs an XA step on the pinned connection; `marked` writes the
+    /// branch's marker row first, in the same round trip.
+    async fn on_conn(&mut self, op: Op, marked: bool) -> Result<(), Error> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| Error::Internal("the branch has no connection".to_owned()))?;
-        match xa::exec(conn, &self.xid, op).await {
+        let done = if marked {
+            xa::exec_marked(conn, &self.xid, op).await
+        } else {
+            xa::exec(conn, &self.xid, op).await
+        };
+        match done {
             Ok(()) => Ok(()),
             Err(err) => {
                 let msg = format!(

@@ -81,8 +81,9 @@ pub enum Ending {
     RolledBack,
     /// Wrote nothing; finished at vote time or released after it.
     ReadOnly,
-    /// A one-phase commit whose connection broke: outcome not known.
-    Unknown,
+    /// A one-phase commit whose connection broke and could not be settled
+    /// yet; the MySQL session that ran it, to end before looking again.
+    Unknown(Option<u64>),
 }
 
 /// The answer to a request that already took effect.
@@ -171,8 +172,21 @@ impl Engine {
             Phase::Committed => Some(Ending::Committed),
             Phase::RolledBack if self.read_only => Some(Ending::ReadOnly),
             Phase::RolledBack => Some(Ending::RolledBack),
-            Phase::Unknown => Some(Ending::Unknown),
+            Phase::Unknown => Some(Ending::Unknown(None)),
             Phase::Active | Phase::HeldReadOnly | Phase::Prepared => None,
+        }
+    }
+
+    /// Whether the branch may have written (and so carries a marker row).
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// Settles a one-phase commit of unknown outcome, from the branch's
+    /// marker row once its session is gone.
+    pub fn settled(&mut self, committed: bool) {
+        if self.phase == Phase::Unknown {
+            self.phase = if committed { Phase::Committed } else { Phase::RolledBack };
         }
     }
 
@@ -377,7 +391,7 @@ mod tests {
 
         let mut e = Engine::new();
         e.failed(Step::CommitOnePhase, true);
-        assert_eq!(e.ending(), Some(Ending::Unknown));
+        assert_eq!(e.ending(), Some(Ending::Unknown(None)));
         assert!(e.decide(Request::Commit { one_phase: true }).is_err());
 
         let mut e = Engine::new();

@@ -91,6 +91,18 @@ impl Registry {
         None
     }
 
+    /// Records how a one-phase commit of unknown outcome ended.
+    pub fn settle(&self, gtrid: &str, committed: bool) {
+        let mut inner = self.lock();
+        if let Some(ending @ Ending::Unknown(_)) = inner.ended.get_mut(gtrid) {
+            *ending = if committed {
+                Ending::Committed
+            } else {
+                Ending::RolledBack
+            };
+        }
+    }
+
     /// Drops a tombstone whose rollback did not complete.
     pub fn forget(&self, gtrid: &str) {
         let mut inner = self.lock();

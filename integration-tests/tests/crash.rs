@@ -1,0 +1,406 @@
+//! Crash tests: one fault at one named protocol step, real processes and
+//! real MariaDB. Each test arms a failpoint (or kills a process) at a known
+//! instant of a transfer between `alpha` and `beta`, checks the state the
+//! crash left, restarts what died, and then checks the end state on every
+//! database: the transfer is applied on both or on neither, `XA RECOVER`
+//! is empty, no lock is held, and `GetTransaction` tells the truth.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tandem_client::pb::{self, BranchState, TxnFilter, TxnState};
+use tandem_client::{Client, Outcome};
+use tandem_integration_tests::{Cluster, ClusterConfig};
+
+const AMOUNT: i64 = 10;
+
+async fn bank(config: ClusterConfig) -> (Cluster, Client) {
+    let cluster = Cluster::start(ClusterConfig {
+        participants: vec!["alpha".into(), "beta".into()],
+        ..config
+    })
+    .await
+    .expect("cluster starts");
+    let mut client = cluster.client().await.unwrap();
+    seed_accounts(&mut client, &["alpha", "beta"], 1, 100).await;
+    (cluster, client)
+}
+
+/// Begins a transfer alpha → beta and runs both branches; returns its id.
+async fn open_transfer(client: &mut Client) -> String {
+    let id = client.begin().await.unwrap();
+    client.execute(&id, "alpha", vec![debit(1, AMOUNT)]).await.unwrap();
+    client.execute(&id, "beta", vec![credit(1, AMOUNT)]).await.unwrap();
+    id
+}
+
+/// Commits `id` on a fresh connection in the background (the call may die
+/// with the coordinator).
+fn commit_in_background(
+    cluster: &Cluster,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<pb::CommitResponse, tonic::Status>> {
+    let url = cluster.coordinator_url();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        let mut client = Client::connect(&url).await?;
+        client.commit(&id).await
+    })
+}
+
+async fn balances(cluster: &Cluster) -> (i64, i64) {
+    let sql = "SELECT balance FROM accounts WHERE id = 1";
+    (
+        scalar(cluster.node("alpha").pool(), sql).await,
+        scalar(cluster.node("beta").pool(), sql).await,
+    )
+}
+
+/// Polls until `XA RECOVER` shows exactly `want` (sorted (participant, gtrid)).
+async fn wait_prepared(cluster: &Cluster, want: &[(&str, &str)], limit: Duration) {
+    let want: Vec<(String, String)> = want.iter().map(|(p, g)| ((*p).to_owned(), (*g).to_owned())).collect();
+    let until = Instant::now() + limit;
+    loop {
+        let mut got = cluster.prepared_branches().await.unwrap_or_default();
+        got.sort();
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < until, "XA RECOVER shows {got:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The end state after recovery: applied everywhere or nowhere, nothing
+/// prepared, nothing locked.
+async fn assert_settled(cluster: &Cluster, committed: bool) {
+    wait_prepared(cluster, &[], Duration::from_secs(30)).await;
+    let want = if committed {
+        (100 - AMOUNT, 100 + AMOUNT)
+    } else {
+        (100, 100)
+    };
+    assert_eq!(balances(cluster).await, want, "balances (alpha, beta)");
+    for node in ["alpha", "beta"] {
+        assert_unlocked(cluster.node(node).pool(), "accounts", "id = 1").await;
+    }
+}
+
+/// GetTransaction, retried while the answer is not known yet (UNAVAILABLE).
+async fn outcome_of(cluster: &Cluster, id: &str) -> pb::TransactionInfo {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut client = cluster.client().await.unwrap();
+        match client.get_transaction(id).await {
+            Ok(info) if info.outcome() != Outcome::Unspecified => return info,
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::Unavailable => {}
+            Err(status) => panic!("GetTransaction({id}): {status:?}"),
+        }
+        assert!(Instant::now() < until, "no outcome for {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn coordinator_crash_after_the_decision_is_durable_commits_everywhere_after_restart() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(
+        commit.await.unwrap().is_err(),
+        "the Commit call dies with the coordinator"
+    );
+    // The crash point: both prepared, no commit sent.
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    assert_eq!(balances(&cluster).await, (100, 100));
+
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, true).await;
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+}
+
+#[tokio::test]
+async fn coordinator_crash_after_all_votes_before_the_decision_is_durable_rolls_back_everywhere() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::before_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+
+    // Presumed abort: no COMMIT record, so the participants, asking the
+    // restarted coordinator, roll back.
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, false).await;
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+}
+
+#[tokio::test]
+async fn coordinator_crash_between_the_commits_of_two_participants_commits_the_second_after_restart() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    // beta's first commit is held back and fails; the coordinator dies as
+    // soon as alpha's commit is acknowledged.
+    cluster
+        .failpoint("beta", "participant::before_commit", "1*return(delay:1000,error)")
+        .await
+        .unwrap();
+    cluster
+        .failpoint("coordinator", "coordinator::after_commit", "1*return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    // The crash point: alpha committed, beta still prepared.
+    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
+    let (alpha, _) = balances(&cluster).await;
+    assert_eq!(alpha, 100 - AMOUNT);
+
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, true).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Committed);
+}
+
+#[tokio::test]
+async fn participant_crash_after_prepare_before_its_vote_is_heard_rolls_back_after_restart() {
+    // Armed by the environment at start, as an operator would.
+    let (mut cluster, mut client) = bank(ClusterConfig {
+        failpoints: vec![("beta".into(), "participant::after_prepare=return(crash)".into())],
+        ..ClusterConfig::default()
+    })
+    .await;
+    let id = open_transfer(&mut client).await;
+    let commit = client.commit(&id).await.unwrap();
+    // beta's vote never arrived: ABORT.
+    assert_eq!(commit.outcome(), Outcome::Aborted, "{}", commit.reason);
+    cluster
+        .wait_participant_exit("beta", Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The crash point: beta's branch is prepared in its MariaDB.
+    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
+
+    cluster.restart_participant("beta").await.unwrap();
+    assert_settled(&cluster, false).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Aborted);
+}
+
+#[tokio::test]
+async fn participant_crash_after_prepare_before_its_commit_commits_after_restart() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("beta", "participant::before_commit", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster
+        .wait_participant_exit("beta", Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
+    // Decided COMMIT: the client is told so, with beta still pending.
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
+
+    cluster.restart_participant("beta").await.unwrap();
+    assert_settled(&cluster, true).await;
+}
+
+#[tokio::test]
+async fn mariadb_killed_after_prepare_finds_and_commits_the_branch_after_restart() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    // Hold phase 2 back once the decision is durable.
+    cluster
+        .failpoint("coordinator", "coordinator::after_log", "1*return(delay:3000)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    cluster.kill_mariadb("beta");
+    cluster.restart_mariadb("beta").unwrap();
+    // The prepared branch survived `kill -9`.
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(10)).await;
+
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
+    assert_settled(&cluster, true).await;
+}
+
+#[tokio::test]
+async fn mariadb_killed_after_prepare_of_an_aborted_transaction_rolls_it_back() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::before_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    cluster.kill_mariadb("alpha");
+    cluster.restart_mariadb("alpha").unwrap();
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(10)).await;
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, false).await;
+}
+
+#[tokio::test]
+async fn participant_crash_before_prepare_aborts_and_frees_every_lock() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("beta", "participant::before_prepare", "return(crash)")
+        .await
+        .unwrap();
+    let commit = client.commit(&id).await.unwrap();
+    assert_eq!(commit.outcome(), Outcome::Aborted, "{}", commit.reason);
+    assert!(commit.reason.contains("beta"), "{}", commit.reason);
+    cluster
+        .wait_participant_exit("beta", Duration::from_secs(5))
+        .await
+        .unwrap();
+    // alpha is free at once; beta's MariaDB rolled back the dead session's
+    // unprepared branch.
+    assert_unlocked(cluster.node("alpha").pool(), "accounts", "id = 1").await;
+    wait_prepared(&cluster, &[], Duration::from_secs(5)).await;
+
+    cluster.restart_participant("beta").await.unwrap();
+    assert_settled(&cluster, false).await;
+}
+
+#[tokio::test]
+async fn participants_restarted_while_the_coordinator_is_down_wait_and_then_resolve() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    cluster.restart_participant("alpha").await.unwrap();
+    cluster.restart_participant("beta").await.unwrap();
+    // Several recovery passes with no coordinator to ask: they wait, and
+    // decide nothing alone.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(1)).await;
+
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, true).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Committed);
+}
+
+#[tokio::test]
+async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = client.begin().await.unwrap();
+    client.execute(&id, "alpha", vec![debit(1, AMOUNT)]).await.unwrap();
+    // The one-phase commit is slow on alpha; the coordinator dies meanwhile.
+    cluster
+        .failpoint("alpha", "participant::before_commit", "1*return(delay:1500)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill_coordinator();
+    assert!(commit.await.unwrap().is_err());
+    cluster.restart_coordinator().await.unwrap();
+
+    // Nothing was logged (one phase); alpha's marker row tells.
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100));
+
+    // A transaction of the earlier run that never committed is ABORTED.
+    let mut client = cluster.client().await.unwrap();
+    let never = id.rsplit_once('-').map(|(run, _)| format!("{run}-999999")).unwrap();
+    assert_eq!(outcome_of(&cluster, &never).await.outcome(), Outcome::Aborted);
+    // Ids this coordinator never issued are unknown.
+    expect_code(client.get_transaction("tc-999-1").await, tonic::Code::NotFound);
+    expect_code(client.get_transaction("other-1-1").await, tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    // An operator rolls beta's prepared branch back by hand (its session
+    // must be gone first).
+    cluster.kill_participant("beta");
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    let rollback = format!("XA ROLLBACK '{id}', 'beta', {}", 0x7464_6d31);
+    let until = Instant::now() + Duration::from_secs(10);
+    // XAER_NOTA until MariaDB notices the participant's session is gone.
+    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
+        .execute(cluster.node("beta").pool())
+        .await
+    {
+        assert!(Instant::now() < until, "{rollback}: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.restart_participant("beta").await.unwrap();
+    cluster.restart_coordinator().await.unwrap();
+    wait_prepared(&cluster, &[], Duration::from_secs(30)).await;
+    assert_eq!(
+        balances(&cluster).await,
+        (100 - AMOUNT, 100),
+        "alpha committed, beta lost"
+    );
+
+    // Never hidden: GetTransaction and ListTransactions show it.
+    let until = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = cluster.client().await.unwrap().get_transaction(&id).await.unwrap();
+        if !info.hazard.is_empty() {
+            break info;
+        }
+        assert!(Instant::now() < until, "no hazard reported: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(info.hazard.contains("beta"), "{}", info.hazard);
+    assert_eq!(info.outcome(), Outcome::Committed);
+    let beta = info.branches.iter().find(|b| b.participant == "beta").unwrap();
+    assert_eq!(beta.state(), BranchState::HeuristicRollback);
+    let listed = cluster
+        .client()
+        .await
+        .unwrap()
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            filter: TxnFilter::Hazard as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].txn_id, id);
+    assert_eq!(listed[0].state(), TxnState::Committed);
+}
