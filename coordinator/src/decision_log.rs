@@ -362,7 +362,9 @@ struct Pending {
 
 /// The decision log in a file, with group commit on a dedicated thread.
 pub struct FileLog {
-    tx: mpsc::Sender<Pending>,
+    /// `None` once dropped.
+    tx: Option<mpsc::Sender<Pending>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     index: Arc<Mutex<Index>>,
     syncs: Arc<AtomicU64>,
     compactions: Arc<AtomicU64>,
@@ -409,13 +411,14 @@ impl FileLog {
             compactions: Arc::clone(&compactions),
             grown: 0,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("decision-log".to_owned())
             .spawn(move || writer.run(rx))
             .map_err(|source| LogError::Io { path, source })?;
         Ok((
             Self {
-                tx,
+                tx: Some(tx),
+                writer: Some(writer),
                 index,
                 syncs,
                 compactions,
@@ -433,6 +436,21 @@ impl FileLog {
     pub fn compactions(&self) -> u64 {
         self.compactions.load(Ordering::Relaxed)
     }
+
+    fn send(&self, pending: Pending) -> Result<(), LogError> {
+        let tx = self.tx.as_ref().ok_or(LogError::Stopped)?;
+        tx.send(pending).map_err(|_| LogError::Stopped)
+    }
+}
+
+/// Writes what is queued (ENDs included) before the log goes away.
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl DecisionLog for FileLog {
@@ -442,7 +460,7 @@ impl DecisionLog for FileLog {
         participants: &[String],
     ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + 'static>> {
         let (done, rx) = oneshot::channel();
-        let sent = self.tx.send(Pending {
+        let sent = self.send(Pending {
             record: Record::Commit {
                 gtrid: gtrid.to_owned(),
                 participants: participants.to_vec(),
@@ -450,13 +468,13 @@ impl DecisionLog for FileLog {
             done: Some(done),
         });
         Box::pin(async move {
-            sent.map_err(|_| LogError::Stopped)?;
+            sent?;
             rx.await.map_err(|_| LogError::Stopped)?
         })
     }
 
     fn end(&self, gtrid: &str) {
-        let _ = self.tx.send(Pending {
+        let _ = self.send(Pending {
             record: Record::End {
                 gtrid: gtrid.to_owned(),
                 unix_ms: unix_ms_now(),

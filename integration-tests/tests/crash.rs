@@ -223,6 +223,62 @@ async fn participant_crash_after_prepare_before_its_commit_commits_after_restart
 }
 
 #[tokio::test]
+async fn participant_crash_after_its_commit_before_the_ack_is_confirmed_from_the_marker_row() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("beta", "participant::after_commit", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster
+        .wait_participant_exit("beta", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The crash point: beta committed in MariaDB, the coordinator never
+    // heard. The branch is gone from XA RECOVER; only the marker row can
+    // say it committed (XAER_NOTA alone would not).
+    wait_prepared(&cluster, &[], Duration::from_secs(5)).await;
+    assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100 + AMOUNT));
+    cluster.restart_participant("beta").await.unwrap();
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
+    // Phase 2 finishes (the coordinator's retry is confirmed by the marker).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = cluster.client().await.unwrap().get_transaction(&id).await.unwrap();
+        if info.state() == TxnState::Committed {
+            assert!(info.hazard.is_empty(), "{}", info.hazard);
+            break;
+        }
+        assert!(Instant::now() < until, "phase 2 never finished: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_settled(&cluster, true).await;
+}
+
+#[tokio::test]
+async fn coordinator_crash_between_writing_and_fsyncing_the_decision_ends_one_way_everywhere() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "decision_log::before_fsync", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    cluster.restart_coordinator().await.unwrap();
+    // A process crash keeps the written record in the page cache, so the
+    // restart finds the COMMIT (only a power failure could lose it, and
+    // then the transaction aborts everywhere). Either way: one outcome,
+    // on every database, and GetTransaction says which.
+    let info = outcome_of(&cluster, &id).await;
+    assert_settled(&cluster, info.outcome() == Outcome::Committed).await;
+}
+
+#[tokio::test]
 async fn mariadb_killed_after_prepare_finds_and_commits_the_branch_after_restart() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;

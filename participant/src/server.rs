@@ -172,8 +172,21 @@ impl Participant for ParticipantService {
                 ))
                 .into());
             }
+            // Decided COMMIT, but this participant rolled it back: a hazard,
+            // which no retry can change.
+            Lookup::Ended(Ending::RolledBack) => {
+                return Err(Error::Heuristic(format!(
+                    "heuristic hazard: branch {} on participant {} was to commit, but it was rolled back",
+                    req.gtrid, self.shared.name
+                ))
+                .into());
+            }
             Lookup::Ended(_) => {
-                return Err(Error::FailedPrecondition(format!("branch {} was rolled back", req.gtrid)).into());
+                return Err(Error::FailedPrecondition(format!(
+                    "branch {} voted read-only; it has nothing to commit",
+                    req.gtrid
+                ))
+                .into());
             }
             Lookup::Unknown if req.one_phase => {
                 return Err(
@@ -195,7 +208,11 @@ impl Participant for ParticipantService {
             Lookup::Live(handle) => handle.rollback().await?,
             Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => {}
             Lookup::Ended(Ending::Committed) => {
-                return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
+                return Err(Error::Heuristic(format!(
+                    "heuristic hazard: branch {gtrid} on participant {} was to roll back, but it committed",
+                    self.shared.name
+                ))
+                .into());
             }
             Lookup::Ended(Ending::Unknown(_)) => {
                 return Err(Error::FailedPrecondition(format!(

@@ -1219,4 +1219,56 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_recovered_commit_is_driven_to_the_end_and_ended_in_the_log() {
+        let (mut e, actions) = Engine::recovered(&[s("a"), s("b")]);
+        assert_eq!(actions, vec![Action::Commit(s("a")), Action::Commit(s("b"))]);
+        assert_eq!(e.state(), State::Committing);
+        assert!(!e.deadline_applies());
+        // A failed commit is retried, never given up.
+        let retry = e.on(Event::Phase2Done {
+            participant: s("a"),
+            result: Err(Failure::unknown("participant a: unreachable")),
+        });
+        assert_eq!(retry, vec![Action::Retry(s("a"))]);
+        assert!(
+            e.on(Event::Phase2Done {
+                participant: s("a"),
+                result: Ok(()),
+            })
+            .is_empty()
+        );
+        let end = e.on(Event::Phase2Done {
+            participant: s("b"),
+            result: Ok(()),
+        });
+        // Nobody waits for a reply after a restart.
+        assert_eq!(end, vec![Action::LogEnd]);
+        assert_eq!(e.state(), State::Committed);
+    }
+
+    #[test]
+    fn a_heuristic_rollback_is_recorded_and_keeps_the_commit_unended() {
+        let (mut e, _) = Engine::recovered(&[s("a"), s("b")]);
+        e.on(Event::Phase2Done {
+            participant: s("a"),
+            result: Ok(()),
+        });
+        let actions = e.on(Event::Phase2Done {
+            participant: s("b"),
+            result: Err(Failure {
+                reason: s("heuristic hazard: rolled back"),
+                invalid_argument: false,
+                rolled_back: false,
+                heuristic: true,
+            }),
+        });
+        // Settled (no retry can change it), reported, and not ended: a
+        // restarted coordinator checks it again.
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(e.state(), State::Committed);
+        assert_eq!(e.branch("b"), Some(BranchState::HeuristicRollback));
+        assert_eq!(e.hazards(), ["b: heuristic hazard: rolled back"]);
+    }
 }
