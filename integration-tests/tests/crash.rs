@@ -460,3 +460,51 @@ async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_haz
     assert_eq!(listed[0].txn_id, id);
     assert_eq!(listed[0].state(), TxnState::Committed);
 }
+
+#[tokio::test]
+async fn a_single_branch_submit_to_a_participant_that_was_down_ends_aborted_once_it_is_back() {
+    let (mut cluster, _) = bank(ClusterConfig::default()).await;
+    cluster.kill_participant("beta");
+    let url = cluster.coordinator_url();
+    let submit = tokio::spawn(async move {
+        let mut client = Client::connect(&url).await?;
+        client
+            .submit_with(pb::SubmitRequest {
+                timeout_ms: 1_000,
+                label: "lonely-credit".into(),
+                branches: vec![pb::Branch {
+                    participant: "beta".into(),
+                    statements: vec![credit(1, AMOUNT)],
+                }],
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_participant("beta").await.unwrap();
+    // The participant never saw the branch: once back it says so, finally
+    // (the gtrid is fenced off), and the transaction aborts. Whether the
+    // client heard that before its deadline or was told UNKNOWN, the
+    // transaction's record ends ABORTED.
+    match submit.await.unwrap() {
+        Ok(done) => assert_eq!(done.outcome(), Outcome::Aborted, "{}", done.reason),
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}"),
+    }
+    let listed = cluster
+        .client()
+        .await
+        .unwrap()
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            label: "lonely-credit".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert_eq!(listed.len(), 1);
+    let info = outcome_of(&cluster, &listed[0].txn_id).await;
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+    assert_settled(&cluster, false).await;
+}

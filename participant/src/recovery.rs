@@ -109,9 +109,17 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
 
 /// How a one-phase commit whose connection broke ended: once the session
 /// that ran it is gone, the marker row is there exactly if it committed.
+/// Without a known `owner` (the participant restarted), every session still
+/// running a statement of the branch is ended first.
 pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<u64>) -> Result<bool, Error> {
     let mut conn = acquire(shared).await?;
-    if let Some(session) = owner {
+    let sessions = match owner {
+        Some(session) => vec![session],
+        None => xa::sessions_naming(&mut conn, xid)
+            .await
+            .map_err(|e| unavailable(shared, &e))?,
+    };
+    for session in sessions {
         end_session(shared, &mut conn, session).await?;
     }
     xa::marker_exists(&mut conn, xid)
@@ -149,18 +157,10 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
         return Ok(BranchFate::Active);
     }
     let looked = async {
-        let mut conn = acquire(shared).await?;
-        let listed = xa::recover(&mut conn, &shared.name)
-            .await
-            .map_err(|e| unavailable(shared, &e))?
-            .iter()
-            .any(|g| g == gtrid);
-        if listed {
+        if is_prepared(shared, xid).await? {
             return Ok(BranchFate::Prepared);
         }
-        let committed = xa::marker_exists(&mut conn, xid)
-            .await
-            .map_err(|e| unavailable(shared, &e))?;
+        let committed = settle_one_phase(shared, xid, None).await?;
         Ok(if committed {
             BranchFate::Committed
         } else {
@@ -168,11 +168,33 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
         })
     }
     .await;
-    if !matches!(looked, Ok(BranchFate::None)) {
+    match looked {
+        Ok(BranchFate::None) => {}
+        Ok(BranchFate::Committed) => shared.branches.record(gtrid, Ending::Committed),
         // The fence only stands for "nothing here".
-        shared.branches.forget(gtrid);
+        _ => shared.branches.forget(gtrid),
     }
     looked
+}
+
+/// A one-phase commit (or the question how it ended) for a branch this
+/// process does not know: the participant restarted since, or never saw
+/// the branch. The gtrid is fenced off first, so "no branch" is final.
+pub async fn one_phase_of_unknown(shared: &Arc<Shared>, xid: &Xid) -> Result<(), Error> {
+    match fate(shared, xid).await? {
+        BranchFate::Committed => Ok(()),
+        BranchFate::None => Err(Error::Aborted(format!(
+            "participant {} has no branch {}: it never began here, or was rolled back when the participant \
+             restarted",
+            shared.name,
+            xid.gtrid()
+        ))),
+        BranchFate::Active | BranchFate::Prepared | BranchFate::Unspecified => Err(Error::Unavailable(format!(
+            "branch {} on participant {} is still in progress; ask again",
+            xid.gtrid(),
+            shared.name
+        ))),
+    }
 }
 
 /// Settings of the recovery loop.

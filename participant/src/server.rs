@@ -189,9 +189,13 @@ impl Participant for ParticipantService {
                 .into());
             }
             Lookup::Unknown if req.one_phase => {
-                return Err(
-                    Error::NotFound(format!("no branch {} on participant {}", req.gtrid, self.shared.name)).into(),
-                );
+                // Its own task: the fence it sets must not be left half-done
+                // if the caller goes away.
+                let shared = Arc::clone(&self.shared);
+                let xid = xid.clone();
+                tokio::spawn(async move { recovery::one_phase_of_unknown(&shared, &xid).await })
+                    .await
+                    .map_err(|e| Error::Internal(format!("one-phase inquiry failed: {e}")))??;
             }
             Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit, None).await?,
         }

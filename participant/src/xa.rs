@@ -113,6 +113,18 @@ pub async fn session_alive(conn: &mut MySqlConnection, session: u64) -> Result<b
     Ok(!rows.is_empty())
 }
 
+/// Other sessions running a statement of branch `xid`: its XA statements
+/// and marker row are the only SQL that contains `'gtrid','bqual'`.
+pub async fn sessions_naming(conn: &mut MySqlConnection, xid: &Xid) -> Result<Vec<u64>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND LOCATE(?, INFO) > 0",
+    )
+    .bind(format!("'{}','{}'", xid.gtrid, xid.bqual))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|r| r.try_get_unchecked::<u64, _>(0)).collect()
+}
+
 /// Ends another session (one that still owns a branch after its client
 /// connection was lost).
 pub async fn kill(conn: &mut MySqlConnection, session: u64) -> Result<(), sqlx::Error> {
@@ -168,7 +180,7 @@ pub async fn exec(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), s
 /// commit), in the same round trip.
 pub async fn exec_marked(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "INSERT INTO {MARKER_TABLE} (gtrid, bqual) VALUES ('{}', '{}'); {}",
+        "INSERT INTO {MARKER_TABLE} (gtrid, bqual) VALUES ('{}','{}'); {}",
         xid.gtrid,
         xid.bqual,
         op.sql(xid)

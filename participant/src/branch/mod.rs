@@ -103,6 +103,19 @@ impl Registry {
         }
     }
 
+    /// Records how a branch this process did not run ended (found out
+    /// from MySQL), unless it is live.
+    pub fn record(&self, gtrid: &str, ending: Ending) {
+        let mut inner = self.lock();
+        if inner.live.contains_key(gtrid) {
+            return;
+        }
+        match inner.ended.get_mut(gtrid) {
+            Some(known) => *known = ending,
+            None => inner.remember(gtrid, ending),
+        }
+    }
+
     /// Drops a tombstone whose rollback did not complete.
     pub fn forget(&self, gtrid: &str) {
         let mut inner = self.lock();
