@@ -50,12 +50,11 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
 /// Ended as asked: done. Ended the other way: [`Error::Heuristic`].
 pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
     let mut conn = acquire(shared).await?;
-    if let Some(session) = owner {
-        // The session may still be running the step whose reply was lost
-        // (a PREPARE that has not happened yet would not be in XA RECOVER
-        // now but could be later): end it before looking.
-        end_session(shared, &mut conn, session).await?;
-    }
+    // The owner may still be running the step whose reply was lost (a
+    // PREPARE that has not happened yet would not be in XA RECOVER now but
+    // could be later): end it before looking. Unknown owner: end whatever
+    // session (of an earlier participant process) still runs the branch.
+    end_branch_sessions(shared, &mut conn, xid, owner).await?;
     let commit = matches!(op, Op::Commit | Op::EndCommitOnePhase);
     for _ in 0..20 {
         let listed = xa::recover(&mut conn, &shared.name)
@@ -113,15 +112,7 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
 /// running a statement of the branch is ended first.
 pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<u64>) -> Result<bool, Error> {
     let mut conn = acquire(shared).await?;
-    let sessions = match owner {
-        Some(session) => vec![session],
-        None => xa::sessions_naming(&mut conn, xid)
-            .await
-            .map_err(|e| unavailable(shared, &e))?,
-    };
-    for session in sessions {
-        end_session(shared, &mut conn, session).await?;
-    }
+    end_branch_sessions(shared, &mut conn, xid, owner).await?;
     xa::marker_exists(&mut conn, xid)
         .await
         .map_err(|e| unavailable(shared, &e))
@@ -310,6 +301,26 @@ async fn collect_markers(shared: &Shared, retention: Duration) {
     }
     // The session's lock wait was shortened; do not pool it.
     drop(conn.detach());
+}
+
+/// Ends the session that ran the branch: `owner` if known, else any session
+/// still running one of the branch's statements.
+async fn end_branch_sessions(
+    shared: &Shared,
+    conn: &mut sqlx::MySqlConnection,
+    xid: &Xid,
+    owner: Option<u64>,
+) -> Result<(), Error> {
+    let sessions = match owner {
+        Some(session) => vec![session],
+        None => xa::sessions_naming(conn, xid)
+            .await
+            .map_err(|e| unavailable(shared, &e))?,
+    };
+    for session in sessions {
+        end_session(shared, conn, session).await?;
+    }
+    Ok(())
 }
 
 /// `KILL`s a session and waits until the server no longer lists it.
