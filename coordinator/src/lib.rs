@@ -54,6 +54,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    // Held until this function returns: a second coordinator on the same
+    // data dir would answer ABORT for the first one's COMMITs.
+    let _lock = lock_data_dir(&config.data_dir)?;
     let ids = IdGen::open(&config.data_dir, &config.name)?;
     let options = LogOptions {
         retention: config.decision_retention,
@@ -122,4 +125,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     info!(live = shared.txns.live(), "tandem-coordinator stopped");
     Ok(())
+}
+
+/// Takes the data dir's exclusive lock (released when the file closes, also
+/// when the process dies).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
+            "another coordinator is running on data dir {}; two must never share one",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Internal(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_serves_one_coordinator_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let err = lock_data_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("another coordinator"), "{err}");
+        drop(first);
+        lock_data_dir(dir.path()).unwrap();
+    }
 }

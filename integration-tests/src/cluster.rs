@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub failpoints: Vec<(String, String)>,
     /// How often participants look for prepared branches to recover.
     pub recovery_interval_ms: u64,
+    /// How long participants keep marker rows.
+    pub marker_retention_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +61,7 @@ impl Default for ClusterConfig {
             log_filter: "info".to_owned(),
             failpoints: Vec::new(),
             recovery_interval_ms: 500,
+            marker_retention_secs: 86_400,
         }
     }
 }
@@ -218,6 +221,8 @@ impl Cluster {
             .arg(self.coordinator_url())
             .arg("--recovery-interval-ms")
             .arg(self.config.recovery_interval_ms.to_string())
+            .arg("--marker-retention-secs")
+            .arg(self.config.marker_retention_secs.to_string())
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
         let log = self.dir().join(format!("participant-{}.log", node.name));

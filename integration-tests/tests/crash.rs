@@ -508,3 +508,33 @@ async fn a_single_branch_submit_to_a_participant_that_was_down_ends_aborted_once
     assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
     assert_settled(&cluster, false).await;
 }
+
+#[tokio::test]
+async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
+    let (mut cluster, mut client) = bank(ClusterConfig {
+        recovery_interval_ms: 100,
+        marker_retention_secs: 1,
+        ..ClusterConfig::default()
+    })
+    .await;
+    let markers = "SELECT COUNT(*) FROM tandem.xa_markers";
+    // An in-doubt branch: prepared, decision durable, coordinator dead.
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(commit.await.unwrap().is_err());
+    // The seeding one-phase commits left committed marker rows; collection
+    // (every 30 passes) deletes them, skipping the in-doubt branch's row.
+    let until = Instant::now() + Duration::from_secs(30);
+    while scalar(cluster.node("alpha").pool(), markers).await > 0 {
+        assert!(Instant::now() < until, "old marker rows were never collected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(1)).await;
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, true).await;
+}

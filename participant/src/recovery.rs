@@ -46,35 +46,47 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
 /// MariaDB refuses to finish the branch from elsewhere (XAER_NOTA although
 /// `XA RECOVER` lists it), so it is killed.
 ///
-/// A branch absent from `XA RECOVER` has ended; its marker row says how.
-/// Ended as asked: done. Ended the other way: [`Error::Heuristic`].
+/// A branch absent from `XA RECOVER` has ended; [`xa::fence`] says how (and
+/// makes sure it stays so). Ended as asked: done. Ended the other way:
+/// [`Error::Heuristic`].
 pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
-    let mut conn = acquire(shared).await?;
+    let mut conn = fencing_conn(shared).await?;
+    let result = finish_orphan_on(shared, &mut conn, xid, op, owner).await;
+    drop(conn.detach());
+    result
+}
+
+async fn finish_orphan_on(
+    shared: &Shared,
+    conn: &mut sqlx::MySqlConnection,
+    xid: &Xid,
+    op: Op,
+    owner: Option<u64>,
+) -> Result<(), Error> {
     // The owner may still be running the step whose reply was lost (a
     // PREPARE that has not happened yet would not be in XA RECOVER now but
     // could be later): end it before looking. Unknown owner: end whatever
     // session (of an earlier participant process) still runs the branch.
-    end_branch_sessions(shared, &mut conn, xid, owner).await?;
+    end_branch_sessions(shared, conn, xid, owner).await?;
     let commit = matches!(op, Op::Commit | Op::EndCommitOnePhase);
     for _ in 0..20 {
-        let listed = xa::recover(&mut conn, &shared.name)
+        let listed = xa::recover(conn, &shared.name)
             .await
             .map_err(|e| unavailable(shared, &e))?
             .iter()
             .any(|g| g == xid.gtrid());
         if !listed {
-            let committed = xa::marker_exists(&mut conn, xid)
-                .await
-                .map_err(|e| unavailable(shared, &e))?;
-            return match (commit, committed) {
-                (true, true) | (false, false) => Ok(()),
-                (true, false) => Err(Error::Heuristic(format!(
+            let fence = xa::fence(conn, xid).await.map_err(|e| unavailable(shared, &e))?;
+            return match (commit, fence) {
+                (true, xa::Fence::Committed) | (false, xa::Fence::Fenced) => Ok(()),
+                (_, xa::Fence::InProgress) => Err(in_progress(shared, xid)),
+                (true, xa::Fence::Fenced) => Err(Error::Heuristic(format!(
                     "heuristic hazard: branch {} on participant {} was to commit, but it is not prepared and \
-                     its marker row is absent: it was rolled back",
+                     has no marker row: it was rolled back",
                     xid.gtrid(),
                     shared.name
                 ))),
-                (false, true) => Err(Error::Heuristic(format!(
+                (false, xa::Fence::Committed) => Err(Error::Heuristic(format!(
                     "heuristic hazard: branch {} on participant {} was to roll back, but its marker row shows \
                      it committed",
                     xid.gtrid(),
@@ -82,7 +94,7 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
                 ))),
             };
         }
-        match xa::exec(&mut conn, xid, op).await {
+        match xa::exec(conn, xid, op).await {
             Ok(()) => return Ok(()),
             // Still attached to a session that is going away.
             Err(err) if xa::error_number(&err) == Some(codes::XAER_NOTA) => {
@@ -106,16 +118,40 @@ pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64
     )))
 }
 
-/// How a one-phase commit whose connection broke ended: once the session
-/// that ran it is gone, the marker row is there exactly if it committed.
-/// Without a known `owner` (the participant restarted), every session still
-/// running a statement of the branch is ended first.
+/// How a one-phase commit whose connection broke ended, for good: once the
+/// session that ran it is gone (`owner`, or without one, every session
+/// still running a statement of the branch), [`xa::fence`] tells. `Err`
+/// while that cannot be known yet.
 pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<u64>) -> Result<bool, Error> {
+    let mut conn = fencing_conn(shared).await?;
+    let settled = async {
+        end_branch_sessions(shared, &mut conn, xid, owner).await?;
+        match xa::fence(&mut conn, xid).await.map_err(|e| unavailable(shared, &e))? {
+            xa::Fence::Committed => Ok(true),
+            xa::Fence::Fenced => Ok(false),
+            xa::Fence::InProgress => Err(in_progress(shared, xid)),
+        }
+    }
+    .await;
+    drop(conn.detach());
+    settled
+}
+
+fn in_progress(shared: &Shared, xid: &Xid) -> Error {
+    Error::Unavailable(format!(
+        "branch {} on participant {} is still held by a transaction; ask again",
+        xid.gtrid(),
+        shared.name
+    ))
+}
+
+/// A connection for fencing: lock waits bounded; closed after use.
+async fn fencing_conn(shared: &Shared) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, Error> {
     let mut conn = acquire(shared).await?;
-    end_branch_sessions(shared, &mut conn, xid, owner).await?;
-    xa::marker_exists(&mut conn, xid)
+    xa::short_lock_waits(&mut conn)
         .await
-        .map_err(|e| unavailable(shared, &e))
+        .map_err(|e| unavailable(shared, &e))?;
+    Ok(conn)
 }
 
 /// How the branch of `gtrid` ended here (the `Inquire` RPC). An unknown
@@ -261,6 +297,10 @@ async fn pass(
             Ok(response) => DecisionKind::try_from(response.into_inner().decision).unwrap_or(DecisionKind::Pending),
             Err(status) => {
                 warn!(gtrid, error = %status.message(), "cannot ask the coordinator about a prepared branch; will ask again");
+                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
+                    // Unreachable: the other branches wait for the next pass.
+                    break;
+                }
                 continue;
             }
         };

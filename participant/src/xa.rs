@@ -16,9 +16,11 @@ use crate::error::Error;
 pub const FORMAT_ID: i64 = 0x7464_6d31;
 
 /// Where each writing branch records itself, inside its own XA transaction:
-/// the row exists exactly when the branch committed. It tells a branch that
-/// committed from one that rolled back once `XA RECOVER` no longer lists it
-/// (DESIGN §4: XAER_NOTA does not say how a branch ended).
+/// a row with `fenced = 0` exists exactly when the branch committed. It
+/// tells a branch that committed from one that rolled back once `XA
+/// RECOVER` no longer lists it (DESIGN §4: XAER_NOTA does not say how a
+/// branch ended). A row with `fenced = 1` is written by [`fence`]: the
+/// branch did not commit and now never can.
 pub const MARKER_TABLE: &str = "tandem.xa_markers";
 
 /// Creates the marker table (at start, and whenever MySQL comes back).
@@ -26,6 +28,7 @@ const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
      CREATE TABLE IF NOT EXISTS tandem.xa_markers ( \
        gtrid VARBINARY(64) NOT NULL, \
        bqual VARBINARY(64) NOT NULL, \
+       fenced TINYINT NOT NULL DEFAULT 0, \
        created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
        PRIMARY KEY (gtrid, bqual), \
        KEY by_age (created_at) \
@@ -188,32 +191,85 @@ pub async fn exec_marked(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Resul
     run(conn, sql).await
 }
 
-/// Whether the branch's marker row is committed.
-pub async fn marker_exists(conn: &mut MySqlConnection, xid: &Xid) -> Result<bool, sqlx::Error> {
-    let sql = format!("SELECT 1 FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ?");
-    let rows = sqlx::query(AssertSqlSafe(sql))
+/// What the marker table says of a branch that `XA RECOVER` no longer
+/// lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Its marker row is committed: the branch committed.
+    Committed,
+    /// It did not commit, and a fence row now makes sure it never will: a
+    /// late `XA PREPARE` or one-phase commit of it fails on the fence's key.
+    Fenced,
+    /// A transaction still holds its marker row (prepared, or committing).
+    InProgress,
+}
+
+/// Finds out for good whether a branch that is not prepared committed. It
+/// inserts a fence row under the branch's key: if the branch's own marker
+/// row is there, the insert waits for its transaction and then fails on the
+/// duplicate key (read it); if not, the fence wins, and the branch's own
+/// insert, should its statements still arrive, fails instead.
+pub async fn fence(conn: &mut MySqlConnection, xid: &Xid) -> Result<Fence, sqlx::Error> {
+    let insert = format!("INSERT INTO {MARKER_TABLE} (gtrid, bqual, fenced) VALUES (?, ?, 1)");
+    let inserted = sqlx::query(AssertSqlSafe(insert))
         .bind(xid.gtrid.as_bytes())
         .bind(xid.bqual.as_bytes())
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(!rows.is_empty())
+        .execute(&mut *conn)
+        .await;
+    match inserted {
+        Ok(_) => return Ok(Fence::Fenced),
+        Err(err) if error_number(&err) == Some(codes::DUPLICATE_KEY) => {}
+        Err(err) if error_number(&err) == Some(codes::LOCK_WAIT_TIMEOUT) => return Ok(Fence::InProgress),
+        Err(err) => return Err(err),
+    }
+    // A locking read: it waits for a transaction still committing the row.
+    let read =
+        format!("SELECT CAST(fenced AS SIGNED) FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ? LOCK IN SHARE MODE");
+    let fenced: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(AssertSqlSafe(read))
+        .bind(xid.gtrid.as_bytes())
+        .bind(xid.bqual.as_bytes())
+        .fetch_optional(&mut *conn)
+        .await;
+    match fenced {
+        Ok(Some(0)) => Ok(Fence::Committed),
+        Ok(Some(_)) => Ok(Fence::Fenced),
+        // Rolled back between the two statements: fence again next time.
+        Ok(None) => Ok(Fence::InProgress),
+        Err(err) if error_number(&err) == Some(codes::LOCK_WAIT_TIMEOUT) => Ok(Fence::InProgress),
+        Err(err) => Err(err),
+    }
+}
+
+/// Bounds the lock waits of a session used for fencing (it is closed, not
+/// pooled, afterwards).
+pub async fn short_lock_waits(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    run(conn, "SET SESSION innodb_lock_wait_timeout = 2".to_owned()).await
 }
 
 pub async fn create_markers(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(CREATE_MARKERS).execute(conn).await.map(|_| ())
 }
 
-/// Deletes marker rows older than `secs` (a batch at a time); returns how
-/// many went. A short lock wait: rows of prepared branches are skipped.
+/// Deletes marker rows older than `secs`, a batch at a time; returns how
+/// many went. Rows a transaction still holds (a branch in doubt that long)
+/// are skipped, not waited for.
 pub async fn delete_old_markers(conn: &mut MySqlConnection, secs: u64) -> Result<u64, sqlx::Error> {
-    run(conn, "SET SESSION innodb_lock_wait_timeout = 1".to_owned()).await?;
-    let sql = format!(
-        "DELETE FROM {MARKER_TABLE} WHERE created_at < NOW(3) - INTERVAL {secs} SECOND ORDER BY created_at LIMIT 10000"
+    let select = format!(
+        "SELECT gtrid, bqual FROM {MARKER_TABLE} WHERE created_at < NOW(3) - INTERVAL {secs} SECOND \
+         ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
     );
-    Ok(sqlx::query(AssertSqlSafe(sql))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
+    let delete = format!("DELETE FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ?");
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let old: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(select)).fetch_all(&mut *tx).await?;
+    for (gtrid, bqual) in &old {
+        sqlx::query(AssertSqlSafe(delete.clone()))
+            .bind(gtrid)
+            .bind(bqual)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(old.len() as u64)
 }
 
 /// `XA END`, whose failure only says MySQL already ended the transaction.
@@ -256,6 +312,8 @@ pub mod codes {
     pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
     /// ER_LOCK_DEADLOCK.
     pub const DEADLOCK: u16 = 1213;
+    /// ER_DUP_ENTRY.
+    pub const DUPLICATE_KEY: u16 = 1062;
 }
 
 /// The MySQL error number of a database error, if it is one.
