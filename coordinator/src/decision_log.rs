@@ -8,10 +8,12 @@
 //! writer thread takes every record that arrived while the previous fsync
 //! ran, writes them together and covers them with one `fdatasync`.
 //!
-//! On open the log is replayed. A record cut short or garbled at the very
-//! end (a write the crash interrupted, never acknowledged) is cut off; a bad
-//! record with valid ones after it is corruption, and opening fails loudly
-//! rather than skip a decision.
+//! Every write is one **group** and is fsync'd before the next write starts
+//! (ENDs wait in memory for the next COMMIT group, or a second), so after a
+//! crash, even a power failure, only the last group can be damaged. On open
+//! the log is replayed: a damaged last group (never acknowledged) is cut
+//! off; a damaged group with a valid one after it is corruption, and opening
+//! fails loudly rather than skip a decision.
 //!
 //! The log is **compacted** at open and whenever it has grown by
 //! `compact_after` bytes: it is rewritten (temp file, fsync, rename, fsync
@@ -19,12 +21,18 @@
 //! ones younger than `retention`. Those are kept because a participant may
 //! still ask for them: with the binlog on, MariaDB can lose an acknowledged
 //! `XA COMMIT` in a crash and list the branch as prepared again (DESIGN §4).
+//! What compaction drops is summed up in FORGOTTEN records (per epoch, the
+//! highest sequence number dropped): for a gtrid at or below that mark the
+//! log no longer knows whether it committed, and says so ([`Logged`])
+//! instead of letting presumed abort guess.
 //!
-//! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, with
-//! payload `kind: u8 | gtrid_len: u8 | gtrid | body`; a COMMIT's body is
-//! `n: u8 | (name_len: u8 | name)*`, an END's is `unix_ms: u64 LE`.
+//! Framing: a group is `magic "TDG1" | len: u32 LE | crc32(payload): u32 LE
+//! | payload`, the payload a run of records `len: u32 LE | crc32: u32 LE |
+//! kind: u8 | body`. A COMMIT's body is `gtrid | n: u8 | name*`, an END's
+//! `gtrid | unix_ms: u64 LE`, a FORGOTTEN's `epoch: u64 LE | seq: u64 LE`;
+//! strings are `len: u8 | bytes`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
@@ -38,11 +46,21 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::ids;
+
 pub const FILE_NAME: &str = "decisions.log";
 const TEMP_NAME: &str = "decisions.log.compacting";
 
 const KIND_COMMIT: u8 = 1;
 const KIND_END: u8 = 2;
+const KIND_FORGOTTEN: u8 = 3;
+
+const GROUP_MAGIC: &[u8; 4] = b"TDG1";
+const GROUP_HEADER: usize = 12;
+/// No group is longer (a compacted log is one group).
+const MAX_GROUP: usize = 1 << 30;
+/// How long ENDs may wait for a COMMIT group to ride along with.
+const END_FLUSH: Duration = Duration::from_secs(1);
 
 /// No valid record is longer: kind, a gtrid and 255 names of 255 bytes.
 const MAX_PAYLOAD: usize = 3 + 255 + 256 * 255;
@@ -84,9 +102,19 @@ pub trait DecisionLog: Send + Sync + 'static {
     /// lost END only means phase 2 is re-driven once more.
     fn end(&self, gtrid: &str);
 
-    /// Whether a durable COMMIT for `gtrid` is known: not ended yet, or
-    /// ended within the retention.
-    fn is_committed(&self, gtrid: &str) -> bool;
+    /// What the log knows of `gtrid`.
+    fn lookup(&self, gtrid: &str) -> Logged;
+}
+
+/// What the decision log knows of a gtrid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// A durable COMMIT: not ended yet, or ended within the retention.
+    Committed,
+    /// No COMMIT: under presumed abort, it aborted (or never existed).
+    Absent,
+    /// Older than what the log still remembers: it may have committed.
+    Forgotten,
 }
 
 /// Settings of a [`FileLog`].
@@ -118,8 +146,20 @@ pub struct Unfinished {
 /// One record of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Commit { gtrid: String, participants: Vec<String> },
-    End { gtrid: String, unix_ms: u64 },
+    Commit {
+        gtrid: String,
+        participants: Vec<String>,
+    },
+    End {
+        gtrid: String,
+        unix_ms: u64,
+    },
+    /// Ended COMMITs of `epoch` with sequence numbers up to `seq` may have
+    /// been dropped by compaction.
+    Forgotten {
+        epoch: u64,
+        seq: u64,
+    },
 }
 
 impl Record {
@@ -141,6 +181,11 @@ impl Record {
                 payload.push(KIND_END);
                 push_str(&mut payload, gtrid)?;
                 payload.extend_from_slice(&unix_ms.to_le_bytes());
+            }
+            Record::Forgotten { epoch, seq } => {
+                payload.push(KIND_FORGOTTEN);
+                payload.extend_from_slice(&epoch.to_le_bytes());
+                payload.extend_from_slice(&seq.to_le_bytes());
             }
         }
         let len = u32::try_from(payload.len()).map_err(|_| LogError::Invalid("record too large".to_owned()))?;
@@ -169,17 +214,20 @@ impl Record {
             return Err(LogError::Invalid("checksum mismatch".to_owned()));
         }
         let mut r = Reader(payload);
-        let kind = r.u8()?;
-        let gtrid = r.str()?;
-        let record = match kind {
+        let record = match r.u8()? {
             KIND_COMMIT => {
+                let gtrid = r.str()?;
                 let n = r.u8()?;
                 let participants = (0..n).map(|_| r.str()).collect::<Result<_, _>>()?;
                 Record::Commit { gtrid, participants }
             }
             KIND_END => Record::End {
-                gtrid,
+                gtrid: r.str()?,
                 unix_ms: r.u64()?,
+            },
+            KIND_FORGOTTEN => Record::Forgotten {
+                epoch: r.u64()?,
+                seq: r.u64()?,
             },
             other => return Err(LogError::Invalid(format!("unknown record kind {other}"))),
         };
@@ -188,6 +236,49 @@ impl Record {
         }
         Ok(Some((record, 8 + len)))
     }
+}
+
+/// Frames already-encoded records as one group.
+fn encode_group(records: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(GROUP_MAGIC);
+    // A group never reaches 4 GiB: compaction and batches stay far below.
+    out.extend_from_slice(&u32::try_from(records.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(records).to_le_bytes());
+    out.extend_from_slice(records);
+}
+
+/// Decodes the group at the front of `buf`: its records and framed length,
+/// `None` if `buf` ends before the group does, or an error if it is damaged.
+pub fn decode_group(buf: &[u8]) -> Result<Option<(Vec<Record>, usize)>, LogError> {
+    let Some(header) = buf.get(..GROUP_HEADER) else {
+        return Ok(None);
+    };
+    if &header[..4] != GROUP_MAGIC {
+        return Err(LogError::Invalid("no group header".to_owned()));
+    }
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if len > MAX_GROUP {
+        return Err(LogError::Invalid(format!("impossible group length {len}")));
+    }
+    let Some(payload) = buf.get(GROUP_HEADER..GROUP_HEADER + len) else {
+        return Ok(None);
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(LogError::Invalid("group checksum mismatch".to_owned()));
+    }
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        match Record::decode(&payload[at..])? {
+            Some((record, n)) => {
+                records.push(record);
+                at += n;
+            }
+            None => return Err(LogError::Invalid("record cut short inside a group".to_owned())),
+        }
+    }
+    Ok(Some((records, GROUP_HEADER + len)))
 }
 
 fn push_str(buf: &mut Vec<u8>, s: &str) -> Result<(), LogError> {
@@ -231,6 +322,9 @@ impl Reader<'_> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Index {
     entries: HashMap<String, Entry>,
+    /// Per epoch, the highest sequence number whose ended COMMIT may have
+    /// been dropped.
+    forgotten: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,11 +353,23 @@ impl Index {
                     entry.participants = Vec::new();
                 }
             }
+            Record::Forgotten { epoch, seq } => self.forget_up_to(epoch, seq),
         }
     }
 
-    pub fn is_committed(&self, gtrid: &str) -> bool {
-        self.entries.contains_key(gtrid)
+    pub fn lookup(&self, gtrid: &str) -> Logged {
+        if self.entries.contains_key(gtrid) {
+            return Logged::Committed;
+        }
+        match ids::epoch_and_seq(gtrid) {
+            Some((epoch, seq)) if self.forgotten.get(&epoch).is_some_and(|&upto| seq <= upto) => Logged::Forgotten,
+            _ => Logged::Absent,
+        }
+    }
+
+    fn forget_up_to(&mut self, epoch: u64, seq: u64) {
+        let upto = self.forgotten.entry(epoch).or_insert(0);
+        *upto = (*upto).max(seq);
     }
 
     /// COMMITs without an END, in gtrid order.
@@ -289,15 +395,31 @@ impl Index {
         self.entries.is_empty()
     }
 
-    /// Forgets COMMITs that ended more than `retention` before `now_ms`.
+    /// Forgets COMMITs that ended more than `retention` before `now_ms`,
+    /// noting how far it forgot.
     fn expire(&mut self, now_ms: u64, retention: Duration) {
         let keep_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-        self.entries
-            .retain(|_, e| e.ended_unix_ms.is_none_or(|at| now_ms.saturating_sub(at) < keep_ms));
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.ended_unix_ms.is_some_and(|at| now_ms.saturating_sub(at) >= keep_ms))
+            .map(|(gtrid, _)| gtrid.clone())
+            .collect();
+        for gtrid in expired {
+            self.entries.remove(&gtrid);
+            // A gtrid in the log was issued by this coordinator, so it parses.
+            if let Some((epoch, seq)) = ids::epoch_and_seq(&gtrid) {
+                self.forget_up_to(epoch, seq);
+            }
+        }
     }
 
-    /// The whole index as records (COMMIT, then END if ended).
+    /// The whole index as records: FORGOTTEN marks, then each COMMIT (and
+    /// its END if ended).
     fn encode(&self, buf: &mut Vec<u8>) -> Result<(), LogError> {
+        for (&epoch, &seq) in &self.forgotten {
+            Record::Forgotten { epoch, seq }.encode(buf)?;
+        }
         let mut gtrids: Vec<&String> = self.entries.keys().collect();
         gtrids.sort();
         for gtrid in gtrids {
@@ -327,26 +449,28 @@ pub struct Replay {
     pub valid_len: usize,
 }
 
-/// Replays a log's bytes. A damaged record with no valid record after it is
-/// a torn tail (cut off); with valid records after it, corruption.
+/// Replays a log's bytes. A damaged group with no valid group after it is
+/// a torn tail (cut off); with a valid group after it, corruption.
 pub fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     let mut index = Index::default();
     let mut at = 0;
     while at < bytes.len() {
-        let damage = match Record::decode(&bytes[at..]) {
-            Ok(Some((record, n))) => {
-                index.apply(record);
+        let damage = match decode_group(&bytes[at..]) {
+            Ok(Some((records, n))) => {
+                for record in records {
+                    index.apply(record);
+                }
                 at += n;
                 continue;
             }
             Ok(None) => "cut short".to_owned(),
             Err(err) => err.to_string(),
         };
-        if let Some(next) = (at + 1..bytes.len()).find(|&o| matches!(Record::decode(&bytes[o..]), Ok(Some(_)))) {
+        if let Some(next) = (at + 1..bytes.len()).find(|&o| matches!(decode_group(&bytes[o..]), Ok(Some(_)))) {
             return Err(LogError::Corrupt {
                 path: path.to_owned(),
                 offset: at,
-                reason: format!("{damage}; a valid record starts at byte {next}"),
+                reason: format!("{damage}; a valid group starts at byte {next}"),
             });
         }
         break;
@@ -483,8 +607,8 @@ impl DecisionLog for FileLog {
         });
     }
 
-    fn is_committed(&self, gtrid: &str) -> bool {
-        lock(&self.index).is_committed(gtrid)
+    fn lookup(&self, gtrid: &str) -> Logged {
+        lock(&self.index).lookup(gtrid)
     }
 }
 
@@ -502,57 +626,92 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Pending>) {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        // Block for the first record, then take everything that queued up
-        // meanwhile: one write and one fsync for the whole group.
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            group.extend(rx.try_iter());
-            buf.clear();
-            let mut waiters = Vec::new();
-            let mut records = Vec::with_capacity(group.len());
-            for pending in group {
-                match pending.record.encode(&mut buf) {
-                    Ok(()) => {
-                        waiters.extend(pending.done);
-                        records.push(pending.record);
+        // ENDs wait here for the next COMMIT group (or END_FLUSH), so every
+        // write is fsync'd before the next one starts.
+        let mut ends: Vec<Record> = Vec::new();
+        loop {
+            let first = if ends.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(END_FLUSH) {
+                    Ok(pending) => Some(pending),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.write_group(std::mem::take(&mut ends), Vec::new());
+                        continue;
                     }
-                    Err(err) => {
-                        if let Some(done) = pending.done {
-                            let _ = done.send(Err(err));
-                        }
-                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            let Some(first) = first else { break };
+            // Everything that queued up meanwhile: one write, one fsync.
+            let mut commits = Vec::new();
+            for pending in std::iter::once(first).chain(rx.try_iter()) {
+                match pending.done {
+                    Some(done) => commits.push((pending.record, done)),
+                    None => ends.push(pending.record),
                 }
             }
-            let durable = !waiters.is_empty();
-            let mut result = self.file.write_all(&buf);
-            if durable && result.is_ok() {
-                // Written, not yet durable. (A crash here keeps the page
-                // cache; losing the tail takes a power failure.)
-                if let Err(injected) = tandem_proto::failpoints::hit_blocking("decision_log::before_fsync") {
-                    result = Err(std::io::Error::other(injected));
+            if !commits.is_empty() {
+                self.write_group(std::mem::take(&mut ends), commits);
+            }
+        }
+        if !ends.is_empty() {
+            self.write_group(ends, Vec::new());
+        }
+    }
+
+    /// Writes one group and fsyncs it, then answers the COMMITs' waiters.
+    fn write_group(&mut self, ends: Vec<Record>, commits: Vec<(Record, oneshot::Sender<Result<(), LogError>>)>) {
+        let mut records_buf = Vec::with_capacity(64 * (ends.len() + commits.len()));
+        let mut records = Vec::with_capacity(ends.len() + commits.len());
+        let mut waiters = Vec::with_capacity(commits.len());
+        for record in ends {
+            if record.encode(&mut records_buf).is_ok() {
+                records.push(record);
+            }
+        }
+        for (record, done) in commits {
+            match record.encode(&mut records_buf) {
+                Ok(()) => {
+                    records.push(record);
+                    waiters.push(done);
                 }
-                result = result.and_then(|()| self.file.sync_data());
-            }
-            if let Err(err) = result {
-                self.fatal(&err);
-            }
-            if durable {
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-            }
-            {
-                let mut index = lock(&self.index);
-                for record in records {
-                    index.apply(record);
+                Err(err) => {
+                    let _ = done.send(Err(err));
                 }
             }
-            for done in waiters {
-                let _ = done.send(Ok(()));
+        }
+        if records.is_empty() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(GROUP_HEADER + records_buf.len());
+        encode_group(&records_buf, &mut buf);
+        let mut result = self.file.write_all(&buf);
+        if !waiters.is_empty() && result.is_ok() {
+            // Written, not yet durable. (A crash here keeps the page cache;
+            // losing the group takes a power failure.)
+            if let Err(injected) = tandem_proto::failpoints::hit_blocking("decision_log::before_fsync") {
+                result = Err(std::io::Error::other(injected));
             }
-            self.grown += buf.len() as u64;
-            if self.grown >= self.options.compact_after {
-                self.compact();
+        }
+        if let Err(err) = result.and_then(|()| self.file.sync_data()) {
+            self.fatal(&err);
+        }
+        if !waiters.is_empty() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut index = lock(&self.index);
+            for record in records {
+                index.apply(record);
             }
+        }
+        for done in waiters {
+            let _ = done.send(Ok(()));
+        }
+        self.grown += buf.len() as u64;
+        if self.grown >= self.options.compact_after {
+            self.compact();
         }
     }
 
@@ -590,8 +749,12 @@ fn compact(dir: &Path, index: &Index) -> Result<File, LogError> {
         path: path.clone(),
         source,
     };
-    let mut buf = Vec::new();
-    index.encode(&mut buf)?;
+    let mut records = Vec::new();
+    index.encode(&mut records)?;
+    let mut buf = Vec::with_capacity(GROUP_HEADER + records.len());
+    if !records.is_empty() {
+        encode_group(&records, &mut buf);
+    }
     let mut file = File::create(&temp).map_err(io)?;
     file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io)?;
     drop(file);
@@ -629,10 +792,13 @@ mod tests {
         }
     }
 
+    /// Each record as a group of its own, as a log file holds them.
     fn encode_all(records: &[Record]) -> Vec<u8> {
         let mut buf = Vec::new();
         for r in records {
-            r.encode(&mut buf).unwrap();
+            let mut one = Vec::new();
+            r.encode(&mut one).unwrap();
+            encode_group(&one, &mut buf);
         }
         buf
     }
@@ -647,13 +813,23 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let records = [commit("tc-1-1"), end("tc-1-1")];
-        let buf = encode_all(&records);
+        let records = [commit("tc-1-1"), end("tc-1-1"), Record::Forgotten { epoch: 3, seq: 9 }];
+        let mut buf = Vec::new();
+        for r in &records {
+            r.encode(&mut buf).unwrap();
+        }
         let (a, n) = Record::decode(&buf).unwrap().unwrap();
         assert_eq!(a, records[0]);
         let (b, m) = Record::decode(&buf[n..]).unwrap().unwrap();
         assert_eq!(b, records[1]);
-        assert_eq!(n + m, buf.len());
+        let (c, o) = Record::decode(&buf[n + m..]).unwrap().unwrap();
+        assert_eq!(c, records[2]);
+        assert_eq!(n + m + o, buf.len());
+        // As one group.
+        let mut group = Vec::new();
+        encode_group(&buf, &mut group);
+        let (decoded, len) = decode_group(&group).unwrap().unwrap();
+        assert_eq!((decoded.as_slice(), len), (&records[..], group.len()));
     }
 
     #[test]
@@ -680,7 +856,10 @@ mod tests {
             std::fs::write(dir.path().join(FILE_NAME), &whole[..cut]).unwrap();
             let (log, unfinished) = open(dir.path());
             assert_eq!(gtrids(&unfinished), ["tc-1-2"], "cut at {cut}");
-            assert!(log.is_committed("tc-1-1") && !log.is_committed("tc-1-3"));
+            assert_eq!(
+                (log.lookup("tc-1-1"), log.lookup("tc-1-3")),
+                (Logged::Committed, Logged::Absent)
+            );
             // The tail is gone from the file, not just skipped.
             let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
             assert_eq!(replay(dir.path(), &bytes).unwrap().valid_len, bytes.len());
@@ -730,7 +909,8 @@ mod tests {
         for _ in 0..3 {
             let (log, unfinished) = open(dir.path());
             assert_eq!(unfinished, once.unfinished());
-            assert!(log.is_committed("tc-1-1") && log.is_committed("tc-1-2") && !log.is_committed("tc-1-9"));
+            let looked = ["tc-1-1", "tc-1-2", "tc-1-9"].map(|g| log.lookup(g));
+            assert_eq!(looked, [Logged::Committed, Logged::Committed, Logged::Absent]);
         }
     }
 
@@ -746,7 +926,7 @@ mod tests {
             // The END is not awaited; a durable COMMIT behind it flushes it.
             log.commit("tc-1-3", &["a".to_owned(), "c".to_owned()]).await.unwrap();
             log.end("tc-1-3");
-            assert!(log.is_committed("tc-1-1"));
+            assert_eq!(log.lookup("tc-1-1"), Logged::Committed);
         }
         let (log, unfinished) = open(dir.path());
         assert_eq!(
@@ -757,7 +937,56 @@ mod tests {
             }]
         );
         // Ended COMMITs are still answered within the retention.
-        assert!(log.is_committed("tc-1-1") && log.is_committed("tc-1-3"));
+        assert_eq!(
+            (log.lookup("tc-1-1"), log.lookup("tc-1-3")),
+            (Logged::Committed, Logged::Committed)
+        );
+    }
+
+    #[tokio::test]
+    async fn what_compaction_drops_is_known_to_be_forgotten_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            retention: Duration::ZERO,
+            ..LogOptions::default()
+        };
+        {
+            let (log, _) = FileLog::open(dir.path(), options).unwrap();
+            log.commit("tc-1-5", &["a".to_owned()]).await.unwrap();
+            log.end("tc-1-5");
+            log.commit("tc-1-7", &["a".to_owned()]).await.unwrap();
+            assert_eq!(log.lookup("tc-1-5"), Logged::Committed);
+        }
+        for _ in 0..2 {
+            // Reopening compacts: the ended COMMIT is past its retention.
+            let (log, unfinished) = FileLog::open(dir.path(), options).unwrap();
+            assert_eq!(gtrids(&unfinished), ["tc-1-7"]);
+            assert_eq!(log.lookup("tc-1-7"), Logged::Committed);
+            // It may have committed: the log says it cannot tell.
+            assert_eq!(log.lookup("tc-1-5"), Logged::Forgotten);
+            assert_eq!(log.lookup("tc-1-2"), Logged::Forgotten);
+            // Newer than anything dropped, or another epoch: presumed abort holds.
+            assert_eq!(log.lookup("tc-1-6"), Logged::Absent);
+            assert_eq!(log.lookup("tc-2-1"), Logged::Absent);
+        }
+    }
+
+    #[tokio::test]
+    async fn ends_wait_for_a_commit_group_or_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path());
+        log.commit("tc-1-1", &["a".to_owned()]).await.unwrap();
+        let syncs = log.syncs();
+        log.end("tc-1-1");
+        let ended = || {
+            let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+            replay(dir.path(), &bytes).unwrap().index.unfinished().is_empty()
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!ended(), "an END alone is not written at once");
+        tokio::time::sleep(END_FLUSH + Duration::from_millis(500)).await;
+        assert!(ended(), "an END is written within a second");
+        assert_eq!(log.syncs(), syncs, "no COMMIT group was needed for it");
     }
 
     #[tokio::test]

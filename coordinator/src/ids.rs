@@ -99,6 +99,15 @@ impl IdGen {
     }
 }
 
+/// The epoch and sequence number of a gtrid of any coordinator.
+pub fn epoch_and_seq(gtrid: &str) -> Option<(u64, u64)> {
+    let mut parts = gtrid.rsplitn(3, '-');
+    let seq = parts.next()?.parse().ok()?;
+    let epoch = parts.next()?.parse().ok()?;
+    parts.next().filter(|name| !name.is_empty())?;
+    Some((epoch, seq))
+}
+
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok =
         !name.is_empty() && name.len() <= MAX_NAME_LEN && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -114,6 +123,15 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_and_seq_parse_any_coordinators_gtrid() {
+        assert_eq!(epoch_and_seq("tc-3-41"), Some((3, 41)));
+        assert_eq!(epoch_and_seq("other_tc-1-2"), Some((1, 2)));
+        for bad in ["tc-3", "-3-41", "tc-x-1", "tc-1-y", "", "3-41"] {
+            assert_eq!(epoch_and_seq(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn origin_tells_ours_from_theirs() {

@@ -17,7 +17,7 @@ use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, Transaction
 use tonic::Status;
 
 use crate::Shared;
-use crate::decision_log::{DecisionLog, Unfinished};
+use crate::decision_log::{DecisionLog, Logged, Unfinished};
 use crate::ids::{IdGen, Origin};
 
 /// How many finished transactions GetTransaction still knows.
@@ -219,14 +219,18 @@ impl Txns {
                 Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
             });
         }
-        if log.is_committed(gtrid) {
-            return Ok(DecisionKind::Commit);
-        }
-        match self.ids.origin(gtrid) {
-            Origin::Foreign => Err(Status::failed_precondition(format!(
+        if self.ids.origin(gtrid) == Origin::Foreign {
+            return Err(Status::failed_precondition(format!(
                 "gtrid {gtrid} was not issued by this coordinator; ask the coordinator that issued it"
+            )));
+        }
+        match log.lookup(gtrid) {
+            Logged::Committed => Ok(DecisionKind::Commit),
+            Logged::Absent => Ok(DecisionKind::Abort),
+            Logged::Forgotten => Err(Status::failed_precondition(format!(
+                "the decision for {gtrid} is older than this coordinator's --decision-retention-secs and was \
+                 forgotten; it may have committed, so an operator must decide (see docs/failures.md)"
             ))),
-            Origin::EarlierRun | Origin::ThisRun | Origin::NeverIssued => Ok(DecisionKind::Abort),
         }
     }
 
@@ -248,11 +252,12 @@ impl Txns {
             reason: reason.to_owned(),
             ..TransactionInfo::default()
         };
-        if shared.log.is_committed(id) {
-            return Ok(decided(Outcome::Committed, "committed (from the decision log)"));
-        }
         if matches!(self.ids.origin(id), Origin::Foreign | Origin::NeverIssued) {
             return Err(Status::not_found(format!("no transaction {id}")));
+        }
+        let logged = shared.log.lookup(id);
+        if logged == Logged::Committed {
+            return Ok(decided(Outcome::Committed, "committed (from the decision log)"));
         }
         // Not logged: it aborted, unless it had one branch and committed it
         // in one phase (never logged). The participants' marker rows tell;
@@ -285,6 +290,12 @@ impl Txns {
                     )));
                 }
             }
+        }
+        if logged == Logged::Forgotten {
+            return Err(Status::not_found(format!(
+                "transaction {id} is older than the coordinator's --decision-retention-secs: its outcome is \
+                 no longer known"
+            )));
         }
         Ok(decided(
             Outcome::Aborted,
