@@ -55,6 +55,15 @@ const KIND_COMMIT: u8 = 1;
 const KIND_END: u8 = 2;
 const KIND_FORGOTTEN: u8 = 3;
 
+/// The file starts `magic | version: u32 LE | base_len: u64 LE | crc32`:
+/// the first `base_len` bytes of groups after it were written by compaction
+/// and fsync'd before the file was renamed into place, so no crash can tear
+/// them; damage there is always corruption.
+const FILE_MAGIC: &[u8; 8] = b"TANDEMDL";
+const FILE_VERSION: u32 = 1;
+const FILE_HEADER: usize = 24;
+/// Compaction writes groups of at most this many bytes.
+const BASE_GROUP: usize = 16 << 20;
 const GROUP_MAGIC: &[u8; 4] = b"TDG1";
 const GROUP_HEADER: usize = 12;
 /// No group is longer (a compacted log is one group).
@@ -449,33 +458,77 @@ pub struct Replay {
     pub valid_len: usize,
 }
 
-/// Replays a log's bytes. A damaged group with no valid group after it is
-/// a torn tail (cut off); with a valid group after it, corruption.
+/// Replays a log's bytes. A damaged group past the compacted base with no
+/// valid group after it is a torn tail (cut off); anything else damaged is
+/// corruption.
 pub fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     let mut index = Index::default();
-    let mut at = 0;
+    if bytes.is_empty() {
+        return Ok(Replay { index, valid_len: 0 });
+    }
+    let corrupt = |offset: usize, reason: String| LogError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason,
+    };
+    let base_end = FILE_HEADER
+        + usize::try_from(decode_header(bytes).ok_or_else(|| {
+            corrupt(
+                0,
+                format!("no valid header: not a tandem decision log of version {FILE_VERSION}"),
+            )
+        })?)
+        .unwrap_or(usize::MAX);
+    if base_end > bytes.len() {
+        return Err(corrupt(FILE_HEADER, "the compacted base is cut short".to_owned()));
+    }
+    let mut at = FILE_HEADER;
     while at < bytes.len() {
         let damage = match decode_group(&bytes[at..]) {
-            Ok(Some((records, n))) => {
+            Ok(Some((records, n))) if at >= base_end || at + n <= base_end => {
                 for record in records {
                     index.apply(record);
                 }
                 at += n;
                 continue;
             }
+            Ok(Some(_)) => "a group crosses the end of the compacted base".to_owned(),
             Ok(None) => "cut short".to_owned(),
             Err(err) => err.to_string(),
         };
+        if at < base_end {
+            return Err(corrupt(at, format!("{damage}, inside the compacted base")));
+        }
         if let Some(next) = (at + 1..bytes.len()).find(|&o| matches!(decode_group(&bytes[o..]), Ok(Some(_)))) {
-            return Err(LogError::Corrupt {
-                path: path.to_owned(),
-                offset: at,
-                reason: format!("{damage}; a valid group starts at byte {next}"),
-            });
+            return Err(corrupt(at, format!("{damage}; a valid group starts at byte {next}")));
         }
         break;
     }
     Ok(Replay { index, valid_len: at })
+}
+
+fn encode_header(base_len: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(FILE_HEADER);
+    header.extend_from_slice(FILE_MAGIC);
+    header.extend_from_slice(&FILE_VERSION.to_le_bytes());
+    header.extend_from_slice(&base_len.to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    header
+}
+
+/// The base length from a valid header.
+fn decode_header(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..FILE_HEADER)?;
+    let (body, crc) = header.split_at(FILE_HEADER - 4);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    if &body[..8] != FILE_MAGIC || crc32fast::hash(body) != crc {
+        return None;
+    }
+    let version = u32::from_le_bytes(body[8..12].try_into().ok()?);
+    if version != FILE_VERSION {
+        return None;
+    }
+    Some(u64::from_le_bytes(body[12..20].try_into().ok()?))
 }
 
 struct Pending {
@@ -504,7 +557,7 @@ impl FileLog {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(LogError::Io { path, source }),
         };
-        let Replay { mut index, valid_len } = replay(&path, &bytes)?;
+        let Replay { index, valid_len } = replay(&path, &bytes)?;
         if valid_len < bytes.len() {
             warn!(
                 path = %path.display(),
@@ -513,7 +566,9 @@ impl FileLog {
                 "cutting a torn tail off the decision log (a write interrupted by a crash, never acknowledged)"
             );
         }
-        index.expire(unix_ms_now(), options.retention);
+        // Nothing expires at open: the time the coordinator was down must
+        // not count against the retention, or participants that ask right
+        // after the restart would find their answers forgotten.
         let unfinished = index.unfinished();
         info!(
             path = %path.display(),
@@ -534,6 +589,7 @@ impl FileLog {
             syncs: Arc::clone(&syncs),
             compactions: Arc::clone(&compactions),
             grown: 0,
+            started: std::time::Instant::now(),
         };
         let writer = std::thread::Builder::new()
             .name("decision-log".to_owned())
@@ -622,6 +678,9 @@ struct Writer {
     compactions: Arc<AtomicU64>,
     /// Bytes appended since the last compaction.
     grown: u64,
+    /// Ended COMMITs expire only once the coordinator has been up for the
+    /// retention, so every participant had that long to ask after a restart.
+    started: std::time::Instant,
 }
 
 impl Writer {
@@ -629,11 +688,13 @@ impl Writer {
         // ENDs wait here for the next COMMIT group (or END_FLUSH), so every
         // write is fsync'd before the next one starts.
         let mut ends: Vec<Record> = Vec::new();
+        // When the oldest waiting END arrived.
+        let mut ends_since = std::time::Instant::now();
         loop {
             let first = if ends.is_empty() {
                 rx.recv().ok()
             } else {
-                match rx.recv_timeout(END_FLUSH) {
+                match rx.recv_timeout(END_FLUSH.saturating_sub(ends_since.elapsed())) {
                     Ok(pending) => Some(pending),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.write_group(std::mem::take(&mut ends), Vec::new());
@@ -648,7 +709,12 @@ impl Writer {
             for pending in std::iter::once(first).chain(rx.try_iter()) {
                 match pending.done {
                     Some(done) => commits.push((pending.record, done)),
-                    None => ends.push(pending.record),
+                    None => {
+                        if ends.is_empty() {
+                            ends_since = std::time::Instant::now();
+                        }
+                        ends.push(pending.record);
+                    }
                 }
             }
             if !commits.is_empty() {
@@ -717,7 +783,9 @@ impl Writer {
 
     fn compact(&mut self) {
         let mut index = lock(&self.index);
-        index.expire(unix_ms_now(), self.options.retention);
+        if self.started.elapsed() >= self.options.retention {
+            index.expire(unix_ms_now(), self.options.retention);
+        }
         match compact(&self.dir, &index) {
             Ok(file) => {
                 self.file = file;
@@ -751,10 +819,20 @@ fn compact(dir: &Path, index: &Index) -> Result<File, LogError> {
     };
     let mut records = Vec::new();
     index.encode(&mut records)?;
-    let mut buf = Vec::with_capacity(GROUP_HEADER + records.len());
-    if !records.is_empty() {
-        encode_group(&records, &mut buf);
+    let mut groups = Vec::with_capacity(GROUP_HEADER + records.len());
+    let mut at = 0;
+    while at < records.len() {
+        // Split at record boundaries.
+        let mut end = at;
+        while end < records.len() && (end == at || end - at < BASE_GROUP) {
+            let len = u32::from_le_bytes([records[end], records[end + 1], records[end + 2], records[end + 3]]);
+            end += 8 + len as usize;
+        }
+        encode_group(&records[at..end], &mut groups);
+        at = end;
     }
+    let mut buf = encode_header(groups.len() as u64);
+    buf.extend_from_slice(&groups);
     let mut file = File::create(&temp).map_err(io)?;
     file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io)?;
     drop(file);
@@ -792,7 +870,7 @@ mod tests {
         }
     }
 
-    /// Each record as a group of its own, as a log file holds them.
+    /// Each record as a group of its own, as appends leave them.
     fn encode_all(records: &[Record]) -> Vec<u8> {
         let mut buf = Vec::new();
         for r in records {
@@ -801,6 +879,13 @@ mod tests {
             encode_group(&one, &mut buf);
         }
         buf
+    }
+
+    /// A log file: a header with an empty compacted base, then `groups`.
+    fn file_of(groups: &[u8]) -> Vec<u8> {
+        let mut file = encode_header(0);
+        file.extend_from_slice(groups);
+        file
     }
 
     fn open(dir: &Path) -> (FileLog, Vec<Unfinished>) {
@@ -853,7 +938,7 @@ mod tests {
         let last = encode_all(&records[..3]).len();
         for cut in last..whole.len() {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join(FILE_NAME), &whole[..cut]).unwrap();
+            std::fs::write(dir.path().join(FILE_NAME), file_of(&whole[..cut])).unwrap();
             let (log, unfinished) = open(dir.path());
             assert_eq!(gtrids(&unfinished), ["tc-1-2"], "cut at {cut}");
             assert_eq!(
@@ -865,11 +950,14 @@ mod tests {
             assert_eq!(replay(dir.path(), &bytes).unwrap().valid_len, bytes.len());
         }
         // Garbage (or zeros from a crash) after the last record is a torn tail too.
-        for junk in [vec![0u8; 300], vec![0xAB; 5], b"\x10\0\0\0garbage".to_vec()] {
-            let mut bytes = whole.clone();
+        for junk in [vec![0u8; 300], vec![0xAB; 5], b"TDG1\x10\0\0\0garbage".to_vec()] {
+            let mut bytes = file_of(&whole);
             bytes.extend_from_slice(&junk);
             let r = replay(Path::new("x"), &bytes).unwrap();
-            assert_eq!((r.valid_len, r.index.unfinished().len()), (whole.len(), 2));
+            assert_eq!(
+                (r.valid_len, r.index.unfinished().len()),
+                (FILE_HEADER + whole.len(), 2)
+            );
         }
     }
 
@@ -880,12 +968,12 @@ mod tests {
         let first = encode_all(&records[..1]).len();
         let second = encode_all(&records[..2]).len();
         for i in first..second {
-            let mut bad = whole.clone();
-            bad[i] ^= 0x01;
+            let mut bad = file_of(&whole);
+            bad[FILE_HEADER + i] ^= 0x01;
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(FILE_NAME), &bad).unwrap();
             match FileLog::open(dir.path(), LogOptions::default()) {
-                Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, first, "flip at {i}"),
+                Err(LogError::Corrupt { offset, .. }) => assert_eq!(offset, FILE_HEADER + first, "flip at {i}"),
                 Err(other) => panic!("flip at {i}: {other}"),
                 Ok(_) => panic!("flip at {i}: a corrupt log was opened"),
             }
@@ -897,15 +985,17 @@ mod tests {
     #[test]
     fn replay_is_idempotent() {
         let records = vec![commit("tc-1-1"), commit("tc-1-2"), end("tc-1-1"), end("tc-1-9")];
-        let once = replay(Path::new("x"), &encode_all(&records)).unwrap().index;
+        let once = replay(Path::new("x"), &file_of(&encode_all(&records))).unwrap().index;
         let mut twice_records = records.clone();
         twice_records.extend(records);
-        let twice = replay(Path::new("x"), &encode_all(&twice_records)).unwrap().index;
+        let twice = replay(Path::new("x"), &file_of(&encode_all(&twice_records)))
+            .unwrap()
+            .index;
         assert_eq!(once, twice);
         assert_eq!(gtrids(&once.unfinished()), ["tc-1-2"]);
         // Reopening (which compacts) again and again keeps the same decisions.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), encode_all(&twice_records)).unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), file_of(&encode_all(&twice_records))).unwrap();
         for _ in 0..3 {
             let (log, unfinished) = open(dir.path());
             assert_eq!(unfinished, once.unfinished());
@@ -943,22 +1033,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn damage_to_the_compacted_base_or_header_is_always_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(FileLog::open(dir.path(), LogOptions::default()).unwrap());
+        let path = dir.path().join(FILE_NAME);
+        // A compacted base holding one unfinished COMMIT, nothing after it.
+        let mut index = Index::default();
+        index.apply(commit("tc-1-1"));
+        drop(compact(dir.path(), &index).unwrap());
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(replay(&path, &good).unwrap().index.unfinished().len(), 1);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x04;
+            assert!(
+                matches!(replay(&path, &bad), Err(LogError::Corrupt { .. })),
+                "flip at {i}"
+            );
+        }
+        // Cut short, or a file of another format: refused, not emptied.
+        assert!(replay(&path, &good[..good.len() - 1]).is_err());
+        assert!(replay(&path, &encode_all(&[commit("tc-1-1")])).is_err());
+    }
+
     #[tokio::test]
     async fn what_compaction_drops_is_known_to_be_forgotten_not_absent() {
         let dir = tempfile::tempdir().unwrap();
+        // Compact after every write; nothing ended is kept.
         let options = LogOptions {
             retention: Duration::ZERO,
-            ..LogOptions::default()
+            compact_after: 1,
         };
         {
             let (log, _) = FileLog::open(dir.path(), options).unwrap();
             log.commit("tc-1-5", &["a".to_owned()]).await.unwrap();
-            log.end("tc-1-5");
-            log.commit("tc-1-7", &["a".to_owned()]).await.unwrap();
             assert_eq!(log.lookup("tc-1-5"), Logged::Committed);
+            log.end("tc-1-5");
+            // The END rides with this group; the compaction after it (once
+            // the waiter is answered) drops the ended COMMIT.
+            log.commit("tc-1-7", &["a".to_owned()]).await.unwrap();
         }
         for _ in 0..2 {
-            // Reopening compacts: the ended COMMIT is past its retention.
             let (log, unfinished) = FileLog::open(dir.path(), options).unwrap();
             assert_eq!(gtrids(&unfinished), ["tc-1-7"]);
             assert_eq!(log.lookup("tc-1-7"), Logged::Committed);

@@ -155,7 +155,8 @@ async fn fencing_conn(shared: &Shared) -> Result<sqlx::pool::PoolConnection<sqlx
 }
 
 /// How the branch of `gtrid` ended here (the `Inquire` RPC). An unknown
-/// gtrid is fenced off first, so a NONE answer stays true.
+/// gtrid is fenced in the database ([`xa::fence`]), so a NONE answer stays
+/// true.
 pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> {
     let gtrid = xid.gtrid();
     match shared.branches.lookup(gtrid) {
@@ -179,10 +180,9 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
         }
         Lookup::Unknown => {}
     }
-    if shared.branches.tombstone(gtrid).is_some() {
-        // A branch began meanwhile.
-        return Ok(BranchFate::Active);
-    }
+    // No in-memory tombstone before the fence: a concurrent request must
+    // not read "rolled back" while the fence may still find a commit. The
+    // fence row itself keeps a branch that begins meanwhile from committing.
     let looked = async {
         if is_prepared(shared, xid).await? {
             return Ok(BranchFate::Prepared);
@@ -194,14 +194,13 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
             BranchFate::None
         })
     }
-    .await;
+    .await?;
     match looked {
-        Ok(BranchFate::None) => {}
-        Ok(BranchFate::Committed) => shared.branches.record(gtrid, Ending::Committed),
-        // The fence only stands for "nothing here".
-        _ => shared.branches.forget(gtrid),
+        BranchFate::None => shared.branches.record(gtrid, Ending::RolledBack),
+        BranchFate::Committed => shared.branches.record(gtrid, Ending::Committed),
+        _ => {}
     }
-    looked
+    Ok(looked)
 }
 
 /// A one-phase commit (or the question how it ended) for a branch this
@@ -334,10 +333,24 @@ async fn collect_markers(shared: &Shared, retention: Duration) {
     let Ok(mut conn) = acquire(shared).await else {
         return;
     };
-    match xa::delete_old_markers(&mut conn, retention.as_secs()).await {
-        Ok(0) => {}
-        Ok(n) => debug!(deleted = n, "old marker rows deleted"),
-        Err(err) => warn!(error = %describe_sql(&err), "cannot delete old marker rows"),
+    // Batches until the old rows are gone (or a bound per round).
+    let mut deleted = 0;
+    for _ in 0..100 {
+        match xa::delete_old_markers(&mut conn, retention.as_secs()).await {
+            Ok(n) => {
+                deleted += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+            Err(err) => {
+                warn!(error = %describe_sql(&err), "cannot delete old marker rows");
+                break;
+            }
+        }
+    }
+    if deleted > 0 {
+        debug!(deleted, "old marker rows deleted");
     }
     // The session's lock wait was shortened; do not pool it.
     drop(conn.detach());

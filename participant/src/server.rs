@@ -197,7 +197,14 @@ impl Participant for ParticipantService {
                     .await
                     .map_err(|e| Error::Internal(format!("one-phase inquiry failed: {e}")))??;
             }
-            Lookup::Unknown => recovery::finish_orphan(&self.shared, &xid, Op::Commit, None).await?,
+            Lookup::Unknown => {
+                // Its own task: a fencing connection must not be dropped
+                // mid-way if the caller goes away.
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(async move { recovery::finish_orphan(&shared, &xid, Op::Commit, None).await })
+                    .await
+                    .map_err(|e| Error::Internal(format!("commit of an orphan branch failed: {e}")))??;
+            }
         }
         Ok(Response::new(BranchCommitResponse {}))
     }
@@ -229,9 +236,16 @@ impl Participant for ParticipantService {
                 // but arrives during or after the rollback (a delayed
                 // request) is refused instead of starting a branch nobody
                 // will finish.
+                let shared = Arc::clone(&self.shared);
+                let orphan = xid.clone();
+                let finish = || async move {
+                    tokio::spawn(async move { recovery::finish_orphan(&shared, &orphan, Op::Rollback, None).await })
+                        .await
+                        .map_err(|e| Error::Internal(format!("rollback of an orphan branch failed: {e}")))?
+                };
                 if let Some(handle) = self.shared.branches.tombstone(&gtrid) {
                     handle.rollback().await?;
-                } else if let Err(err) = recovery::finish_orphan(&self.shared, &xid, Op::Rollback, None).await {
+                } else if let Err(err) = finish().await {
                     // Not finished: let the coordinator's retry try again.
                     self.shared.branches.forget(&gtrid);
                     return Err(err.into());

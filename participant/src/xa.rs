@@ -32,7 +32,8 @@ const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
        created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
        PRIMARY KEY (gtrid, bqual), \
        KEY by_age (created_at) \
-     ) ENGINE=InnoDB";
+     ) ENGINE=InnoDB; \
+     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS fenced TINYINT NOT NULL DEFAULT 0 AFTER bqual";
 
 /// MySQL's limit for gtrid and bqual, each.
 pub const MAX_ID_LEN: usize = 64;
@@ -240,20 +241,33 @@ pub async fn fence(conn: &mut MySqlConnection, xid: &Xid) -> Result<Fence, sqlx:
     }
 }
 
-/// Bounds the lock waits of a session used for fencing (it is closed, not
-/// pooled, afterwards).
+/// Bounds the lock waits of a session used for fencing, and lifts any
+/// statement time limit a branch left on it (it is closed, not pooled,
+/// afterwards).
 pub async fn short_lock_waits(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
-    run(conn, "SET SESSION innodb_lock_wait_timeout = 2".to_owned()).await
+    run(
+        conn,
+        "SET SESSION innodb_lock_wait_timeout = 2, max_statement_time = 0".to_owned(),
+    )
+    .await
 }
 
 pub async fn create_markers(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(CREATE_MARKERS).execute(conn).await.map(|_| ())
 }
 
-/// Deletes marker rows older than `secs`, a batch at a time; returns how
-/// many went. Rows a transaction still holds (a branch in doubt that long)
-/// are skipped, not waited for.
+/// Deletes up to 1000 marker rows older than `secs`; returns how many went.
+/// Rows a transaction still holds (a branch in doubt that long) are
+/// skipped, not waited for. Runs READ COMMITTED (no gap locks that would
+/// hold up branches' marker inserts) on a session closed afterwards.
 pub async fn delete_old_markers(conn: &mut MySqlConnection, secs: u64) -> Result<u64, sqlx::Error> {
+    run(
+        conn,
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+         SET SESSION innodb_lock_wait_timeout = 2, max_statement_time = 0"
+            .to_owned(),
+    )
+    .await?;
     let select = format!(
         "SELECT gtrid, bqual FROM {MARKER_TABLE} WHERE created_at < NOW(3) - INTERVAL {secs} SECOND \
          ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
