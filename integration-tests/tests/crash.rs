@@ -23,16 +23,22 @@ async fn bank(config: ClusterConfig) -> (Cluster, Client) {
     })
     .await
     .expect("cluster starts");
-    let mut client = cluster.client().await.unwrap();
+    let mut client = cluster.client().await.expect("client connects");
     seed_accounts(&mut client, &["alpha", "beta"], 1, 100).await;
     (cluster, client)
 }
 
 /// Begins a transfer alpha → beta and runs both branches; returns its id.
 async fn open_transfer(client: &mut Client) -> String {
-    let id = client.begin().await.unwrap();
-    client.execute(&id, "alpha", vec![debit(1, AMOUNT)]).await.unwrap();
-    client.execute(&id, "beta", vec![credit(1, AMOUNT)]).await.unwrap();
+    let id = client.begin().await.expect("begin");
+    client
+        .execute(&id, "alpha", vec![debit(1, AMOUNT)])
+        .await
+        .expect("debit on alpha");
+    client
+        .execute(&id, "beta", vec![credit(1, AMOUNT)])
+        .await
+        .expect("credit on beta");
     id
 }
 
@@ -92,7 +98,7 @@ async fn assert_settled(cluster: &Cluster, committed: bool) {
 async fn outcome_of(cluster: &Cluster, id: &str) -> pb::TransactionInfo {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut client = cluster.client().await.unwrap();
+        let mut client = cluster.client().await.expect("client connects");
         match client.get_transaction(id).await {
             Ok(info) if info.outcome() != Outcome::Unspecified => return info,
             Ok(_) => {}
