@@ -56,6 +56,22 @@ fn commit_in_background(
     })
 }
 
+/// Arms a coordinator failpoint that crashes it, commits `id`, and waits
+/// until the coordinator is dead and the Commit call has died with it.
+async fn crash_coordinator_during_commit(cluster: &mut Cluster, id: &str, failpoint: &str, actions: &str) {
+    cluster
+        .failpoint("coordinator", failpoint, actions)
+        .await
+        .expect("failpoint armed");
+    let commit = commit_in_background(cluster, id);
+    cluster
+        .wait_coordinator_exit(Duration::from_secs(10))
+        .await
+        .expect("the coordinator crashes");
+    let answer = commit.await.expect("commit task");
+    assert!(answer.is_err(), "the Commit call dies with the coordinator: {answer:?}");
+}
+
 async fn balances(cluster: &Cluster) -> (i64, i64) {
     let sql = "SELECT balance FROM accounts WHERE id = 1";
     (
@@ -114,16 +130,7 @@ async fn outcome_of(cluster: &Cluster, id: &str) -> pb::TransactionInfo {
 async fn coordinator_crash_after_the_decision_is_durable_commits_everywhere_after_restart() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(
-        commit.await.unwrap().is_err(),
-        "the Commit call dies with the coordinator"
-    );
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
     // The crash point: both prepared, no commit sent.
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
     assert_eq!(balances(&cluster).await, (100, 100));
@@ -138,13 +145,7 @@ async fn coordinator_crash_after_the_decision_is_durable_commits_everywhere_afte
 async fn coordinator_crash_after_all_votes_before_the_decision_is_durable_rolls_back_everywhere() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::before_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_log", "return(crash)").await;
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
 
     // Presumed abort: no COMMIT record, so the participants, asking the
@@ -165,13 +166,7 @@ async fn coordinator_crash_between_the_commits_of_two_participants_commits_the_s
         .failpoint("beta", "participant::before_commit", "1*return(delay:1000,error)")
         .await
         .unwrap();
-    cluster
-        .failpoint("coordinator", "coordinator::after_commit", "1*return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_commit", "1*return(crash)").await;
     // The crash point: alpha committed, beta still prepared.
     wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
     let (alpha, _) = balances(&cluster).await;
@@ -267,13 +262,7 @@ async fn participant_crash_after_its_commit_before_the_ack_is_confirmed_from_the
 async fn coordinator_crash_between_writing_and_fsyncing_the_decision_ends_one_way_everywhere() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "decision_log::before_fsync", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "decision_log::before_fsync", "return(crash)").await;
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
     cluster.restart_coordinator().await.unwrap();
     // A process crash keeps the written record in the page cache, so the
@@ -309,13 +298,7 @@ async fn mariadb_killed_after_prepare_finds_and_commits_the_branch_after_restart
 async fn mariadb_killed_after_prepare_of_an_aborted_transaction_rolls_it_back() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::before_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_log", "return(crash)").await;
     cluster.kill_mariadb("alpha");
     cluster.restart_mariadb("alpha").unwrap();
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(10)).await;
@@ -351,13 +334,7 @@ async fn participant_crash_before_prepare_aborts_and_frees_every_lock() {
 async fn participants_restarted_while_the_coordinator_is_down_wait_and_then_resolve() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
     cluster.restart_participant("alpha").await.unwrap();
     cluster.restart_participant("beta").await.unwrap();
     // Several recovery passes with no coordinator to ask: they wait, and
@@ -404,13 +381,7 @@ async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
 async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
     // An operator rolls beta's prepared branch back by hand (its session
     // must be gone first).
     cluster.kill_participant("beta");
@@ -526,13 +497,7 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
     let markers = "SELECT COUNT(*) FROM tandem.xa_markers";
     // An in-doubt branch: prepared, decision durable, coordinator dead.
     let id = open_transfer(&mut client).await;
-    cluster
-        .failpoint("coordinator", "coordinator::after_log", "return(crash)")
-        .await
-        .unwrap();
-    let commit = commit_in_background(&cluster, &id);
-    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
-    assert!(commit.await.unwrap().is_err());
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
     // The seeding one-phase commits left committed marker rows; collection
     // (every 30 passes) deletes them, skipping the in-doubt branch's row.
     let until = Instant::now() + Duration::from_secs(30);

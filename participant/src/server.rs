@@ -189,21 +189,19 @@ impl Participant for ParticipantService {
                 .into());
             }
             Lookup::Unknown if req.one_phase => {
-                // Its own task: the fence it sets must not be left half-done
-                // if the caller goes away.
                 let shared = Arc::clone(&self.shared);
                 let xid = xid.clone();
-                tokio::spawn(async move { recovery::one_phase_of_unknown(&shared, &xid).await })
-                    .await
-                    .map_err(|e| Error::Internal(format!("one-phase inquiry failed: {e}")))??;
+                detached("one-phase inquiry", async move {
+                    recovery::one_phase_of_unknown(&shared, &xid).await
+                })
+                .await?;
             }
             Lookup::Unknown => {
-                // Its own task: a fencing connection must not be dropped
-                // mid-way if the caller goes away.
                 let shared = Arc::clone(&self.shared);
-                tokio::spawn(async move { recovery::finish_orphan(&shared, &xid, Op::Commit, None).await })
-                    .await
-                    .map_err(|e| Error::Internal(format!("commit of an orphan branch failed: {e}")))??;
+                detached("commit of an orphan branch", async move {
+                    recovery::finish_orphan(&shared, &xid, Op::Commit, None).await
+                })
+                .await?;
             }
         }
         Ok(Response::new(BranchCommitResponse {}))
@@ -238,10 +236,10 @@ impl Participant for ParticipantService {
                 // will finish.
                 let shared = Arc::clone(&self.shared);
                 let orphan = xid.clone();
-                let finish = || async move {
-                    tokio::spawn(async move { recovery::finish_orphan(&shared, &orphan, Op::Rollback, None).await })
-                        .await
-                        .map_err(|e| Error::Internal(format!("rollback of an orphan branch failed: {e}")))?
+                let finish = || {
+                    detached("rollback of an orphan branch", async move {
+                        recovery::finish_orphan(&shared, &orphan, Op::Rollback, None).await
+                    })
                 };
                 if let Some(handle) = self.shared.branches.tombstone(&gtrid) {
                     handle.rollback().await?;
@@ -262,14 +260,22 @@ impl Participant for ParticipantService {
 
     async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
         let xid = self.xid(&request.into_inner().gtrid)?;
-        // Its own task: the fence it sets must not be left half-done if
-        // the caller goes away.
         let shared = Arc::clone(&self.shared);
-        let fate = tokio::spawn(async move { recovery::fate(&shared, &xid).await })
-            .await
-            .map_err(|e| Error::Internal(format!("inquiry failed: {e}")))??;
+        let fate = detached("inquiry", async move { recovery::fate(&shared, &xid).await }).await?;
         Ok(Response::new(InquireResponse { fate: fate as i32 }))
     }
+}
+
+/// Runs a recovery step in its own task: tonic drops a handler's future
+/// when the caller goes away, and a fence or an orphan's phase 2 must not
+/// stop half-way (its session settings would return to the pool).
+async fn detached<T: Send + 'static>(
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(step)
+        .await
+        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?
 }
 
 fn vote(kind: VoteKind, reason: &str) -> Vote {

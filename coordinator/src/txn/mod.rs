@@ -157,7 +157,7 @@ impl Txns {
     pub fn list(&self, filter: TxnFilter, label: &str, limit: usize) -> Vec<TransactionInfo> {
         let inner = self.lock();
         let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.record).info.clone()).collect();
-        if filter == TxnFilter::All {
+        if matches!(filter, TxnFilter::All | TxnFilter::Hazard) {
             out.extend(
                 inner
                     .finished_order
@@ -170,13 +170,6 @@ impl Txns {
             out.retain(|i| i.state == TxnState::Committing as i32 || i.state == TxnState::Aborting as i32);
         }
         if filter == TxnFilter::Hazard {
-            out.extend(
-                inner
-                    .finished_order
-                    .iter()
-                    .rev()
-                    .filter_map(|id| inner.finished.get(id).map(|r| r.info.clone())),
-            );
             out.retain(|i| !i.hazard.is_empty());
         }
         if !label.is_empty() {
