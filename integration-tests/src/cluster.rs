@@ -25,6 +25,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::mariadb::{self, MariaDb};
 use crate::process::{self, Process};
+use crate::proxy::{Link, Proxy};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct ClusterConfig {
     pub recovery_interval_ms: u64,
     /// How long participants keep marker rows.
     pub marker_retention_secs: u64,
+    /// Route coordinator ↔ participant traffic through a [`Proxy`] per
+    /// direction, so tests can cut the network ([`Cluster::set_link`]).
+    pub network_proxies: bool,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +66,7 @@ impl Default for ClusterConfig {
             failpoints: Vec::new(),
             recovery_interval_ms: 500,
             marker_retention_secs: 86_400,
+            network_proxies: false,
         }
     }
 }
@@ -73,6 +78,33 @@ pub struct Node {
     participant: Option<Process>,
     participant_starts: u32,
     pool: MySqlPool,
+    links: Option<Links>,
+}
+
+/// The proxies between the coordinator and one participant.
+struct Links {
+    /// The coordinator's channel to the participant.
+    to_participant: Proxy,
+    /// The participant's `Decisions` channel to the coordinator.
+    to_coordinator: Proxy,
+}
+
+/// A process of the cluster, for faults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Coordinator,
+    Participant(String),
+    MariaDb(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Coordinator => write!(f, "coordinator"),
+            Self::Participant(name) => write!(f, "participant {name}"),
+            Self::MariaDb(name) => write!(f, "mariadb {name}"),
+        }
+    }
 }
 
 impl Node {
@@ -139,13 +171,23 @@ impl Cluster {
         let coordinator_addr = free_addr()?;
         let mut nodes = Vec::new();
         for (name, db) in config.participants.iter().zip(dbs) {
+            let addr = free_addr()?;
+            let links = if config.network_proxies {
+                Some(Links {
+                    to_participant: Proxy::start(addr).await?,
+                    to_coordinator: Proxy::start(coordinator_addr).await?,
+                })
+            } else {
+                None
+            };
             nodes.push(Node {
                 name: name.clone(),
-                addr: free_addr()?,
+                addr,
                 pool: db.pool(Some(mariadb::DATABASE)).await?,
                 db,
                 participant: None,
                 participant_starts: 0,
+                links,
             });
         }
         let mut cluster = Self {
@@ -218,7 +260,10 @@ impl Cluster {
             .arg("--mysql-url")
             .arg(node.db.url())
             .arg("--coordinator")
-            .arg(self.coordinator_url())
+            .arg(match &node.links {
+                Some(links) => format!("http://{}", links.to_coordinator.addr()),
+                None => self.coordinator_url(),
+            })
             .arg("--recovery-interval-ms")
             .arg(self.config.recovery_interval_ms.to_string())
             .arg("--marker-retention-secs")
@@ -259,9 +304,10 @@ impl Cluster {
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
         for node in &self.nodes {
+            let addr = node.links.as_ref().map_or(node.addr, |l| l.to_participant.addr());
             command
                 .arg("--participant")
-                .arg(format!("{}=http://{}", node.name, node.addr));
+                .arg(format!("{}=http://{addr}", node.name));
         }
         let log = self.dir().join("coordinator.log");
         self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
@@ -414,6 +460,69 @@ impl Cluster {
             .await
             .with_context(|| format!("arming {name} in {process}"))?;
         Ok(())
+    }
+
+    /// Cuts (or with [`Link::Up`] heals) the network between the
+    /// coordinator and participant `name`, both directions. Needs
+    /// `network_proxies`.
+    pub fn set_link(&self, name: &str, link: Link) -> Result<()> {
+        let Some(links) = &self.node(name).links else {
+            bail!("the cluster was started without network_proxies");
+        };
+        links.to_participant.set(link);
+        links.to_coordinator.set(link);
+        Ok(())
+    }
+
+    /// `SIGSTOP` (`pause`) or `SIGCONT` a process, if it is running.
+    pub fn pause(&self, target: &Target, pause: bool) {
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        if let Some(pid) = self.pid(target) {
+            process::signal(pid, signal);
+        }
+    }
+
+    fn pid(&self, target: &Target) -> Option<u32> {
+        match target {
+            Target::Coordinator => self.coordinator.as_ref().and_then(Process::pid),
+            Target::Participant(name) => self.node(name).participant.as_ref().and_then(Process::pid),
+            Target::MariaDb(name) => self.node(name).db.pid(),
+        }
+    }
+
+    /// Whether a process is running (a crash failpoint may have ended it).
+    pub fn is_running(&mut self, target: &Target) -> bool {
+        let process = match target {
+            Target::Coordinator => self.coordinator.as_mut(),
+            Target::Participant(name) => {
+                let i = self.index(name);
+                self.nodes[i].participant.as_mut()
+            }
+            Target::MariaDb(name) => {
+                let i = self.index(name);
+                return self.nodes[i].db.is_running();
+            }
+        };
+        process.is_some_and(|p| p.exited().is_none())
+    }
+
+    /// `kill -9` a process.
+    pub fn kill(&mut self, target: &Target) {
+        match target {
+            Target::Coordinator => self.kill_coordinator(),
+            Target::Participant(name) => self.kill_participant(name),
+            Target::MariaDb(name) => self.kill_mariadb(name),
+        }
+    }
+
+    /// Starts a process again (killing what is left of it) and waits until
+    /// it serves.
+    pub async fn restart(&mut self, target: &Target) -> Result<()> {
+        match target {
+            Target::Coordinator => self.restart_coordinator().await,
+            Target::Participant(name) => self.restart_participant(name).await,
+            Target::MariaDb(name) => self.restart_mariadb(name),
+        }
     }
 
     fn index(&self, name: &str) -> usize {

@@ -8,11 +8,15 @@
 //! - [`process`]: child processes that die with their owner.
 //! - [`schema`]: the tables every local database gets.
 //! - [`demo`]: the scenarios `tandem-local` runs and prints.
+//! - [`proxy`]: a TCP proxy that can blackhole or reset a network link.
+//! - [`chaos`]: the chaos suite (workload, nemesis, history, checker).
 
+pub mod chaos;
 pub mod cluster;
 pub mod demo;
 pub mod mariadb;
 pub mod process;
+pub mod proxy;
 pub mod schema;
 
 pub use cluster::{Cluster, ClusterConfig};

@@ -92,6 +92,11 @@ impl MariaDb {
         self.process.as_ref().and_then(Process::pid)
     }
 
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.exited().is_none())
+    }
+
     /// `kill -9` the server (its prepared XA branches survive in the redo log).
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {

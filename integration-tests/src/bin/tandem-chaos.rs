@@ -1,0 +1,121 @@
+//! `tandem-chaos`: one chaos run of any length against a fresh local
+//! cluster (see `tandem_integration_tests::chaos`), e.g.
+//!
+//! ```text
+//! cargo run --release -p tandem-integration-tests --bin tandem-chaos -- --duration 30m
+//! ```
+//!
+//! Prints the seed first and the summary last; exits non-zero if any
+//! invariant was violated or an XID was left prepared.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Parser, ValueEnum};
+use tandem_integration_tests::chaos::{self, Options};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Binlog {
+    Off,
+    On,
+    Both,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "tandem-chaos", version)]
+struct Args {
+    /// Seed of the fault schedule and the workload (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long faults and workload run: e.g. 90s, 30m, 1h.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    duration: Duration,
+    /// MariaDB's binary log: off, on (sync_binlog=1), or both (two runs).
+    #[arg(long, value_enum, default_value_t = Binlog::Off)]
+    binlog: Binlog,
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// Accounts per participant (fewer means more contention).
+    #[arg(long, default_value_t = 4)]
+    accounts: i64,
+    /// Clients running transfers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Clients running SERIALIZABLE audits.
+    #[arg(long, default_value_t = 2)]
+    auditors: usize,
+    /// The history file (default: chaos-<seed>-binlog-<mode>.jsonl here).
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Keep the cluster's directory (data and every log).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("bad duration {text:?}: e.g. 90s, 30m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("bad duration unit in {text:?}: use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.participants >= 3, "--participants must be at least 3");
+    anyhow::ensure!(args.accounts >= 1 && args.clients >= 1, "--accounts and --clients must be positive");
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    println!("chaos seed: {seed}");
+    // The cluster's processes die with the thread that spawned them: the
+    // run itself stays on this (main) thread, its tasks on the workers.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let modes = match args.binlog {
+        Binlog::Off => vec![false],
+        Binlog::On => vec![true],
+        Binlog::Both => vec![false, true],
+    };
+    let mut failed = false;
+    for binlog in modes {
+        let mode = if binlog { "on" } else { "off" };
+        let history = args
+            .history
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("chaos-{seed}-binlog-{mode}.jsonl")));
+        let options = Options {
+            seed,
+            duration: args.duration,
+            participants: args.participants,
+            accounts: args.accounts,
+            transferers: args.clients,
+            auditors: args.auditors,
+            binlog,
+            history,
+            keep_dir: args.keep,
+            ..Options::short(seed, binlog, PathBuf::new())
+        };
+        println!(
+            "running {:?} of faults with binlog {mode}; history: {}",
+            options.duration,
+            options.history.display()
+        );
+        let summary = runtime.block_on(chaos::run(&options))?;
+        println!("{summary}");
+        failed |= !summary.passed();
+    }
+    if failed {
+        bail!("the chaos run found violations or leftover XIDs (seed {seed})");
+    }
+    Ok(())
+}

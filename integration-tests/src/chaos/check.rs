@@ -1,0 +1,412 @@
+//! The checker: after the faults stop and the cluster heals, compares the
+//! recorded history with what every database holds.
+//!
+//! [`read_state`] gathers the final state (balances, ledger rows, `XA
+//! RECOVER`, a lock probe, and what `GetTransaction` says of every
+//! transaction); [`check`] is pure and finds every violation of:
+//!
+//! - every committed audit read the exact initial total, of every account;
+//! - the final total is exact, no balance is negative, and every balance
+//!   equals its opening balance plus its ledger rows;
+//! - each transfer's ledger rows are on all of its branches or on none;
+//! - a transfer reported COMMITTED is applied, one reported ABORTED (or
+//!   never committed) is not, and an unknown one ended one way;
+//! - no ledger row belongs to an operation nobody invoked;
+//! - `GetTransaction` agrees with the data;
+//! - no lock is held.
+//!
+//! Leftover XIDs are reported on their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::{AssertSqlSafe, MySqlPool, Row};
+use tandem_client::Outcome;
+
+use super::history::{Event, Type, Write};
+use super::workload::Bank;
+use crate::cluster::Cluster;
+use crate::mariadb;
+
+/// What the databases and the coordinator hold after the run.
+#[derive(Debug, Default, Clone)]
+pub struct FinalState {
+    /// (participant, account) → balance.
+    pub balances: BTreeMap<(String, i64), i64>,
+    /// op → its ledger rows, on every participant.
+    pub ledger: BTreeMap<String, BTreeSet<Write>>,
+    /// (participant, gtrid) still in `XA RECOVER`.
+    pub leftover: Vec<(String, String)>,
+    /// Updates that could not take a lock at once.
+    pub locked: Vec<String>,
+    /// txn id → the outcome `GetTransaction` reports, where it knows one.
+    pub reported: BTreeMap<String, Outcome>,
+}
+
+/// How the operations of one kind ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub attempted: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub info: u64,
+    /// Unknown ones found applied (committed) in the end.
+    pub info_committed: u64,
+    /// Unknown ones found not applied (aborted) in the end.
+    pub info_aborted: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Verdict {
+    pub transfers: Counts,
+    pub audits: Counts,
+    pub violations: Vec<String>,
+}
+
+/// Checks the history against the final state (pure).
+pub fn check(events: &[Event], bank: &Bank, state: &FinalState) -> Verdict {
+    let mut verdict = Verdict::default();
+    let ops = pair_operations(events);
+
+    for (op, &(invoke, end)) in &ops {
+        let kind = end.map_or(Type::Info, |e| e.kind);
+        match invoke.f.as_str() {
+            "transfer" => check_transfer(op, invoke, end, kind, state, &mut verdict),
+            "audit" => {
+                count(&mut verdict.audits, kind);
+                if kind == Type::Ok
+                    && let Some(end) = end
+                {
+                    check_audit(op, end, bank, &mut verdict.violations);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    for op in state.ledger.keys() {
+        if !ops.contains_key(op.as_str()) {
+            verdict
+                .violations
+                .push(format!("ledger rows of operation {op}, which no client invoked"));
+        }
+    }
+    check_balances(bank, state, &mut verdict.violations);
+    for what in &state.locked {
+        verdict.violations.push(format!("lock held after the run: {what}"));
+    }
+    verdict
+}
+
+/// Each client operation: its invoke and its completion, by op id.
+fn pair_operations(events: &[Event]) -> BTreeMap<&str, (&Event, Option<&Event>)> {
+    let mut ops: BTreeMap<&str, (&Event, Option<&Event>)> = BTreeMap::new();
+    for event in events.iter().filter(|e| !e.op.is_empty()) {
+        match event.kind {
+            Type::Invoke => {
+                ops.insert(&event.op, (event, None));
+            }
+            _ => {
+                if let Some(entry) = ops.get_mut(event.op.as_str()) {
+                    entry.1 = Some(event);
+                }
+            }
+        }
+    }
+    ops
+}
+
+fn count(counts: &mut Counts, kind: Type) {
+    counts.attempted += 1;
+    match kind {
+        Type::Ok => counts.ok += 1,
+        Type::Fail => counts.fail += 1,
+        Type::Info | Type::Invoke => counts.info += 1,
+    }
+}
+
+fn check_transfer(op: &str, invoke: &Event, end: Option<&Event>, kind: Type, state: &FinalState, verdict: &mut Verdict) {
+    count(&mut verdict.transfers, kind);
+    let violations = &mut verdict.violations;
+    let wanted: BTreeSet<Write> = invoke.writes.iter().cloned().collect();
+    let found = state.ledger.get(op).cloned().unwrap_or_default();
+    let applied = !found.is_empty() && found == wanted;
+    let absent = found.is_empty();
+    if !applied && !absent {
+        violations.push(format!(
+            "transfer {op} is partly applied (not atomic): wrote {wanted:?}, found {found:?}"
+        ));
+        return;
+    }
+    match kind {
+        Type::Ok if !applied => violations.push(format!("transfer {op} was reported COMMITTED but is not applied")),
+        Type::Fail if applied => violations.push(format!(
+            "transfer {op} was reported failed ({}) but is applied",
+            end.map_or("", |e| e.detail.as_str())
+        )),
+        Type::Info | Type::Invoke if applied => verdict.transfers.info_committed += 1,
+        Type::Info | Type::Invoke => verdict.transfers.info_aborted += 1,
+        _ => {}
+    }
+    let txn = end.map_or("", |e| e.txn.as_str());
+    match state.reported.get(txn) {
+        Some(Outcome::Committed) if !applied => violations.push(format!(
+            "GetTransaction({txn}) says COMMITTED but transfer {op} is not applied"
+        )),
+        Some(Outcome::Aborted) if applied => violations.push(format!(
+            "GetTransaction({txn}) says ABORTED but transfer {op} is applied"
+        )),
+        _ => {}
+    }
+}
+
+fn check_audit(op: &str, end: &Event, bank: &Bank, violations: &mut Vec<String>) {
+    let accounts = bank.accounts * i64::try_from(bank.participants.len()).unwrap_or(0);
+    let seen: BTreeSet<(&str, i64)> = end.reads.iter().map(|r| (r.participant.as_str(), r.account)).collect();
+    let total: i64 = end.reads.iter().map(|r| r.balance).sum();
+    if i64::try_from(seen.len()).unwrap_or(-1) != accounts || seen.len() != end.reads.len() {
+        violations.push(format!(
+            "audit {op} read {} balances of {} distinct accounts, expected {accounts}",
+            end.reads.len(),
+            seen.len()
+        ));
+    } else if total != bank.total() {
+        violations.push(format!("audit {op} saw a total of {total}, expected {}", bank.total()));
+    }
+}
+
+fn check_balances(bank: &Bank, state: &FinalState, violations: &mut Vec<String>) {
+    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for participant in &bank.participants {
+        for account in 1..=bank.accounts {
+            expected.insert((participant.clone(), account), bank.initial);
+        }
+    }
+    for w in state.ledger.values().flatten() {
+        *expected.entry((w.participant.clone(), w.account)).or_default() += w.delta;
+    }
+    let total: i64 = state.balances.values().sum();
+    if total != bank.total() {
+        violations.push(format!("the final total is {total}, expected {}", bank.total()));
+    }
+    for (key, balance) in &state.balances {
+        if *balance < 0 {
+            violations.push(format!("account {} on {} is negative: {balance}", key.1, key.0));
+        }
+    }
+    for (key, want) in &expected {
+        match state.balances.get(key) {
+            Some(balance) if balance == want => {}
+            Some(balance) => violations.push(format!(
+                "account {} on {} holds {balance}, but its opening balance and ledger rows make {want}",
+                key.1, key.0
+            )),
+            None => violations.push(format!("account {} on {} is missing", key.1, key.0)),
+        }
+    }
+    for key in state.balances.keys().filter(|k| !expected.contains_key(*k)) {
+        violations.push(format!("unexpected account {} on {}", key.1, key.0));
+    }
+}
+
+/// Reads the final state from every database and asks the coordinator
+/// about every transaction the history names.
+pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalState> {
+    let mut state = FinalState::default();
+    for node in cluster.nodes() {
+        let pool = node.pool();
+        for row in sqlx::query("SELECT id, balance FROM accounts")
+            .fetch_all(pool)
+            .await
+            .context("reading balances")?
+        {
+            state.balances.insert((node.name.clone(), row.try_get(0)?), row.try_get(1)?);
+        }
+        for row in sqlx::query("SELECT op, account, delta FROM ledger")
+            .fetch_all(pool)
+            .await
+            .context("reading the ledger")?
+        {
+            state.ledger.entry(row.try_get(0)?).or_default().insert(Write {
+                participant: node.name.clone(),
+                account: row.try_get(1)?,
+                delta: row.try_get(2)?,
+            });
+        }
+        for gtrid in mariadb::xa_recover(pool).await? {
+            state.leftover.push((node.name.clone(), gtrid));
+        }
+        for table in ["accounts", "ledger"] {
+            if let Err(err) = update_at_once(pool, table).await {
+                state.locked.push(format!("UPDATE {table} on {}: {err:#}", node.name));
+            }
+        }
+    }
+    let mut client = cluster.client().await?;
+    let txns: BTreeSet<&str> = events.iter().map(|e| e.txn.as_str()).filter(|t| !t.is_empty()).collect();
+    for txn in txns {
+        if let Ok(info) = client.get_transaction(txn).await
+            && info.outcome() != Outcome::Unspecified
+        {
+            state.reported.insert(txn.to_owned(), info.outcome());
+        }
+    }
+    Ok(state)
+}
+
+/// Touches every row with a 1 s lock wait: fails if any lock is held.
+async fn update_at_once(pool: &MySqlPool, table: &str) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("SET SESSION innodb_lock_wait_timeout = 1")
+        .execute(&mut *conn)
+        .await?;
+    let touch = if table == "accounts" {
+        "balance = balance"
+    } else {
+        "delta = delta"
+    };
+    let sql = format!("UPDATE {table} SET {touch}");
+    tokio::time::timeout(Duration::from_secs(5), sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn))
+        .await
+        .context("timed out")??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::history::Read;
+
+    fn bank() -> Bank {
+        Bank {
+            participants: vec!["a".into(), "b".into()],
+            accounts: 1,
+            initial: 100,
+        }
+    }
+
+    fn w(participant: &str, delta: i64) -> Write {
+        Write {
+            participant: participant.to_owned(),
+            account: 1,
+            delta,
+        }
+    }
+
+    fn transfer(op: &str, kind: Type, amount: i64) -> Vec<Event> {
+        let mut invoke = Event::new("client-0", Type::Invoke, "transfer");
+        invoke.op = op.to_owned();
+        invoke.writes = vec![w("a", -amount), w("b", amount)];
+        let mut end = invoke.clone();
+        end.kind = kind;
+        end.txn = format!("txn-{op}");
+        vec![invoke, end]
+    }
+
+    /// The state after applying `applied` transfers of `amount` a → b.
+    fn state(applied: &[(&str, i64)]) -> FinalState {
+        let mut state = FinalState::default();
+        let moved: i64 = applied.iter().map(|(_, amount)| amount).sum();
+        state.balances.insert(("a".into(), 1), 100 - moved);
+        state.balances.insert(("b".into(), 1), 100 + moved);
+        for (op, amount) in applied {
+            state
+                .ledger
+                .insert((*op).to_owned(), [w("a", -amount), w("b", *amount)].into_iter().collect());
+        }
+        state
+    }
+
+    #[test]
+    fn a_clean_history_has_no_violation_and_unknowns_are_resolved() {
+        let mut events = transfer("0-1", Type::Ok, 10);
+        events.extend(transfer("0-2", Type::Fail, 20));
+        events.extend(transfer("0-3", Type::Info, 5));
+        events.extend(transfer("0-4", Type::Info, 7));
+        let verdict = check(&events, &bank(), &state(&[("0-1", 10), ("0-3", 5)]));
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(
+            verdict.transfers,
+            Counts {
+                attempted: 4,
+                ok: 1,
+                fail: 1,
+                info: 2,
+                info_committed: 1,
+                info_aborted: 1
+            }
+        );
+    }
+
+    #[test]
+    fn finds_lost_commits_ghost_aborts_and_half_applied_transfers() {
+        let mut events = transfer("0-1", Type::Ok, 10);
+        events.extend(transfer("0-2", Type::Fail, 20));
+        events.extend(transfer("0-3", Type::Info, 5));
+        let mut state = state(&[("0-2", 20)]);
+        // 0-3 reached only b.
+        state.ledger.insert("0-3".into(), [w("b", 5)].into_iter().collect());
+        *state.balances.get_mut(&("b".into(), 1)).expect("b") += 5;
+        let verdict = check(&events, &bank(), &state);
+        let all = verdict.violations.join("\n");
+        assert!(all.contains("0-1 was reported COMMITTED but is not applied"), "{all}");
+        assert!(all.contains("0-2 was reported failed"), "{all}");
+        assert!(all.contains("0-3 is partly applied"), "{all}");
+        assert!(all.contains("the final total is 205"), "{all}");
+    }
+
+    #[test]
+    fn finds_a_balance_that_disagrees_with_its_ledger_and_unknown_ledger_rows() {
+        let events = transfer("0-1", Type::Ok, 10);
+        let mut state = state(&[("0-1", 10), ("9-9", 1)]);
+        *state.balances.get_mut(&("a".into(), 1)).expect("a") -= 50;
+        *state.balances.get_mut(&("b".into(), 1)).expect("b") += 50;
+        let all = check(&events, &bank(), &state).violations.join("\n");
+        assert!(all.contains("operation 9-9, which no client invoked"), "{all}");
+        assert!(all.contains("account 1 on a holds 39"), "{all}");
+        assert!(!all.contains("final total"), "the total alone is right: {all}");
+    }
+
+    #[test]
+    fn checks_audit_totals_and_coverage_and_ignores_failed_audits() {
+        let audit = |op: &str, kind: Type, balances: &[(&str, i64)]| {
+            let mut invoke = Event::new("client-1", Type::Invoke, "audit");
+            invoke.op = op.to_owned();
+            let mut end = invoke.clone();
+            end.kind = kind;
+            end.reads = balances
+                .iter()
+                .map(|(p, balance)| Read {
+                    participant: (*p).to_owned(),
+                    account: 1,
+                    balance: *balance,
+                })
+                .collect();
+            vec![invoke, end]
+        };
+        let mut events = audit("1-1", Type::Ok, &[("a", 90), ("b", 110)]);
+        events.extend(audit("1-2", Type::Ok, &[("a", 90), ("b", 100)]));
+        events.extend(audit("1-3", Type::Ok, &[("a", 200)]));
+        events.extend(audit("1-4", Type::Fail, &[("a", 1)]));
+        let verdict = check(&events, &bank(), &state(&[]));
+        let all = verdict.violations.join("\n");
+        assert_eq!(verdict.violations.len(), 2, "{all}");
+        assert!(all.contains("audit 1-2 saw a total of 190"), "{all}");
+        assert!(all.contains("audit 1-3 read 1 balances"), "{all}");
+        assert_eq!(verdict.audits.ok, 3);
+        assert_eq!(verdict.audits.fail, 1);
+    }
+
+    #[test]
+    fn get_transaction_must_agree_with_the_data() {
+        let mut events = transfer("0-1", Type::Info, 10);
+        events.extend(transfer("0-2", Type::Info, 10));
+        let mut state = state(&[("0-1", 10)]);
+        state.reported.insert("txn-0-1".into(), Outcome::Aborted);
+        state.reported.insert("txn-0-2".into(), Outcome::Committed);
+        let all = check(&events, &bank(), &state).violations.join("\n");
+        assert!(all.contains("GetTransaction(txn-0-1) says ABORTED"), "{all}");
+        assert!(all.contains("GetTransaction(txn-0-2) says COMMITTED"), "{all}");
+    }
+}

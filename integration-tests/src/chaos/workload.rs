@@ -1,0 +1,374 @@
+//! The bank workload: accounts on every participant, clients moving money
+//! between participants, and auditors reading every balance.
+//!
+//! A transfer debits one account (guarded: it aborts on insufficient
+//! funds) and credits one or two accounts on other participants; every
+//! branch also inserts a ledger row `(op, account, delta)` naming the
+//! client's operation id, so the checker can see which branches of which
+//! transfer were applied. Half the transfers are one `Submit`, half are
+//! interactive (Begin, one Execute per branch, Commit). An audit reads
+//! every balance on every participant in one SERIALIZABLE transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use sqlx::AssertSqlSafe;
+use tandem_client::pb::{self, Outcome};
+use tandem_client::{Client, Statement};
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+use super::history::{Event, History, Read, Type, Write};
+use crate::cluster::Cluster;
+
+/// The ledger every transfer branch writes to.
+pub const LEDGER: &str = "CREATE TABLE ledger (
+    op VARCHAR(32) NOT NULL,
+    account BIGINT NOT NULL,
+    delta BIGINT NOT NULL,
+    PRIMARY KEY (op, account)
+) ENGINE=InnoDB";
+
+/// Each transaction's own deadline, so a stuck one ends.
+const TXN_TIMEOUT_MS: u32 = 5_000;
+/// A client's limit on any one call: past it the outcome is unknown.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The accounts: `accounts` per participant (ids 1..=accounts), each
+/// starting with `initial`.
+#[derive(Debug, Clone)]
+pub struct Bank {
+    pub participants: Vec<String>,
+    pub accounts: i64,
+    pub initial: i64,
+}
+
+impl Bank {
+    pub fn total(&self) -> i64 {
+        self.initial * self.accounts * i64::try_from(self.participants.len()).unwrap_or(0)
+    }
+
+    /// Creates the accounts on every database, directly (outside tandem).
+    pub async fn open(&self, cluster: &Cluster) -> Result<()> {
+        for node in cluster.nodes() {
+            let values: Vec<String> = (1..=self.accounts)
+                .map(|id| format!("({id}, '{}-{id}', {})", node.name, self.initial))
+                .collect();
+            let sql = format!("INSERT INTO accounts (id, owner, balance) VALUES {}", values.join(", "));
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(node.pool())
+                .await
+                .with_context(|| format!("opening the accounts on {}", node.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The running clients.
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Clients {
+    /// Starts `transferers` transfer clients and `auditors` audit clients
+    /// against the coordinator at `url`. Client `i` draws its operations
+    /// from `seed + i`.
+    pub fn start(url: &str, bank: &Bank, seed: u64, transferers: usize, auditors: usize, history: &History) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for i in 0..transferers + auditors {
+            let channel = Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let worker = Worker {
+                name: format!("client-{i}"),
+                client: Client::from_channel(channel),
+                rng: StdRng::seed_from_u64(seed.wrapping_add(i as u64 + 1)),
+                bank: bank.clone(),
+                history: history.clone(),
+                ops: 0,
+            };
+            let stop = Arc::clone(&stop);
+            let audits = i >= transferers;
+            tasks.push(tokio::spawn(worker.run(stop, audits)));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    /// Lets every client finish its current operation, then stops them.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Worker {
+    name: String,
+    client: Client,
+    rng: StdRng,
+    bank: Bank,
+    history: History,
+    ops: u64,
+}
+
+/// How an operation ended.
+enum Done {
+    Ok { txn: String, reads: Vec<Read> },
+    Fail { txn: String, why: String },
+    Info { txn: String, why: String },
+}
+
+impl Worker {
+    async fn run(mut self, stop: Arc<AtomicBool>, audits: bool) {
+        while !stop.load(Ordering::SeqCst) {
+            self.ops += 1;
+            let op = format!("{}-{}", self.name.trim_start_matches("client-"), self.ops);
+            let interactive = self.rng.random_bool(if audits { 0.3 } else { 0.5 });
+            let (f, writes) = if audits {
+                ("audit", Vec::new())
+            } else {
+                ("transfer", self.draw_transfer())
+            };
+            let mode = if interactive { "interactive" } else { "submit" };
+            let mut invoke = Event::new(&self.name, Type::Invoke, f);
+            invoke.op.clone_from(&op);
+            invoke.mode = mode.to_owned();
+            invoke.writes.clone_from(&writes);
+            self.history.record(invoke);
+
+            let done = match (audits, interactive) {
+                (false, false) => self.submit_transfer(&op, &writes).await,
+                (false, true) => self.interactive_transfer(&op, &writes).await,
+                (true, false) => self.submit_audit(&op).await,
+                (true, true) => self.interactive_audit(&op).await,
+            };
+            let (kind, txn, reads, detail) = match done {
+                Done::Ok { txn, reads } => (Type::Ok, txn, reads, String::new()),
+                Done::Fail { txn, why } => (Type::Fail, txn, Vec::new(), why),
+                Done::Info { txn, why } => (Type::Info, txn, Vec::new(), why),
+            };
+            let mut end = Event::new(&self.name, kind, f);
+            end.op = op;
+            end.mode = mode.to_owned();
+            end.txn = txn;
+            end.writes = writes;
+            end.reads = reads;
+            end.detail = detail;
+            self.history.record(end);
+            if kind == Type::Info {
+                // Most likely the coordinator is down: do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// A debit on one participant and a credit on one or two others.
+    fn draw_transfer(&mut self) -> Vec<Write> {
+        let parts = &self.bank.participants;
+        let branches = if parts.len() >= 3 && self.rng.random_bool(0.25) {
+            3
+        } else {
+            2
+        };
+        let chosen: Vec<&String> = parts.choose_multiple(&mut self.rng, branches).collect();
+        let amount = self.rng.random_range(2..=40);
+        let account = |rng: &mut StdRng| rng.random_range(1..=self.bank.accounts);
+        let mut writes = vec![Write {
+            participant: chosen[0].clone(),
+            account: account(&mut self.rng),
+            delta: -amount,
+        }];
+        let credits: Vec<i64> = if branches == 3 {
+            vec![amount / 2, amount - amount / 2]
+        } else {
+            vec![amount]
+        };
+        for (participant, credit) in chosen[1..].iter().zip(credits) {
+            writes.push(Write {
+                participant: (*participant).clone(),
+                account: account(&mut self.rng),
+                delta: credit,
+            });
+        }
+        writes
+    }
+
+    async fn submit_transfer(&mut self, op: &str, writes: &[Write]) -> Done {
+        let request = pb::SubmitRequest {
+            timeout_ms: TXN_TIMEOUT_MS,
+            label: op.to_owned(),
+            branches: writes
+                .iter()
+                .map(|w| pb::Branch {
+                    participant: w.participant.clone(),
+                    statements: branch_statements(op, w),
+                })
+                .collect(),
+            ..pb::SubmitRequest::default()
+        };
+        match self.client.submit_with(request).await {
+            Ok(done) => outcome(done.txn_id.clone(), done.outcome(), done.reason, Vec::new()),
+            Err(status) => submit_error(status),
+        }
+    }
+
+    async fn interactive_transfer(&mut self, op: &str, writes: &[Write]) -> Done {
+        let txn = match self.begin(op).await {
+            Ok(txn) => txn,
+            Err(done) => return done,
+        };
+        for w in writes {
+            if let Err(status) = self.client.execute(&txn, &w.participant, branch_statements(op, w)).await {
+                return self.abandon(txn, &status).await;
+            }
+        }
+        self.commit(txn, Vec::new()).await
+    }
+
+    async fn submit_audit(&mut self, op: &str) -> Done {
+        let request = pb::SubmitRequest {
+            timeout_ms: TXN_TIMEOUT_MS,
+            label: op.to_owned(),
+            branches: self
+                .bank
+                .participants
+                .iter()
+                .map(|p| pb::Branch {
+                    participant: p.clone(),
+                    statements: vec![audit_statement()],
+                })
+                .collect(),
+            ..pb::SubmitRequest::default()
+        };
+        match self.client.submit_with(request).await {
+            Ok(done) => {
+                let reads = done
+                    .results
+                    .iter()
+                    .flat_map(|branch| reads_of(&branch.participant, &branch.results))
+                    .collect();
+                outcome(done.txn_id.clone(), done.outcome(), done.reason, reads)
+            }
+            Err(status) => submit_error(status),
+        }
+    }
+
+    async fn interactive_audit(&mut self, op: &str) -> Done {
+        let txn = match self.begin(op).await {
+            Ok(txn) => txn,
+            Err(done) => return done,
+        };
+        let mut reads = Vec::new();
+        for participant in self.bank.participants.clone() {
+            match self.client.execute(&txn, &participant, vec![audit_statement()]).await {
+                Ok(results) => reads.extend(reads_of(&participant, &results)),
+                Err(status) => return self.abandon(txn, &status).await,
+            }
+        }
+        self.commit(txn, reads).await
+    }
+
+    async fn begin(&mut self, op: &str) -> Result<String, Done> {
+        let request = pb::BeginRequest {
+            timeout_ms: TXN_TIMEOUT_MS,
+            label: op.to_owned(),
+            ..pb::BeginRequest::default()
+        };
+        self.client.begin_with(request).await.map_err(|status| Done::Fail {
+            txn: String::new(),
+            why: format!("Begin: {status}"),
+        })
+    }
+
+    /// An Execute failed: Commit will never be sent, so the transaction
+    /// cannot commit. Roll back to free its locks now (best effort; the
+    /// deadline does it otherwise).
+    async fn abandon(&mut self, txn: String, status: &tonic::Status) -> Done {
+        let _ = self.client.rollback(&txn).await;
+        Done::Fail {
+            txn,
+            why: format!("Execute: {status}"),
+        }
+    }
+
+    async fn commit(&mut self, txn: String, reads: Vec<Read>) -> Done {
+        match self.client.commit(&txn).await {
+            Ok(done) => outcome(txn, done.outcome(), done.reason, reads),
+            Err(status) => Done::Info {
+                txn,
+                why: format!("Commit: {status}"),
+            },
+        }
+    }
+}
+
+fn outcome(txn: String, outcome: Outcome, reason: String, reads: Vec<Read>) -> Done {
+    match outcome {
+        Outcome::Committed => Done::Ok { txn, reads },
+        Outcome::Aborted => Done::Fail { txn, why: reason },
+        Outcome::Unspecified => Done::Info {
+            txn,
+            why: format!("no outcome: {reason}"),
+        },
+    }
+}
+
+/// A Submit that failed as a call: refused requests changed nothing;
+/// anything else (the coordinator died, the call timed out) is unknown.
+fn submit_error(status: tonic::Status) -> Done {
+    let why = format!("Submit: {status}");
+    match status.code() {
+        Code::InvalidArgument | Code::NotFound => Done::Fail { txn: String::new(), why },
+        _ => Done::Info { txn: String::new(), why },
+    }
+}
+
+fn branch_statements(op: &str, w: &Write) -> Vec<Statement> {
+    let change = if w.delta < 0 {
+        Statement::new("UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?")
+            .bind(-w.delta)
+            .bind(w.account)
+            .bind(-w.delta)
+    } else {
+        Statement::new("UPDATE accounts SET balance = balance + ? WHERE id = ?")
+            .bind(w.delta)
+            .bind(w.account)
+    };
+    vec![
+        change.expect_rows_affected(1),
+        Statement::new("INSERT INTO ledger (op, account, delta) VALUES (?, ?, ?)")
+            .bind(op)
+            .bind(w.account)
+            .bind(w.delta),
+    ]
+}
+
+fn audit_statement() -> Statement {
+    Statement::new("SELECT id, balance FROM accounts ORDER BY id")
+}
+
+fn reads_of(participant: &str, results: &[pb::StatementResult]) -> Vec<Read> {
+    results
+        .iter()
+        .flat_map(|r| &r.rows)
+        .filter_map(|row| match row.values.as_slice() {
+            [id, balance] => Some(Read {
+                participant: participant.to_owned(),
+                account: id.as_i64()?,
+                balance: balance.as_i64()?,
+            }),
+            _ => None,
+        })
+        .collect()
+}
