@@ -37,13 +37,13 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     participants: usize,
     /// Accounts per participant (fewer means more contention).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 10)]
     accounts: i64,
     /// Clients running transfers.
     #[arg(long, default_value_t = 8)]
     clients: usize,
-    /// Clients running SERIALIZABLE audits.
-    #[arg(long, default_value_t = 2)]
+    /// Clients running SERIALIZABLE audits (each locks every row).
+    #[arg(long, default_value_t = 1)]
     auditors: usize,
     /// The history file (default: chaos-<seed>-binlog-<mode>.jsonl here).
     #[arg(long)]
@@ -51,6 +51,9 @@ struct Args {
     /// Keep the cluster's directory (data and every log).
     #[arg(long)]
     keep: bool,
+    /// The same workload and checks without any fault (a baseline).
+    #[arg(long)]
+    no_faults: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -103,6 +106,7 @@ fn main() -> Result<()> {
             binlog,
             history,
             keep_dir: args.keep,
+            faults: !args.no_faults,
             ..Options::short(seed, binlog, PathBuf::new())
         };
         println!(

@@ -25,7 +25,7 @@ use sqlx::{AssertSqlSafe, MySqlPool, Row};
 use tandem_client::Outcome;
 
 use super::history::{Event, Type, Write};
-use super::workload::Bank;
+use super::workload::{Bank, NOT_SENT};
 use crate::cluster::Cluster;
 use crate::mariadb;
 
@@ -55,6 +55,8 @@ pub struct Counts {
     pub info_committed: u64,
     /// Unknown ones found not applied (aborted) in the end.
     pub info_aborted: u64,
+    /// Failed ones that never reached the coordinator (it was down).
+    pub not_sent: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -74,7 +76,7 @@ pub fn check(events: &[Event], bank: &Bank, state: &FinalState) -> Verdict {
         match invoke.f.as_str() {
             "transfer" => check_transfer(op, invoke, end, kind, state, &mut verdict),
             "audit" => {
-                count(&mut verdict.audits, kind);
+                count(&mut verdict.audits, kind, end);
                 if kind == Type::Ok
                     && let Some(end) = end
                 {
@@ -117,7 +119,10 @@ fn pair_operations(events: &[Event]) -> BTreeMap<&str, (&Event, Option<&Event>)>
     ops
 }
 
-fn count(counts: &mut Counts, kind: Type) {
+fn count(counts: &mut Counts, kind: Type, end: Option<&Event>) {
+    if end.is_some_and(|e| e.detail.starts_with(NOT_SENT)) {
+        counts.not_sent += 1;
+    }
     counts.attempted += 1;
     match kind {
         Type::Ok => counts.ok += 1,
@@ -127,7 +132,7 @@ fn count(counts: &mut Counts, kind: Type) {
 }
 
 fn check_transfer(op: &str, invoke: &Event, end: Option<&Event>, kind: Type, state: &FinalState, verdict: &mut Verdict) {
-    count(&mut verdict.transfers, kind);
+    count(&mut verdict.transfers, kind, end);
     let violations = &mut verdict.violations;
     let wanted: BTreeSet<Write> = invoke.writes.iter().cloned().collect();
     let found = state.ledger.get(op).cloned().unwrap_or_default();
@@ -334,7 +339,8 @@ mod tests {
                 fail: 1,
                 info: 2,
                 info_committed: 1,
-                info_aborted: 1
+                info_aborted: 1,
+                not_sent: 0
             }
         );
     }

@@ -35,8 +35,21 @@ pub const LEDGER: &str = "CREATE TABLE ledger (
     PRIMARY KEY (op, account)
 ) ENGINE=InnoDB";
 
-/// Each transaction's own deadline, so a stuck one ends.
-const TXN_TIMEOUT_MS: u32 = 5_000;
+/// How the detail of a `fail` starts when the call never left the client
+/// (the coordinator's port refused the connection).
+pub const NOT_SENT: &str = "not sent: ";
+
+/// A transfer's deadline. Branches run in parallel, so two transactions
+/// can deadlock across databases, which no database can see: the deadline
+/// (the participants' lock wait) breaks such cycles, and a short one keeps
+/// the workload moving.
+const TRANSFER_TIMEOUT_MS: u32 = 1_200;
+/// An audit's deadline: longer than a transfer's, so in a cycle between
+/// an audit (which locks every row) and transfers, the transfers give way
+/// and audits get through.
+const AUDIT_TIMEOUT_MS: u32 = 4_000;
+/// An auditor's pause between audits.
+const AUDIT_PAUSE: Duration = Duration::from_millis(300);
 /// A client's limit on any one call: past it the outcome is unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -164,11 +177,16 @@ impl Worker {
             end.txn = txn;
             end.writes = writes;
             end.reads = reads;
+            let detail_not_sent = detail.starts_with(NOT_SENT);
             end.detail = detail;
             self.history.record(end);
-            if kind == Type::Info {
+            if kind == Type::Info || detail_not_sent {
                 // Most likely the coordinator is down: do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            } else if audits {
+                // An audit locks every row: back to back, audits would
+                // leave transfers almost no time to run.
+                tokio::time::sleep(AUDIT_PAUSE).await;
             }
         }
     }
@@ -206,7 +224,7 @@ impl Worker {
 
     async fn submit_transfer(&mut self, op: &str, writes: &[Write]) -> Done {
         let request = pb::SubmitRequest {
-            timeout_ms: TXN_TIMEOUT_MS,
+            timeout_ms: TRANSFER_TIMEOUT_MS,
             label: op.to_owned(),
             branches: writes
                 .iter()
@@ -224,7 +242,7 @@ impl Worker {
     }
 
     async fn interactive_transfer(&mut self, op: &str, writes: &[Write]) -> Done {
-        let txn = match self.begin(op).await {
+        let txn = match self.begin(op, TRANSFER_TIMEOUT_MS).await {
             Ok(txn) => txn,
             Err(done) => return done,
         };
@@ -238,7 +256,7 @@ impl Worker {
 
     async fn submit_audit(&mut self, op: &str) -> Done {
         let request = pb::SubmitRequest {
-            timeout_ms: TXN_TIMEOUT_MS,
+            timeout_ms: AUDIT_TIMEOUT_MS,
             label: op.to_owned(),
             branches: self
                 .bank
@@ -265,7 +283,7 @@ impl Worker {
     }
 
     async fn interactive_audit(&mut self, op: &str) -> Done {
-        let txn = match self.begin(op).await {
+        let txn = match self.begin(op, AUDIT_TIMEOUT_MS).await {
             Ok(txn) => txn,
             Err(done) => return done,
         };
@@ -279,15 +297,19 @@ impl Worker {
         self.commit(txn, reads).await
     }
 
-    async fn begin(&mut self, op: &str) -> Result<String, Done> {
+    async fn begin(&mut self, op: &str, timeout_ms: u32) -> Result<String, Done> {
         let request = pb::BeginRequest {
-            timeout_ms: TXN_TIMEOUT_MS,
+            timeout_ms,
             label: op.to_owned(),
             ..pb::BeginRequest::default()
         };
         self.client.begin_with(request).await.map_err(|status| Done::Fail {
             txn: String::new(),
-            why: format!("Begin: {status}"),
+            why: if not_sent(&status) {
+                format!("{NOT_SENT}Begin: {status}")
+            } else {
+                format!("Begin: {status}")
+            },
         })
     }
 
@@ -305,6 +327,10 @@ impl Worker {
     async fn commit(&mut self, txn: String, reads: Vec<Read>) -> Done {
         match self.client.commit(&txn).await {
             Ok(done) => outcome(txn, done.outcome(), done.reason, reads),
+            Err(status) if refused(&status) => Done::Fail {
+                txn,
+                why: format!("Commit: {status}"),
+            },
             Err(status) => Done::Info {
                 txn,
                 why: format!("Commit: {status}"),
@@ -324,14 +350,44 @@ fn outcome(txn: String, outcome: Outcome, reason: String, reads: Vec<Read>) -> D
     }
 }
 
-/// A Submit that failed as a call: refused requests changed nothing;
-/// anything else (the coordinator died, the call timed out) is unknown.
+/// A Submit that failed as a call: one never sent, or refused as a bad
+/// request, changed nothing; anything else (the coordinator died, the call
+/// timed out) is unknown.
 fn submit_error(status: tonic::Status) -> Done {
-    let why = format!("Submit: {status}");
-    match status.code() {
-        Code::InvalidArgument | Code::NotFound => Done::Fail { txn: String::new(), why },
-        _ => Done::Info { txn: String::new(), why },
+    let txn = String::new();
+    if not_sent(&status) {
+        return Done::Fail {
+            txn,
+            why: format!("{NOT_SENT}Submit: {status}"),
+        };
     }
+    let why = format!("Submit: {status}");
+    if refused(&status) {
+        Done::Fail { txn, why }
+    } else {
+        Done::Info { txn, why }
+    }
+}
+
+/// Whether the coordinator answered that the transaction did not commit:
+/// it aborted (ABORTED, or DEADLINE_EXCEEDED: its deadline passed), the
+/// request was bad, or the coordinator does not know the transaction (a
+/// restarted coordinator, for a transaction that never reached Commit).
+/// Timeouts on the client's side are CANCELLED, and lost calls UNAVAILABLE
+/// or UNKNOWN: those stay unknown. The checker holds these claims to the
+/// data like any other.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Aborted | Code::DeadlineExceeded | Code::InvalidArgument | Code::NotFound
+    )
+}
+
+/// Whether the call failed before any byte of it left the client: tonic
+/// reports a refused TCP connect as UNAVAILABLE "tcp connect error". (A
+/// request cut off after it was sent is "transport error" or a timeout.)
+fn not_sent(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && status.message().starts_with("tcp connect error")
 }
 
 fn branch_statements(op: &str, w: &Write) -> Vec<Statement> {
