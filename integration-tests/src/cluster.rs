@@ -305,9 +305,7 @@ impl Cluster {
             .env("NO_COLOR", "1");
         for node in &self.nodes {
             let addr = node.links.as_ref().map_or(node.addr, |l| l.to_participant.addr());
-            command
-                .arg("--participant")
-                .arg(format!("{}=http://{addr}", node.name));
+            command.arg("--participant").arg(format!("{}=http://{addr}", node.name));
         }
         let log = self.dir().join("coordinator.log");
         self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
@@ -474,15 +472,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// `SIGSTOP` (`pause`) or `SIGCONT` a process, if it is running.
-    pub fn pause(&self, target: &Target, pause: bool) {
+    /// `SIGSTOP` (`pause`) or `SIGCONT` a process.
+    pub fn pause(&mut self, target: &Target, pause: bool) -> Result<()> {
         let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
-        if let Some(pid) = self.pid(target) {
-            process::signal(pid, signal);
+        match self.pid(target) {
+            Some(pid) if self.is_running(target) => {
+                process::signal(pid, signal);
+                Ok(())
+            }
+            _ => bail!("{target} is not running"),
         }
     }
 
-    fn pid(&self, target: &Target) -> Option<u32> {
+    /// The process id of a running (or paused) process.
+    pub fn pid(&self, target: &Target) -> Option<u32> {
         match target {
             Target::Coordinator => self.coordinator.as_ref().and_then(Process::pid),
             Target::Participant(name) => self.node(name).participant.as_ref().and_then(Process::pid),
@@ -515,14 +518,27 @@ impl Cluster {
         }
     }
 
-    /// Starts a process again (killing what is left of it) and waits until
-    /// it serves.
-    pub async fn restart(&mut self, target: &Target) -> Result<()> {
+    /// Starts a process again (killing what is left of it) without waiting
+    /// until it serves (a database is waited for: it needs no one else).
+    pub fn start_again(&mut self, target: &Target) -> Result<()> {
         match target {
-            Target::Coordinator => self.restart_coordinator().await,
-            Target::Participant(name) => self.restart_participant(name).await,
+            Target::Coordinator => {
+                self.kill_coordinator();
+                self.start_coordinator()
+            }
+            Target::Participant(name) => self.start_participant_again(name),
             Target::MariaDb(name) => self.restart_mariadb(name),
         }
+    }
+
+    /// Waits until every participant and the coordinator serve.
+    pub async fn wait_serving(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            let (addr, name) = (self.nodes[i].addr, self.nodes[i].name.clone());
+            self.wait_healthy(&format!("participant {name}"), addr).await?;
+        }
+        let addr = self.coordinator_addr;
+        self.wait_healthy("coordinator", addr).await
     }
 
     fn index(&self, name: &str) -> usize {

@@ -11,7 +11,10 @@
 //!   reset at once, like a peer that is reachable but refuses.
 //!
 //! [`Link::Up`] heals the link; a blackholed connection then carries on
-//! with the bytes it had queued. The proxy runs as tasks on the caller's
+//! with the bytes it had queued, so a peer may get a request late (as after
+//! a real partition with TCP retransmits). Unlike a real partition, a
+//! blackholed link still completes new TCP handshakes (and a chunk already
+//! read when the cut starts is still delivered). The proxy runs as tasks on the caller's
 //! tokio runtime and stops when dropped.
 
 use std::net::SocketAddr;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,53 +84,52 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, link: watch::Rec
     }
 }
 
-async fn connection(downstream: TcpStream, target: SocketAddr, mut link: watch::Receiver<Link>) {
+async fn connection(mut downstream: TcpStream, target: SocketAddr, mut link: watch::Receiver<Link>) {
     // A blackholed link holds the connection unanswered until it heals.
     let Some(()) = wait_up(&mut link).await else {
-        reset(&downstream);
+        reset(downstream);
         return;
     };
-    let upstream = match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target)).await {
+    let mut upstream = match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target)).await {
         Ok(Ok(upstream)) => upstream,
         // The target is down: the client sees the refusal as a reset.
         _ => {
-            reset(&downstream);
+            reset(downstream);
             return;
         }
     };
     let _ = downstream.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let (down_read, down_write) = downstream.into_split();
-    let (up_read, up_write) = upstream.into_split();
-    // Either direction ending (EOF, error, reset) ends the connection.
-    tokio::select! {
-        end = pump(down_read, up_write, link.clone()) => finish(end),
-        end = pump(up_read, down_write, link) => finish(end),
+    // Borrowed halves: dropping them neither closes nor half-closes.
+    let end = {
+        let (mut down_read, mut down_write) = downstream.split();
+        let (mut up_read, mut up_write) = upstream.split();
+        // Either direction ending (EOF, error, reset) ends the connection.
+        tokio::select! {
+            end = pump(&mut down_read, &mut up_write, link.clone()) => end,
+            end = pump(&mut up_read, &mut down_write, link) => end,
+        }
+    };
+    if end == End::Reset {
+        reset(downstream);
+        reset(upstream);
     }
 }
 
-/// Why one direction stopped.
+/// Why a direction stopped.
+#[derive(PartialEq, Eq)]
 enum End {
     Closed,
-    Reset(OwnedWriteHalf),
-}
-
-fn finish(end: End) {
-    // Dropping the halves closes both sockets; with zero linger the close
-    // sends RST. (`pump` set it on the socket it read from.)
-    if let End::Reset(write) = end {
-        let _ = write.as_ref().set_zero_linger();
-    }
+    Reset,
 }
 
 /// Copies `from` to `to` while the link is up; pauses while it is
 /// blackholed; returns when it is reset or either side closes.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::Receiver<Link>) -> End {
+async fn pump(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>, mut link: watch::Receiver<Link>) -> End {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if wait_up(&mut link).await.is_none() {
-            let _ = from.as_ref().set_zero_linger();
-            return End::Reset(to);
+            return End::Reset;
         }
         tokio::select! {
             read = from.read(&mut buf) => match read {
@@ -143,7 +145,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::
             },
             // Re-check the link before reading further.
             changed = link.changed() => if changed.is_err() {
-                return End::Reset(to);
+                return End::Reset;
             },
         }
     }
@@ -162,8 +164,10 @@ async fn wait_up(link: &mut watch::Receiver<Link>) -> Option<()> {
     }
 }
 
-fn reset(stream: &TcpStream) {
+/// Closes `stream` with RST (zero linger) instead of FIN.
+fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
+    drop(stream);
 }
 
 #[cfg(test)]
@@ -220,12 +224,18 @@ mod tests {
         let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
             .await
             .expect("the reset arrives");
-        assert!(matches!(read, Ok(0) | Err(_)), "the connection is gone: {read:?}");
+        assert!(
+            matches!(read, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the connection is reset, not closed: {read:?}"
+        );
         let mut again = TcpStream::connect(proxy.addr()).await.expect("accepts");
         assert!(roundtrip(&mut again, short).await.is_err() || matches!(again.read(&mut buf).await, Ok(0) | Err(_)));
 
         proxy.set(Link::Up);
         let mut fresh = TcpStream::connect(proxy.addr()).await.expect("connect");
-        assert_eq!(roundtrip(&mut fresh, short).await.expect("up again"), Some(b"ping".to_vec()));
+        assert_eq!(
+            roundtrip(&mut fresh, short).await.expect("up again"),
+            Some(b"ping".to_vec())
+        );
     }
 }

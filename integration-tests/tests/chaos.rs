@@ -16,7 +16,12 @@ fn seed(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Two runs at once would share two cores between six databases: under
+/// `cargo test` (nextest runs them one at a time anyway) they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn short_profile(binlog: bool, default_seed: u64) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let seed = seed(default_seed);
     let mode = if binlog { "on" } else { "off" };
     let history = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}-binlog-{mode}.jsonl"));
@@ -28,15 +33,23 @@ async fn short_profile(binlog: bool, default_seed: u64) {
     assert!(summary.violations.is_empty(), "invariant violations (seed {seed})");
     assert!(summary.leftover.is_empty(), "XIDs left prepared (seed {seed})");
     for kind in Kind::ALL {
-        assert!(summary.faults.contains_key(&kind), "no {} fault was injected", kind.name());
+        assert!(
+            summary.faults.contains_key(&kind),
+            "no {} fault was injected",
+            kind.name()
+        );
     }
+    let sent = summary.transfers.attempted - summary.transfers.not_sent;
+    assert!(sent >= 300, "only {sent} transfers reached the coordinator");
     assert!(
-        summary.transfers.attempted >= 300,
-        "only {} transfers attempted",
-        summary.transfers.attempted
+        summary.transfers.ok >= 50,
+        "only {} transfers committed",
+        summary.transfers.ok
     );
-    assert!(summary.transfers.ok >= 50, "only {} transfers committed", summary.transfers.ok);
-    assert!(summary.audits.ok >= 1, "no audit committed, so no audit read was checked");
+    assert!(
+        summary.audits.ok >= 1,
+        "no audit committed, so no audit read was checked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

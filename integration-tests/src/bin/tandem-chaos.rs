@@ -58,7 +58,9 @@ struct Args {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("bad duration {text:?}: e.g. 90s, 30m, 1h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: e.g. 90s, 30m, 1h"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -71,7 +73,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.participants >= 3, "--participants must be at least 3");
-    anyhow::ensure!(args.accounts >= 1 && args.clients >= 1, "--accounts and --clients must be positive");
+    anyhow::ensure!(
+        args.accounts >= 1 && args.clients >= 1,
+        "--accounts and --clients must be positive"
+    );
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -92,10 +97,17 @@ fn main() -> Result<()> {
     let mut failed = false;
     for binlog in modes {
         let mode = if binlog { "on" } else { "off" };
-        let history = args
-            .history
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("chaos-{seed}-binlog-{mode}.jsonl")));
+        let history = match &args.history {
+            // Two runs do not share one file.
+            Some(path) if args.binlog == Binlog::Both => {
+                let stem = path
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                path.with_file_name(format!("{stem}-binlog-{mode}.jsonl"))
+            }
+            Some(path) => path.clone(),
+            None => PathBuf::from(format!("chaos-{seed}-binlog-{mode}.jsonl")),
+        };
         let options = Options {
             seed,
             duration: args.duration,

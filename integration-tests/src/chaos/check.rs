@@ -12,7 +12,9 @@
 //! - a transfer reported COMMITTED is applied, one reported ABORTED (or
 //!   never committed) is not, and an unknown one ended one way;
 //! - no ledger row belongs to an operation nobody invoked;
-//! - `GetTransaction` agrees with the data;
+//! - the coordinator's word (`GetTransaction`, or `ListTransactions` by
+//!   label for a Submit that died before naming its transaction) agrees
+//!   with the data, and it can answer for every transaction it issued;
 //! - no lock is held.
 //!
 //! Leftover XIDs are reported on their own.
@@ -21,8 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use sqlx::{AssertSqlSafe, MySqlPool, Row};
-use tandem_client::Outcome;
+use tandem_client::pb::{self, TxnFilter};
+use tandem_client::{Client, Outcome};
 
 use super::history::{Event, Type, Write};
 use super::workload::{Bank, NOT_SENT};
@@ -40,8 +44,12 @@ pub struct FinalState {
     pub leftover: Vec<(String, String)>,
     /// Updates that could not take a lock at once.
     pub locked: Vec<String>,
-    /// txn id → the outcome `GetTransaction` reports, where it knows one.
+    /// op → the outcome the coordinator reports for its transaction
+    /// (`GetTransaction`, or for a Submit that died before it named its
+    /// transaction, `ListTransactions` by the op's label).
     pub reported: BTreeMap<String, Outcome>,
+    /// Transaction ids the coordinator could not answer for, and why.
+    pub unanswered: Vec<String>,
 }
 
 /// How the operations of one kind ended.
@@ -63,6 +71,8 @@ pub struct Counts {
 pub struct Verdict {
     pub transfers: Counts,
     pub audits: Counts,
+    /// Operations whose reported outcome was compared with the data.
+    pub reports_checked: u64,
     pub violations: Vec<String>,
 }
 
@@ -88,11 +98,20 @@ pub fn check(events: &[Event], bank: &Bank, state: &FinalState) -> Verdict {
     }
 
     for op in state.ledger.keys() {
-        if !ops.contains_key(op.as_str()) {
-            verdict
+        match ops.get(op.as_str()) {
+            Some((invoke, _)) if invoke.f == "transfer" => {}
+            Some((invoke, _)) => verdict
                 .violations
-                .push(format!("ledger rows of operation {op}, which no client invoked"));
+                .push(format!("ledger rows of operation {op}, which is an {}", invoke.f)),
+            None => verdict
+                .violations
+                .push(format!("ledger rows of operation {op}, which no client invoked")),
         }
+    }
+    for what in &state.unanswered {
+        verdict
+            .violations
+            .push(format!("the coordinator cannot say how a transaction ended: {what}"));
     }
     check_balances(bank, state, &mut verdict.violations);
     for what in &state.locked {
@@ -131,7 +150,14 @@ fn count(counts: &mut Counts, kind: Type, end: Option<&Event>) {
     }
 }
 
-fn check_transfer(op: &str, invoke: &Event, end: Option<&Event>, kind: Type, state: &FinalState, verdict: &mut Verdict) {
+fn check_transfer(
+    op: &str,
+    invoke: &Event,
+    end: Option<&Event>,
+    kind: Type,
+    state: &FinalState,
+    verdict: &mut Verdict,
+) {
     count(&mut verdict.transfers, kind, end);
     let violations = &mut verdict.violations;
     let wanted: BTreeSet<Write> = invoke.writes.iter().cloned().collect();
@@ -155,12 +181,16 @@ fn check_transfer(op: &str, invoke: &Event, end: Option<&Event>, kind: Type, sta
         _ => {}
     }
     let txn = end.map_or("", |e| e.txn.as_str());
-    match state.reported.get(txn) {
+    let reported = state.reported.get(op);
+    if reported.is_some() {
+        verdict.reports_checked += 1;
+    }
+    match reported {
         Some(Outcome::Committed) if !applied => violations.push(format!(
-            "GetTransaction({txn}) says COMMITTED but transfer {op} is not applied"
+            "the coordinator says transaction {txn} of transfer {op} COMMITTED, but it is not applied"
         )),
         Some(Outcome::Aborted) if applied => violations.push(format!(
-            "GetTransaction({txn}) says ABORTED but transfer {op} is applied"
+            "the coordinator says transaction {txn} of transfer {op} ABORTED, but it is applied"
         )),
         _ => {}
     }
@@ -226,7 +256,9 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
             .await
             .context("reading balances")?
         {
-            state.balances.insert((node.name.clone(), row.try_get(0)?), row.try_get(1)?);
+            state
+                .balances
+                .insert((node.name.clone(), row.try_get(0)?), row.try_get(1)?);
         }
         for row in sqlx::query("SELECT op, account, delta FROM ledger")
             .fetch_all(pool)
@@ -248,16 +280,70 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
             }
         }
     }
-    let mut client = cluster.client().await?;
-    let txns: BTreeSet<&str> = events.iter().map(|e| e.txn.as_str()).filter(|t| !t.is_empty()).collect();
-    for txn in txns {
-        if let Ok(info) = client.get_transaction(txn).await
-            && info.outcome() != Outcome::Unspecified
-        {
-            state.reported.insert(txn.to_owned(), info.outcome());
+    let client = cluster.client().await?;
+    // Completions of transfers: those with an id, and unknown Submits
+    // without one (found by their label, the op id).
+    let asks: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.f == "transfer" && e.kind != Type::Invoke)
+        .filter(|e| !e.txn.is_empty() || e.kind == Type::Info)
+        .collect();
+    let answers: Vec<(String, Result<Option<Outcome>, String>)> = futures::stream::iter(asks)
+        .map(|event| {
+            let mut client = client.clone();
+            async move { (event.op.clone(), reported_outcome(&mut client, event).await) }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (op, answer) in answers {
+        match answer {
+            Ok(Some(outcome)) => {
+                state.reported.insert(op, outcome);
+            }
+            Ok(None) => {}
+            Err(why) => state.unanswered.push(format!("transfer {op}: {why}")),
         }
     }
     Ok(state)
+}
+
+/// What the coordinator says of an operation's transaction: by id, or for
+/// an unknown Submit by its label (`None` if no transaction has that label:
+/// labels do not survive a coordinator restart, and the Submit may never
+/// have arrived). Retries while the answer is UNAVAILABLE.
+async fn reported_outcome(client: &mut Client, event: &Event) -> Result<Option<Outcome>, String> {
+    let mut attempt = 0;
+    loop {
+        let answer = if event.txn.is_empty() {
+            let request = pb::ListTransactionsRequest {
+                filter: TxnFilter::All as i32,
+                label: event.op.clone(),
+                ..pb::ListTransactionsRequest::default()
+            };
+            client
+                .raw()
+                .list_transactions(request)
+                .await
+                .map(|list| list.into_inner().transactions.first().map(pb::TransactionInfo::outcome))
+        } else {
+            client
+                .get_transaction(&event.txn)
+                .await
+                .map(|info| Some(info.outcome()))
+        };
+        match answer {
+            Ok(Some(Outcome::Unspecified)) => {
+                return Err(format!("{} has no outcome after the run settled", event.txn));
+            }
+            Ok(outcome) => return Ok(outcome),
+            Err(status) if status.code() == tonic::Code::Unavailable && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(status) => return Err(format!("{}: {status}", event.txn)),
+        }
+    }
 }
 
 /// Touches every row with a 1 s lock wait: fails if any lock is held.
@@ -272,9 +358,12 @@ async fn update_at_once(pool: &MySqlPool, table: &str) -> Result<()> {
         "delta = delta"
     };
     let sql = format!("UPDATE {table} SET {touch}");
-    tokio::time::timeout(Duration::from_secs(5), sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn))
-        .await
-        .context("timed out")??;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn),
+    )
+    .await
+    .context("timed out")??;
     Ok(())
 }
 
@@ -316,9 +405,10 @@ mod tests {
         state.balances.insert(("a".into(), 1), 100 - moved);
         state.balances.insert(("b".into(), 1), 100 + moved);
         for (op, amount) in applied {
-            state
-                .ledger
-                .insert((*op).to_owned(), [w("a", -amount), w("b", *amount)].into_iter().collect());
+            state.ledger.insert(
+                (*op).to_owned(),
+                [w("a", -amount), w("b", *amount)].into_iter().collect(),
+            );
         }
         state
     }
@@ -408,11 +498,25 @@ mod tests {
     fn get_transaction_must_agree_with_the_data() {
         let mut events = transfer("0-1", Type::Info, 10);
         events.extend(transfer("0-2", Type::Info, 10));
+        events.extend(transfer("0-3", Type::Info, 10));
         let mut state = state(&[("0-1", 10)]);
-        state.reported.insert("txn-0-1".into(), Outcome::Aborted);
-        state.reported.insert("txn-0-2".into(), Outcome::Committed);
-        let all = check(&events, &bank(), &state).violations.join("\n");
-        assert!(all.contains("GetTransaction(txn-0-1) says ABORTED"), "{all}");
-        assert!(all.contains("GetTransaction(txn-0-2) says COMMITTED"), "{all}");
+        state.reported.insert("0-1".into(), Outcome::Aborted);
+        state.reported.insert("0-2".into(), Outcome::Committed);
+        state.unanswered.push("transfer 0-3: txn-0-3: NOT_FOUND".into());
+        let verdict = check(&events, &bank(), &state);
+        let all = verdict.violations.join("\n");
+        assert!(
+            all.contains("transaction txn-0-1 of transfer 0-1 ABORTED, but it is applied"),
+            "{all}"
+        );
+        assert!(
+            all.contains("transaction txn-0-2 of transfer 0-2 COMMITTED, but it is not applied"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cannot say how a transaction ended: transfer 0-3"),
+            "{all}"
+        );
+        assert_eq!(verdict.reports_checked, 2);
     }
 }

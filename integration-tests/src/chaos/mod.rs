@@ -92,6 +92,11 @@ pub struct Summary {
     pub faults: BTreeMap<Kind, u64>,
     pub by_step: BTreeMap<String, u64>,
     pub crashes_fired: u64,
+    /// Faults that could not be applied (not counted by kind).
+    pub faults_not_applied: u64,
+    /// Transfers whose outcome the coordinator reported and the checker
+    /// compared with the data.
+    pub reports_checked: u64,
     pub violations: Vec<String>,
     pub peak_in_doubt: u64,
     /// From each heal to the next committed transfer.
@@ -124,7 +129,13 @@ pub async fn run(options: &Options) -> Result<Summary> {
     let mut mariadb_options = Vec::new();
     if options.binlog {
         mariadb_options.extend(
-            ["--log-bin=binlog", "--server-id=1", "--sync-binlog=1", "--binlog-format=ROW"].map(str::to_owned),
+            [
+                "--log-bin=binlog",
+                "--server-id=1",
+                "--sync-binlog=1",
+                "--binlog-format=ROW",
+            ]
+            .map(str::to_owned),
         );
     }
     let mut schema: Vec<String> = crate::schema::DEMO.iter().map(|s| (*s).to_owned()).collect();
@@ -159,19 +170,22 @@ pub async fn run(options: &Options) -> Result<Summary> {
         &history,
     )?;
     let nemesis = nemesis::run(&mut cluster, &plan, start, &history).await;
-    tokio::time::sleep_until((start + options.duration).into()).await;
+    if nemesis.is_ok() {
+        tokio::time::sleep_until((start + options.duration).into()).await;
+    }
     clients.stop().await;
-    let nemesis = nemesis?;
     let duration = start.elapsed();
+    let peak_in_doubt = sampler.stop().await;
+    let nemesis = nemesis?;
 
     settle(&cluster, options.settle).await;
-    let peak_in_doubt = sampler.stop().await;
     history.flush()?;
     let events = history::read(&options.history)?;
     let state = check::read_state(&cluster, &events).await?;
     let Verdict {
         transfers,
         audits,
+        reports_checked,
         violations,
     } = check::check(&events, &bank, &state);
     let (heal_to_commit, heals_without_commit) = heal_to_commit(&events, &nemesis.heals);
@@ -186,6 +200,8 @@ pub async fn run(options: &Options) -> Result<Summary> {
         faults: nemesis.by_kind,
         by_step: nemesis.by_step,
         crashes_fired: nemesis.crashes_fired,
+        faults_not_applied: nemesis.not_applied,
+        reports_checked,
         violations,
         peak_in_doubt,
         heal_to_commit,
@@ -206,7 +222,16 @@ async fn settle(cluster: &Cluster, limit: Duration) {
                 filter: TxnFilter::InFlight as i32,
                 ..pb::ListTransactionsRequest::default()
             };
-            Some(client.raw().list_transactions(request).await.ok()?.into_inner().transactions.len())
+            Some(
+                client
+                    .raw()
+                    .list_transactions(request)
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .transactions
+                    .len(),
+            )
         }
         .await
         .unwrap_or(1);
@@ -316,12 +341,25 @@ impl fmt::Display for Summary {
             "not sent:            {} transfers, {} audits (coordinator unreachable)",
             t.not_sent, a.not_sent
         )?;
+        writeln!(
+            f,
+            "reported outcomes:   {} transfers' outcomes from the coordinator agree with the data",
+            self.reports_checked
+        )?;
         let total: u64 = self.faults.values().sum();
-        writeln!(f, "faults:              {total}")?;
+        writeln!(
+            f,
+            "faults:              {total} ({} more could not be applied)",
+            self.faults_not_applied
+        )?;
         for (kind, n) in &self.faults {
             writeln!(f, "  {:<28} {n}", kind.name())?;
         }
-        writeln!(f, "faults by protocol step (crash failpoints fired: {}):", self.crashes_fired)?;
+        writeln!(
+            f,
+            "faults by protocol step (crash failpoints fired: {}):",
+            self.crashes_fired
+        )?;
         for (step, n) in &self.by_step {
             writeln!(f, "  {step:<36} {n}")?;
         }
@@ -344,7 +382,11 @@ impl fmt::Display for Summary {
         for (participant, gtrid) in &self.leftover {
             writeln!(f, "  - {gtrid} on {participant}")?;
         }
-        write!(f, "result:              {}", if self.passed() { "PASS" } else { "FAIL" })
+        write!(
+            f,
+            "result:              {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
     }
 }
 

@@ -93,7 +93,14 @@ impl Clients {
     /// Starts `transferers` transfer clients and `auditors` audit clients
     /// against the coordinator at `url`. Client `i` draws its operations
     /// from `seed + i`.
-    pub fn start(url: &str, bank: &Bank, seed: u64, transferers: usize, auditors: usize, history: &History) -> Result<Self> {
+    pub fn start(
+        url: &str,
+        bank: &Bank,
+        seed: u64,
+        transferers: usize,
+        auditors: usize,
+        history: &History,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for i in 0..transferers + auditors {
@@ -247,7 +254,11 @@ impl Worker {
             Err(done) => return done,
         };
         for w in writes {
-            if let Err(status) = self.client.execute(&txn, &w.participant, branch_statements(op, w)).await {
+            if let Err(status) = self
+                .client
+                .execute(&txn, &w.participant, branch_statements(op, w))
+                .await
+            {
                 return self.abandon(txn, &status).await;
             }
         }
