@@ -77,8 +77,10 @@ async fn timeline(
             if let Fault::Kill(target) = fault {
                 down.retain(|t| t != target);
             }
+            // The failpoint crashed its process: it is dead, or another
+            // fault's heal already restarted it.
             if let Fault::Failpoint { process, .. } = fault
-                && cluster.pid(process) != pid
+                && (!cluster.is_running(process) || cluster.pid(process) != pid)
             {
                 log.crashes_fired += 1;
             }
