@@ -509,3 +509,78 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
     cluster.restart_coordinator().await.unwrap();
     assert_settled(&cluster, true).await;
 }
+
+/// Found by the chaos suite (seed 2211, binlog off: an audit committed with
+/// a total 21 short). A Submit's read-only branch votes while the other
+/// branches still run and keeps its read locks; its database crashed after
+/// that vote, taking the locks with it, before another branch had taken
+/// its own. Committing then is not serializable. Now every held read-only
+/// branch must prove, once all votes are in, that its session still holds
+/// its locks; this one cannot, and the transaction aborts.
+#[tokio::test]
+async fn a_read_only_branch_whose_database_crashed_before_the_other_branches_locked_aborts_the_submit() {
+    let (mut cluster, client) = bank(ClusterConfig::default()).await;
+    // Hold beta's row, so beta's branch waits for it after alpha's vote.
+    let mut blocker = cluster.node("beta").pool().acquire().await.expect("connection");
+    for sql in ["BEGIN", "SELECT balance FROM accounts WHERE id = 1 FOR UPDATE"] {
+        sqlx::raw_sql(sql).execute(&mut *blocker).await.expect(sql);
+    }
+    let submit = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .submit_with(pb::SubmitRequest {
+                    timeout_ms: 20_000,
+                    branches: vec![
+                        pb::Branch {
+                            participant: "alpha".into(),
+                            statements: vec![tandem_client::Statement::new(
+                                "SELECT balance FROM accounts WHERE id = 1",
+                            )],
+                        },
+                        pb::Branch {
+                            participant: "beta".into(),
+                            statements: vec![credit(1, AMOUNT)],
+                        },
+                    ],
+                    ..pb::SubmitRequest::default()
+                })
+                .await
+        })
+    };
+    // alpha's branch has read and voted READ_ONLY, keeping its lock;
+    // beta's waits for the row.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = pb::ListTransactionsRequest {
+            filter: TxnFilter::InFlight as i32,
+            ..pb::ListTransactionsRequest::default()
+        };
+        let listed = client.clone().raw().list_transactions(request).await.expect("list");
+        let voted = listed.into_inner().transactions.iter().any(|t| {
+            t.branches
+                .iter()
+                .any(|b| b.participant == "alpha" && b.state() == BranchState::ReadOnly)
+        });
+        if voted {
+            break;
+        }
+        assert!(Instant::now() < until, "alpha's branch never voted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!submit.is_finished(), "beta's branch must still be waiting");
+
+    // alpha's database dies: its read lock is gone. Then beta locks.
+    cluster.kill_mariadb("alpha");
+    cluster.restart_mariadb("alpha").expect("alpha's MariaDB restarts");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .expect("ROLLBACK");
+    drop(blocker);
+
+    let done = submit.await.expect("submit task").expect("Submit answers");
+    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+    assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
+    assert_settled(&cluster, false).await;
+}

@@ -8,10 +8,18 @@
 //!    abort: roll back every branch; nothing is logged.
 //! 2. All YES (or READ_ONLY) → log the COMMIT decision; phase 2 starts only
 //!    once it is durable ([`Event::Logged`]).
+//!
+//!    A read-only branch of a Submit votes while other branches may still
+//!    be running, so it keeps its read locks ("held"). Its locks vanish if
+//!    its session dies (its database crashes, its participant restarts)
+//!    before the other branches have taken theirs; committing then would
+//!    not be serializable. So once every vote is in, each held branch is
+//!    prepared once more: the participant ends it (`XA END; XA ROLLBACK`)
+//!    on the session that holds its locks, and that succeeds only if the
+//!    session is still alive, i.e. the locks were held at an instant when
+//!    every branch held all of its own. Anything else aborts.
 //! 3. Commit every YES branch, retrying until each acknowledges.
-//!    Read-only branches get no phase 2, except that a read-only branch of
-//!    a Submit that still holds its locks (its vote came while other
-//!    branches were running) is released with a rollback.
+//!    Read-only branches get no phase 2.
 //! 4. A transaction with one branch commits it in one phase, unlogged.
 //!
 //! After a restart, [`Engine::recovered`] resumes a logged COMMIT at step 3.
@@ -282,6 +290,9 @@ pub struct Engine {
     one_phase: bool,
     /// Heuristic hazards found in phase 2, one line per branch.
     hazards: Vec<String>,
+    /// Every vote is in; held read-only branches are confirming that they
+    /// still hold their locks (step 2).
+    confirming: bool,
 }
 
 impl Default for Engine {
@@ -302,6 +313,7 @@ impl Engine {
             reply_wait_started: false,
             one_phase: false,
             hazards: Vec::new(),
+            confirming: false,
         }
     }
 
@@ -555,6 +567,14 @@ impl Engine {
         match result {
             Ok(Vote::Yes) => branch.state = BranchState::Prepared,
             Ok(Vote::ReadOnly { held: false }) => branch.state = BranchState::ReadOnly,
+            Ok(Vote::ReadOnly { held: true }) if self.confirming => {
+                // Asked to end the branch, the participant kept it open.
+                branch.state = BranchState::ReadOnlyHeld;
+                abort = Some(Abort {
+                    reason: format!("participant {participant} did not confirm its read-only branch"),
+                    kind: AbortKind::Failed,
+                });
+            }
             Ok(Vote::ReadOnly { held: true }) => branch.state = BranchState::ReadOnlyHeld,
             Ok(Vote::No(reason)) => {
                 branch.state = BranchState::RolledBack;
@@ -582,6 +602,25 @@ impl Engine {
         }
         actions.extend(self.flush_pending_rollback(participant));
         if self.state == State::Preparing && self.branches.values().all(|b| b.state != BranchState::Preparing) {
+            let held: Vec<String> = self
+                .branches
+                .iter()
+                .filter(|(_, b)| b.state == BranchState::ReadOnlyHeld)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if !held.is_empty() {
+                // Every branch has taken its locks: the held ones must still
+                // hold theirs now (see step 2 above).
+                self.confirming = true;
+                for name in held {
+                    if let Some(branch) = self.branches.get_mut(&name) {
+                        branch.state = BranchState::Preparing;
+                        branch.in_flight = true;
+                    }
+                    actions.push(Action::Prepare(name));
+                }
+                return actions;
+            }
             let yes: Vec<String> = self
                 .branches
                 .iter()
@@ -589,16 +628,9 @@ impl Engine {
                 .map(|(name, _)| name.clone())
                 .collect();
             if yes.is_empty() {
-                // Every branch was read-only: nothing to commit, only held
-                // branches to release (answered like phase 2: when done, or
-                // after the bounded wait).
+                // Every branch was read-only and is finished: nothing to
+                // commit, nothing to log.
                 self.state = State::Committing;
-                let releases = self.release_held();
-                if !releases.is_empty() {
-                    self.reply_wait_started = true;
-                    actions.push(Action::StartReplyWait);
-                }
-                actions.extend(releases);
                 return self.after_progress(actions);
             }
             self.state = State::Logging;
@@ -644,18 +676,6 @@ impl Engine {
             if branch.state == BranchState::Prepared {
                 branch.state = BranchState::Committing;
                 actions.push(Action::Commit(name.clone()));
-            }
-        }
-        actions.extend(self.release_held());
-        actions
-    }
-
-    /// Releases held read-only branches once the outcome is decided.
-    fn release_held(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        for (name, branch) in &mut self.branches {
-            if branch.state == BranchState::ReadOnlyHeld && branch.start_rollback() {
-                actions.push(Action::Rollback(name.clone()));
             }
         }
         actions
@@ -886,36 +906,40 @@ mod tests {
     }
 
     #[test]
-    fn held_read_only_branches_are_released_after_the_decision() {
+    fn held_read_only_branches_confirm_their_locks_before_the_decision() {
         let mut e = Engine::new();
         e.submit(&[s("a"), s("b")]).unwrap();
         assert!(e.on(ok_vote("a", Vote::ReadOnly { held: true })).is_empty());
-        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::LogCommit(vec![s("b")])]);
+        // Every vote in: a must show it still holds its locks.
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::Prepare(s("a"))]);
+        assert_eq!(e.state(), State::Preparing);
+        assert_eq!(
+            e.on(ok_vote("a", Vote::ReadOnly { held: false })),
+            vec![Action::LogCommit(vec![s("b")])]
+        );
         assert_eq!(
             e.on(Event::Logged),
-            vec![Action::StartReplyWait, Action::Commit(s("b")), Action::Rollback(s("a"))]
+            vec![Action::StartReplyWait, Action::Commit(s("b"))]
         );
-        assert!(e.on(phase2_ok("b")).is_empty(), "the held branch is not released yet");
         assert_eq!(
-            e.on(phase2_ok("a")),
+            e.on(phase2_ok("b")),
             vec![Action::LogEnd, Action::Reply(Outcome::Committed)]
         );
         assert_eq!(e.branch("a"), Some(BranchState::ReadOnly));
 
-        // All read-only and held: no log, release, then answer.
+        // All read-only and held: confirmed, then answered; no log.
         let mut e = Engine::new();
         e.submit(&[s("a"), s("b")]).unwrap();
         e.on(ok_vote("a", Vote::ReadOnly { held: true }));
         assert_eq!(
             e.on(ok_vote("b", Vote::ReadOnly { held: true })),
-            vec![
-                Action::StartReplyWait,
-                Action::Rollback(s("a")),
-                Action::Rollback(s("b"))
-            ]
+            vec![Action::Prepare(s("a")), Action::Prepare(s("b"))]
         );
-        e.on(phase2_ok("a"));
-        assert_eq!(e.on(phase2_ok("b")), vec![Action::Reply(Outcome::Committed)]);
+        e.on(ok_vote("a", Vote::ReadOnly { held: false }));
+        assert_eq!(
+            e.on(ok_vote("b", Vote::ReadOnly { held: false })),
+            vec![Action::Reply(Outcome::Committed)]
+        );
 
         // Aborted: held branches are released too.
         let mut e = Engine::new();
@@ -923,6 +947,35 @@ mod tests {
         e.on(ok_vote("a", Vote::ReadOnly { held: true }));
         let actions = e.on(ok_vote("b", Vote::No(s("guard failed"))));
         assert!(actions.contains(&Action::Rollback(s("a"))), "{actions:?}");
+    }
+
+    #[test]
+    fn a_held_read_only_branch_that_lost_its_session_aborts_the_transaction() {
+        // Its database crashed after its vote: the confirmation fails.
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly { held: true }));
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::Prepare(s("a"))]);
+        let actions = e.on(Event::Voted {
+            participant: s("a"),
+            result: Err(Failure::unknown("XA END failed on participant a: connection lost")),
+        });
+        assert_eq!(e.state(), State::Aborting);
+        assert!(actions.contains(&Action::Rollback(s("b"))), "{actions:?}");
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::LogCommit(_))),
+            "{actions:?}"
+        );
+
+        // A participant that keeps the branch open instead is no better.
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        e.on(ok_vote("a", Vote::ReadOnly { held: true }));
+        e.on(ok_vote("b", Vote::ReadOnly { held: true }));
+        e.on(ok_vote("a", Vote::ReadOnly { held: false }));
+        let actions = e.on(ok_vote("b", Vote::ReadOnly { held: true }));
+        assert_eq!(e.state(), State::Aborting);
+        assert!(actions.contains(&Action::Rollback(s("b"))), "{actions:?}");
     }
 
     #[test]

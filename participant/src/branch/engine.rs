@@ -205,7 +205,11 @@ impl Engine {
             (Active, Request::Prepare { hold: false }) => Step::FinishReadOnly,
             (Active, Request::Commit { one_phase: true }) => Step::CommitOnePhase,
             (Active | HeldReadOnly, Request::Rollback | Request::Deadline) => Step::RollbackActive,
-            (HeldReadOnly, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedReadOnly),
+            (HeldReadOnly, Request::Prepare { hold: true }) => Step::AlreadyDone(Done::VotedReadOnly),
+            // Every vote is in: end the branch on the session that holds its
+            // locks, which proves they were still held (a dead session
+            // fails it).
+            (HeldReadOnly, Request::Prepare { hold: false }) => Step::FinishReadOnly,
 
             (Prepared, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedYes),
             (Prepared, Request::Commit { one_phase: false }) => Step::CommitPrepared,
@@ -236,7 +240,12 @@ impl Engine {
                 self.read_only = true;
             }
             Step::CommitPrepared | Step::CommitOnePhase => self.phase = Phase::Committed,
-            Step::RollbackActive | Step::RollbackPrepared => self.phase = Phase::RolledBack,
+            Step::RollbackActive | Step::RollbackPrepared => {
+                self.phase = Phase::RolledBack;
+                // A held read-only branch rolled back (deadline, rollback)
+                // no longer votes READ_ONLY: its locks are gone.
+                self.read_only = false;
+            }
         }
     }
 
@@ -265,6 +274,10 @@ impl Engine {
             ) => Phase::RolledBack,
             (phase, _) => phase,
         };
+        if self.phase == Phase::RolledBack {
+            // Ending a held read-only branch failed: it did not hold on.
+            self.read_only = false;
+        }
     }
 }
 
@@ -412,13 +425,37 @@ mod tests {
         );
         assert!(e.decide(Request::Execute).is_err());
         assert!(e.decide(Request::Commit { one_phase: false }).is_err());
+        // Rolled back (the transaction aborted): its locks are gone, so it
+        // no longer answers a Prepare with READ_ONLY.
         assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackActive));
-        assert_eq!(e.ending(), Some(Ending::ReadOnly));
+        assert_eq!(e.ending(), Some(Ending::RolledBack));
+        assert!(e.decide(Request::Prepare { hold: false }).is_err());
         // Its deadline releases it too.
         let mut e = Engine::new();
         run(&mut e, Request::Prepare { hold: true }).unwrap();
         assert!(e.deadline_applies());
         assert_eq!(run(&mut e, Request::Deadline), Ok(Step::RollbackActive));
+        assert!(e.decide(Request::Prepare { hold: false }).is_err());
+    }
+
+    #[test]
+    fn a_held_read_only_branch_is_confirmed_by_ending_it_on_its_session() {
+        let mut e = Engine::new();
+        run(&mut e, Request::Execute).unwrap();
+        run(&mut e, Request::Prepare { hold: true }).unwrap();
+        // Every vote is in: the coordinator prepares it again.
+        assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::FinishReadOnly));
+        assert_eq!(e.ending(), Some(Ending::ReadOnly));
+        // A repeated confirmation gets the same answer.
+        assert_eq!(
+            run(&mut e, Request::Prepare { hold: false }),
+            Ok(Step::AlreadyDone(Done::VotedReadOnly))
+        );
+        // If its session died, ending it fails and nothing is recorded.
+        let mut e = Engine::new();
+        run(&mut e, Request::Prepare { hold: true }).unwrap();
+        e.failed(Step::FinishReadOnly, true);
+        assert_ne!(e.ending(), Some(Ending::ReadOnly));
     }
 
     /// Every (state, request) pair: a finished branch never runs SQL again
