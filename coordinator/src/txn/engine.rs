@@ -602,23 +602,21 @@ impl Engine {
         }
         actions.extend(self.flush_pending_rollback(participant));
         if self.state == State::Preparing && self.branches.values().all(|b| b.state != BranchState::Preparing) {
-            let held: Vec<String> = self
+            // Every branch has taken its locks: the held ones must still
+            // hold theirs now (see step 2 above).
+            let confirms: Vec<Action> = self
                 .branches
-                .iter()
+                .iter_mut()
                 .filter(|(_, b)| b.state == BranchState::ReadOnlyHeld)
-                .map(|(name, _)| name.clone())
+                .map(|(name, branch)| {
+                    branch.state = BranchState::Preparing;
+                    branch.in_flight = true;
+                    Action::Prepare(name.clone())
+                })
                 .collect();
-            if !held.is_empty() {
-                // Every branch has taken its locks: the held ones must still
-                // hold theirs now (see step 2 above).
+            if !confirms.is_empty() {
                 self.confirming = true;
-                for name in held {
-                    if let Some(branch) = self.branches.get_mut(&name) {
-                        branch.state = BranchState::Preparing;
-                        branch.in_flight = true;
-                    }
-                    actions.push(Action::Prepare(name));
-                }
+                actions.extend(confirms);
                 return actions;
             }
             let yes: Vec<String> = self

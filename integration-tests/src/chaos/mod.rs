@@ -216,30 +216,23 @@ async fn settle(cluster: &Cluster, limit: Duration) {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         let prepared = cluster.prepared_branches().await.map(|b| b.len()).unwrap_or(1);
-        let in_flight = async {
-            let mut client = cluster.client().await.ok()?;
-            let request = pb::ListTransactionsRequest {
-                filter: TxnFilter::InFlight as i32,
-                ..pb::ListTransactionsRequest::default()
-            };
-            Some(
-                client
-                    .raw()
-                    .list_transactions(request)
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .transactions
-                    .len(),
-            )
-        }
-        .await
-        .unwrap_or(1);
+        let in_flight = in_flight(cluster).await.map_or(1, |txns| txns.len());
         if prepared == 0 && in_flight == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The coordinator's in-flight transactions (`None` if it does not answer).
+async fn in_flight(cluster: &Cluster) -> Option<Vec<pb::TransactionInfo>> {
+    let mut client = cluster.client().await.ok()?;
+    let request = pb::ListTransactionsRequest {
+        filter: TxnFilter::InFlight as i32,
+        ..pb::ListTransactionsRequest::default()
+    };
+    let list = client.raw().list_transactions(request).await.ok()?;
+    Some(list.into_inner().transactions)
 }
 
 /// For each heal, the time until the next transfer that committed.

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tandem_client::pb::{self, TxnFilter};
 
 use super::history::{Event, History, Type};
 use super::schedule::{Fault, Kind, Planned};
@@ -158,7 +157,7 @@ async fn step_of(cluster: &Cluster, fault: &Fault) -> (String, Vec<String>) {
     if let Fault::Failpoint { point, .. } = fault {
         return ((*point).to_owned(), vec![(*point).to_owned()]);
     }
-    let states = in_flight(cluster).await;
+    let states = in_flight_states(cluster).await;
     let keys = states.keys().map(|state| format!("in flight: {state}")).collect();
     (describe(&states), keys)
 }
@@ -240,16 +239,10 @@ fn process_name(target: &Target) -> String {
 
 /// How many of the coordinator's in-flight transactions are in each state
 /// (empty if it cannot tell within 300 ms).
-async fn in_flight(cluster: &Cluster) -> BTreeMap<String, u64> {
+async fn in_flight_states(cluster: &Cluster) -> BTreeMap<String, u64> {
     let ask = async {
-        let mut client = cluster.client().await.ok()?;
-        let request = pb::ListTransactionsRequest {
-            filter: TxnFilter::InFlight as i32,
-            ..pb::ListTransactionsRequest::default()
-        };
-        let list = client.raw().list_transactions(request).await.ok()?.into_inner();
         let mut states = BTreeMap::new();
-        for txn in list.transactions {
+        for txn in super::in_flight(cluster).await? {
             let name = txn.state().as_str_name().trim_start_matches("TXN_STATE_").to_owned();
             *states.entry(name).or_default() += 1;
         }
