@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     /// Route coordinator ↔ participant traffic through a [`Proxy`] per
     /// direction, so tests can cut the network ([`Cluster::set_link`]).
     pub network_proxies: bool,
+    /// Where `tandem-coordinator` and `tandem-participant` are; by
+    /// default [`tandem_binaries`] (built with failpoints).
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -67,6 +70,7 @@ impl Default for ClusterConfig {
             recovery_interval_ms: 500,
             marker_retention_secs: 86_400,
             network_proxies: false,
+            bin_dir: None,
         }
     }
 }
@@ -128,7 +132,10 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the whole cluster and waits until every node is healthy.
     pub async fn start(config: ClusterConfig) -> Result<Self> {
-        let bins = tandem_binaries()?.to_owned();
+        let bins = match &config.bin_dir {
+            Some(dir) => dir.clone(),
+            None => tandem_binaries()?.to_owned(),
+        };
         let dir = tempfile::Builder::new()
             .prefix("tandem-cluster-")
             .tempdir()
@@ -587,7 +594,8 @@ impl Drop for Cluster {
     }
 }
 
-async fn serving(addr: SocketAddr) -> bool {
+/// Whether the gRPC server at `addr` reports SERVING.
+pub async fn serving(addr: SocketAddr) -> bool {
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
         return false;
     };
@@ -602,7 +610,7 @@ async fn serving(addr: SocketAddr) -> bool {
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_addr() -> Result<SocketAddr> {
+pub fn free_addr() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }
@@ -617,12 +625,19 @@ fn free_addr() -> Result<SocketAddr> {
 /// the package that owns a binary, hence this.
 pub fn tandem_binaries() -> Result<&'static Path> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| find_or_build_binaries().map_err(|e| format!("{e:#}")))
+    DIR.get_or_init(|| find_or_build_binaries(true).map_err(|e| format!("{e:#}")))
         .as_deref()
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn find_or_build_binaries() -> Result<PathBuf> {
+/// Like [`tandem_binaries`], but built without failpoints: the binaries as
+/// they ship, for measurements. They replace the failpoint build in the
+/// same profile's directory until a test builds that again.
+pub fn production_binaries() -> Result<PathBuf> {
+    find_or_build_binaries(false)
+}
+
+fn find_or_build_binaries(failpoints: bool) -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("TANDEM_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
@@ -642,19 +657,24 @@ fn find_or_build_binaries() -> Result<PathBuf> {
         "debug" => "dev".to_owned(),
         other => other.to_owned(),
     };
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tandem-coordinator",
-            "-p",
-            "tandem-participant",
-            // Crash points for the crash tests; zero cost until armed.
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "tandem-coordinator",
+        "-p",
+        "tandem-participant",
+    ]);
+    if failpoints {
+        // Crash points for the crash tests; zero cost until armed.
+        build.args([
             "--features",
             "tandem-coordinator/failpoints,tandem-participant/failpoints",
-            "--profile",
-        ])
+        ]);
+    }
+    let status = build
+        .arg("--profile")
         .arg(&profile_arg)
         .arg("--target-dir")
         .arg(target)

@@ -10,7 +10,9 @@
 //! - [`demo`]: the scenarios `tandem-local` runs and prints.
 //! - [`proxy`]: a TCP proxy that can blackhole or reset a network link.
 //! - [`chaos`]: the chaos suite (workload, nemesis, history, checker).
+//! - [`bench`]: the benchmark against hand-driven XA (`tandem-bench`).
 
+pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod demo;

@@ -1,0 +1,90 @@
+//! A participant without a database, for measuring the coordinator alone:
+//! it speaks the `Participant` protocol and answers every request at once
+//! (every statement affects one row, every branch votes YES unless it only
+//! read, every commit succeeds). It lives in the benchmark, not in
+//! `tandem-participant`, so no production participant can be configured
+//! to vote YES without a database behind it.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use tandem_proto::v1::participant_server::{Participant, ParticipantServer};
+use tandem_proto::v1::{
+    BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
+    BranchRollbackResponse, InquireRequest, InquireResponse, Outcome, PrepareRequest, PrepareResponse, RecoverRequest,
+    RecoverResponse, StatementResult, Then, Vote, VoteKind,
+};
+use tonic::{Request, Response, Status};
+
+struct NullParticipant;
+
+fn yes() -> Vote {
+    Vote {
+        kind: VoteKind::Yes as i32,
+        reason: String::new(),
+        held: false,
+    }
+}
+
+#[tonic::async_trait]
+impl Participant for NullParticipant {
+    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+        let req = request.into_inner();
+        let results = req
+            .statements
+            .iter()
+            .map(|_| StatementResult {
+                rows_affected: 1,
+                ..StatementResult::default()
+            })
+            .collect();
+        let then = Then::try_from(req.then).map_err(|_| Status::invalid_argument("unknown `then`"))?;
+        Ok(Response::new(BranchExecuteResponse {
+            results,
+            vote: (then == Then::Prepare).then(yes),
+            outcome: if then == Then::CommitOnePhase {
+                Outcome::Committed as i32
+            } else {
+                Outcome::Unspecified as i32
+            },
+            reason: String::new(),
+        }))
+    }
+
+    async fn prepare(&self, _: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        Ok(Response::new(PrepareResponse { vote: Some(yes()) }))
+    }
+
+    async fn commit(&self, _: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+        Ok(Response::new(BranchCommitResponse {}))
+    }
+
+    async fn rollback(&self, _: Request<BranchRollbackRequest>) -> Result<Response<BranchRollbackResponse>, Status> {
+        Ok(Response::new(BranchRollbackResponse {}))
+    }
+
+    async fn recover(&self, _: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
+        Ok(Response::new(RecoverResponse { gtrids: Vec::new() }))
+    }
+
+    async fn inquire(&self, _: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
+        Err(Status::unimplemented(
+            "the null participant keeps no record of branches",
+        ))
+    }
+}
+
+/// Serves the null participant on `listen` until the process is killed.
+pub async fn serve(listen: SocketAddr) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(ParticipantServer::new(NullParticipant))
+        .serve(listen)
+        .await
+        .context("null participant")
+}
