@@ -19,6 +19,7 @@ pub mod branch;
 pub mod error;
 pub mod recovery;
 pub mod server;
+pub mod sessions;
 pub mod sql;
 pub mod values;
 pub mod xa;
@@ -38,12 +39,16 @@ use tracing::{info, warn};
 
 use crate::branch::Registry;
 use crate::error::Error;
+use crate::sessions::Sessions;
 
 /// State shared by the gRPC service and every branch actor.
 pub struct Shared {
     /// This participant's name; it is the `bqual` of every branch here.
     pub name: String,
+    /// For recovery and health checks: fresh sessions, never a branch's.
     pub pool: MySqlPool,
+    /// The sessions branches pin.
+    pub sessions: Sessions,
     pub branches: Registry,
 }
 
@@ -69,17 +74,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .mysql_url
         .parse()
         .map_err(|e| Error::InvalidArgument(format!("--mysql-url: {e}")))?;
-    // Branches pin their connection for the whole transaction; a lazily
-    // filled pool lets the participant start before MySQL is up.
+    // Branches pin a session each for the whole transaction; recovery and
+    // health checks take short-lived ones from a smaller pool. Both open
+    // connections lazily, so the participant starts before MySQL is up.
     let pool = MySqlPoolOptions::new()
-        .max_connections(config.max_connections)
+        .max_connections((config.max_connections / 4).max(4))
         .min_connections(0)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options);
+        .connect_lazy_with(options.clone());
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         pool,
+        sessions: Sessions::new(options, config.max_connections),
         branches: Registry::default(),
     });
 
@@ -139,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         // ones stay in MySQL for recovery.
         warn!(live, "stopping with live branches");
     }
+    shared.sessions.close();
     shared.pool.close().await;
     Ok(())
 }

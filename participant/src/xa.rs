@@ -8,6 +8,7 @@
 use std::fmt;
 
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
+use tandem_proto::v1::Isolation;
 
 use crate::error::Error;
 
@@ -86,26 +87,32 @@ impl fmt::Display for Xid {
     }
 }
 
-/// Session settings and `XA START`, in one round trip. Lock waits and
-/// statements are bounded by the time left until the deadline. Returns the
-/// session's `CONNECTION_ID()`, the handle to `KILL` it by.
-pub async fn start(
-    conn: &mut MySqlConnection,
-    xid: &Xid,
-    isolation: &str,
-    limit_secs: u64,
-) -> Result<u64, sqlx::Error> {
-    let sql = format!(
-        "SET SESSION TRANSACTION ISOLATION LEVEL {isolation}; \
-         SET SESSION innodb_lock_wait_timeout = {limit_secs}, max_statement_time = {limit_secs}; \
-         XA START {xid}; \
-         SELECT CONNECTION_ID()"
-    );
-    let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
-    let row = rows
-        .last()
-        .ok_or_else(|| sqlx::Error::Protocol("CONNECTION_ID() returned no row".to_owned()))?;
-    row.try_get_unchecked::<u64, _>(0)
+/// `XA START`, preceded by the session settings that must change: the
+/// isolation level, and the lock wait and statement limits (the time left
+/// until the deadline). One round trip.
+pub fn start_sql(xid: &Xid, isolation: Option<Isolation>, limit_secs: Option<u64>) -> String {
+    let mut sql = String::new();
+    if let Some(isolation) = isolation {
+        sql.push_str("SET SESSION TRANSACTION ISOLATION LEVEL ");
+        sql.push_str(isolation_sql(isolation));
+        sql.push_str("; ");
+    }
+    if let Some(secs) = limit_secs {
+        sql.push_str(&format!(
+            "SET SESSION innodb_lock_wait_timeout = {secs}, max_statement_time = {secs}; "
+        ));
+    }
+    sql.push_str(&format!("XA START {xid}"));
+    sql
+}
+
+fn isolation_sql(isolation: Isolation) -> &'static str {
+    match isolation {
+        Isolation::Serializable => "SERIALIZABLE",
+        Isolation::RepeatableRead => "REPEATABLE READ",
+        Isolation::ReadCommitted => "READ COMMITTED",
+        Isolation::ReadUncommitted => "READ UNCOMMITTED",
+    }
 }
 
 /// Whether the server still lists session `session`.
@@ -355,5 +362,21 @@ mod tests {
             assert!(Xid::new("g", bad).is_err(), "{bad:?}");
         }
         assert!(Xid::new(&"g".repeat(64), "p_1.x:y-z").is_ok());
+    }
+
+    #[test]
+    fn xa_start_sends_only_the_settings_that_change() {
+        let xid = Xid::new("tc-1-7", "alpha").unwrap();
+        assert_eq!(start_sql(&xid, None, None), "XA START 'tc-1-7','alpha',1952738609");
+        assert_eq!(
+            start_sql(&xid, Some(Isolation::ReadCommitted), Some(4)),
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+             SET SESSION innodb_lock_wait_timeout = 4, max_statement_time = 4; \
+             XA START 'tc-1-7','alpha',1952738609"
+        );
+        assert_eq!(
+            start_sql(&xid, Some(Isolation::Serializable), None),
+            "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE; XA START 'tc-1-7','alpha',1952738609"
+        );
     }
 }

@@ -57,6 +57,26 @@ fn process_cpu(pid: u32) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
+/// The machine's CPU time so far, from the first line of `/proc/stat`:
+/// (busy, steal, total) in ticks. Steal is time the hypervisor gave to
+/// someone else while this machine wanted to run.
+pub fn machine_cpu() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let (idle, iowait, steal) = (at(3), at(4), at(7));
+    let total: u64 = (0..8).map(at).sum();
+    (total - idle - iowait - steal, steal, total)
+}
+
 /// The counters of [`COUNTERS`], summed over every database.
 pub async fn mariadb_counters(pools: &[MySqlPool]) -> Result<BTreeMap<String, u64>> {
     let mut out: BTreeMap<String, u64> = COUNTERS.iter().map(|c| ((*c).to_owned(), 0)).collect();

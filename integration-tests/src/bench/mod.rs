@@ -65,6 +65,10 @@ pub struct Options {
     pub clients: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Each workload runs every system this many times, interleaved; the
+    /// median round is reported (the machine's noise is larger than the
+    /// differences measured).
+    pub rounds: usize,
     /// Accounts (and products) per participant.
     pub accounts: u64,
     pub skew: Skew,
@@ -82,6 +86,8 @@ pub struct Options {
     pub attach: Option<Attach>,
     /// Keep the launched clusters' directories (data and logs).
     pub keep: bool,
+    /// `RUST_LOG` of the launched tandem processes.
+    pub log_filter: String,
 }
 
 /// Runs everything `options` asks for and returns the report (also
@@ -150,8 +156,7 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Re
         participants: names.clone(),
         schema: Vec::new(),
         mariadb_options,
-        // The shipped default: per-transaction logging is part of the cost.
-        log_filter: "info".to_owned(),
+        log_filter: options.log_filter.clone(),
         keep_dir: options.keep,
         bin_dir: Some(bins.to_owned()),
         ..ClusterConfig::default()
@@ -246,30 +251,34 @@ async fn measure_all(
             eprintln!("skipping {workload}: it needs {} participants", workload.participants());
             continue;
         }
-        for &system in &options.systems {
-            let spec = RunSpec {
+        let specs: Vec<RunSpec> = options
+            .systems
+            .iter()
+            .map(|&system| RunSpec {
                 workload,
                 system,
                 clients: options.clients,
                 keys: keys.clone(),
                 binlog,
-            };
-            let result = run_one(options, &target, &spec, &pools, watched).await?;
-            section.runs.push(result);
-        }
+            })
+            .collect();
+        section
+            .runs
+            .extend(rounds(options, &target, &specs, &pools, watched).await?);
     }
     if options.single_client && names.len() >= 2 {
-        for system in [System::Tandem, System::B1] {
-            let spec = RunSpec {
+        let specs: Vec<RunSpec> = [System::Tandem, System::B1]
+            .into_iter()
+            .filter(|s| options.systems.contains(s))
+            .map(|system| RunSpec {
                 workload: Workload::Transfer,
                 system,
                 clients: 1,
                 keys: keys.clone(),
                 binlog,
-            };
-            let result = run_one(options, &target, &spec, &pools, watched).await?;
-            section.single_client.push(result);
-        }
+            })
+            .collect();
+        section.single_client = rounds(options, &target, &specs, &pools, watched).await?;
     }
     section
         .leftover_xids
@@ -329,6 +338,35 @@ async fn load(pool: &MySqlPool, accounts: u64) -> Result<()> {
         id = end;
     }
     Ok(())
+}
+
+/// Runs every spec `options.rounds` times, interleaved, and returns each
+/// spec's median round (by throughput) with every round's throughput.
+async fn rounds(
+    options: &Options,
+    target: &Arc<Target>,
+    specs: &[RunSpec],
+    pools: &[MySqlPool],
+    watched: &[Watched],
+) -> Result<Vec<RunResult>> {
+    let mut all: Vec<Vec<RunResult>> = specs.iter().map(|_| Vec::new()).collect();
+    for round in 0..options.rounds {
+        for (spec, results) in specs.iter().zip(&mut all) {
+            if options.rounds > 1 {
+                eprint!("[round {}/{}] ", round + 1, options.rounds);
+            }
+            results.push(run_one(options, target, spec, pools, watched).await?);
+        }
+    }
+    Ok(all.into_iter().filter_map(median_round).collect())
+}
+
+fn median_round(mut results: Vec<RunResult>) -> Option<RunResult> {
+    results.sort_by(|a, b| a.tx_per_s.total_cmp(&b.tx_per_s));
+    let rounds: Vec<f64> = results.iter().map(|r| r.tx_per_s).collect();
+    let mut median = results.into_iter().nth(rounds.len() / 2)?;
+    median.rounds_tx_per_s = rounds;
+    Some(median)
 }
 
 struct RunSpec {
@@ -414,10 +452,12 @@ async fn run_one(
     let progress = Progress::new(&label, start, t0, t1, Arc::clone(&finished));
     progress.until(t0).await;
     let cpu_before = measure::cpu_seconds(watched);
+    let machine_before = measure::machine_cpu();
     let db_before = measure::mariadb_counters(pools).await?;
     let window_start = Instant::now();
     progress.until(t1).await;
     let cpu_after = measure::cpu_seconds(watched);
+    let machine_after = measure::machine_cpu();
     let db_after = measure::mariadb_counters(pools).await?;
     let seconds = window_start.elapsed().as_secs_f64();
     let mut tally = Tally::default();
@@ -453,7 +493,10 @@ async fn run_one(
             (name.clone(), per_tx(after.saturating_sub(before) as f64))
         })
         .collect();
+    let total = (machine_after.2 - machine_before.2).max(1) as f64;
     let result = RunResult {
+        machine_busy_pct: 100.0 * (machine_after.0 - machine_before.0) as f64 / total,
+        machine_steal_pct: 100.0 * (machine_after.1 - machine_before.1) as f64 / total,
         workload: spec.workload,
         system: spec.system,
         clients: spec.clients,
@@ -468,6 +511,7 @@ async fn run_one(
         cpu_ms_per_tx_by_role: cpu_by_role,
         mariadb_per_tx,
         reasons: tally.reasons,
+        rounds_tx_per_s: Vec::new(),
     };
     progress.done(&result);
     // Let background work of this run (phase-2 ENDs, purges) settle.
@@ -596,7 +640,7 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
         .arg(coordinator_addr.to_string())
         .arg("--data-dir")
         .arg(dir.path().join("coordinator"))
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", &options.log_filter)
         .env("NO_COLOR", "1");
     for (name, addr) in names.iter().zip(&addrs) {
         command.arg("--participant").arg(format!("{name}=http://{addr}"));
@@ -633,7 +677,10 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
         binlog: false,
     };
     eprintln!("the coordinator alone, against {} null participants", names.len());
-    let result = run_one(options, &target, &spec, &[], &watched).await?;
+    let result = rounds(options, &target, &[spec], &[], &watched)
+        .await?
+        .pop()
+        .context("no coordinator-alone result")?;
     drop(coordinator);
     drop(processes);
     Ok(result)

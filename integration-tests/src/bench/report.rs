@@ -31,10 +31,16 @@ pub struct RunResult {
     /// CPU time of every watched process per committed transaction.
     pub cpu_ms_per_tx: f64,
     pub cpu_ms_per_tx_by_role: BTreeMap<String, f64>,
+    /// Of the whole machine's CPU time in the window: busy, and stolen by
+    /// the hypervisor.
+    pub machine_busy_pct: f64,
+    pub machine_steal_pct: f64,
     /// MariaDB's counters (all instances) per committed transaction.
     pub mariadb_per_tx: BTreeMap<String, f64>,
     /// Why transactions aborted or failed, with counts.
     pub reasons: BTreeMap<String, u64>,
+    /// Throughput of every round, lowest first (this result is the median).
+    pub rounds_tx_per_s: Vec<f64>,
 }
 
 impl RunResult {
@@ -51,6 +57,7 @@ pub struct Settings {
     pub skew: String,
     pub warmup_s: f64,
     pub duration_s: f64,
+    pub rounds: usize,
     pub timeout_ms: u64,
     pub seed: u64,
     pub attached: bool,
@@ -95,6 +102,7 @@ impl Report {
                 },
                 warmup_s: options.warmup.as_secs_f64(),
                 duration_s: options.duration.as_secs_f64(),
+                rounds: options.rounds,
                 timeout_ms: u64::try_from(options.timeout.as_millis()).unwrap_or(u64::MAX),
                 seed: options.seed,
                 attached: options.attach.is_some(),
@@ -134,14 +142,15 @@ impl Report {
         let s = &self.settings;
         println!();
         println!(
-            "=== binlog {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up ===",
+            "=== binlog {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up, median of {} rounds ===",
             if section.binlog { "on (sync_binlog=1)" } else { "off" },
             s.clients,
             s.participants,
             s.accounts,
             s.skew,
             s.duration_s,
-            s.warmup_s
+            s.warmup_s,
+            s.rounds
         );
         println!();
         println!("throughput ratios (committed tx/s, same run):");
@@ -250,7 +259,7 @@ impl Report {
 
 fn print_table(runs: &[RunResult]) {
     println!(
-        "  {:<10} {:<7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>7}",
+        "  {:<10} {:<7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>6} {:>8} {:>7} {:>7} {:>7} {:>6}",
         "workload",
         "system",
         "tx/s",
@@ -262,11 +271,12 @@ fn print_table(runs: &[RunResult]) {
         "cpu ms/tx",
         "fsync/tx",
         "prep/tx",
-        "cmt/tx"
+        "cmt/tx",
+        "busy%"
     );
     for r in runs {
         println!(
-            "  {:<10} {:<7} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>6} {:>9.3} {:>8.2} {:>7.2} {:>7.2}",
+            "  {:<10} {:<7} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>7} {:>6} {:>9.3} {:>8.2} {:>7.2} {:>7.2} {:>6.0}",
             r.workload.name(),
             r.system.name(),
             r.tx_per_s,
@@ -279,6 +289,7 @@ fn print_table(runs: &[RunResult]) {
             r.counter("Innodb_data_fsyncs"),
             r.counter("Com_xa_prepare"),
             r.counter("Com_xa_commit"),
+            r.machine_busy_pct,
         );
     }
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();

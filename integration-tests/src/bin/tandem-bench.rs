@@ -46,12 +46,15 @@ struct Args {
     /// Concurrent clients, each running one transaction after another.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Measured time per workload and system, e.g. 10s, 2m.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Measured time per workload, system and round, e.g. 5s, 2m.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
     /// Unmeasured time before each measurement.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Rounds per workload, the systems interleaved; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Accounts (and products) per participant.
     #[arg(long, default_value_t = 10_000)]
     accounts: u64,
@@ -92,6 +95,9 @@ struct Args {
     /// Keep the launched clusters' directories (data and logs).
     #[arg(long)]
     keep: bool,
+    /// RUST_LOG of the launched tandem processes (the shipped default is info).
+    #[arg(long, default_value = "info")]
+    log_filter: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +149,9 @@ fn main() -> Result<()> {
     if args.skew == SkewArg::Zipf && !(args.zipf_s.is_finite() && args.zipf_s > 0.0) {
         bail!("--zipf-s must be a positive number");
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be positive");
+    }
     if args.duration.is_zero() {
         bail!("--duration must be positive");
     }
@@ -176,6 +185,7 @@ fn main() -> Result<()> {
         clients: args.clients,
         duration: args.duration,
         warmup: args.warmup,
+        rounds: args.rounds,
         accounts: args.accounts,
         skew: match args.skew {
             SkewArg::Uniform => Skew::Uniform,
@@ -194,6 +204,7 @@ fn main() -> Result<()> {
         json: args.json,
         attach,
         keep: args.keep,
+        log_filter: args.log_filter,
     };
     runtime.block_on(bench::run(&options))?;
     Ok(())

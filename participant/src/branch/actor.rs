@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, Either, Executor, MySql};
+use sqlx::{AssertSqlSafe, Either, Executor};
 use tandem_proto::failpoints;
 use tandem_proto::v1::{self as pb, Isolation, Statement, StatementResult, Then, VoteKind, expect};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::engine::{Done, Ending, Engine, Phase, Request, Step};
 use crate::error::{Error, describe_sql, is_connection_error};
+use crate::sessions::Session;
 use crate::sql::Access;
 use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
@@ -77,7 +77,6 @@ impl BranchHandle {
             conn: None,
             deadline: None,
             session: None,
-            lock_wait_secs: u64::MAX,
             rx,
         };
         tokio::spawn(actor.run());
@@ -112,17 +111,14 @@ struct BranchActor {
     shared: Arc<Shared>,
     xid: Xid,
     engine: Engine,
-    /// The pinned connection, from `XA START` until the branch ends.
-    conn: Option<PoolConnection<MySql>>,
+    /// The pinned session, from `XA START` until the branch ends.
+    conn: Option<Session>,
     /// The transaction's deadline as the coordinator sent it; the branch
     /// rolls back on its own `DEADLINE_GRACE` later if still unprepared.
     deadline: Option<Instant>,
     /// MySQL's id of the pinned session (`CONNECTION_ID()`), to `KILL` it
     /// if it outlives its connection while still owning the branch.
     session: Option<u64>,
-    /// The session's `innodb_lock_wait_timeout`, so later batches only
-    /// tighten it (lock waits must not outlive the deadline).
-    lock_wait_secs: u64,
     rx: mpsc::Receiver<Msg>,
 }
 
@@ -365,9 +361,9 @@ impl BranchActor {
             .as_mut()
             .ok_or_else(|| Error::Internal("the branch has no connection".to_owned()))?;
         let done = if marked {
-            xa::exec_marked(conn, &self.xid, op).await
+            xa::exec_marked(conn.conn(), &self.xid, op).await
         } else {
-            xa::exec(conn, &self.xid, op).await
+            xa::exec(conn.conn(), &self.xid, op).await
         };
         match done {
             Ok(()) => Ok(()),
@@ -390,35 +386,52 @@ impl BranchActor {
         }
     }
 
-    /// Begins the branch on a pinned connection (`XA START`), or on a later
+    /// Begins the branch on a pinned session (`XA START`), or on a later
     /// batch shortens the lock wait to the time left.
     async fn start_or_tighten(&mut self, batch: &Batch) -> Result<(), Error> {
         let secs = batch.timeout.as_secs().max(1);
         if let Some(conn) = self.conn.as_mut() {
-            if secs < self.lock_wait_secs {
-                xa::set_limits(conn, secs)
-                    .await
-                    .map_err(|e| self.sql_error("SET", &e))?;
-                self.lock_wait_secs = secs;
+            // Lock waits must not outlive the deadline: only ever tighten.
+            if conn.limit_secs().is_none_or(|set| secs < set) {
+                let result = conn.set_limits(secs).await;
+                result.map_err(|e| self.sql_error("SET", &e))?;
             }
             return Ok(());
         }
-        let mut conn = tokio::time::timeout(batch.timeout, self.shared.pool.acquire())
+        let sessions = &self.shared.sessions;
+        let unavailable = |e: &sqlx::Error| {
+            Error::Unavailable(format!(
+                "MySQL unreachable on participant {}: {}",
+                self.shared.name,
+                describe_sql(e)
+            ))
+        };
+        let busy = || Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name));
+        let mut session = tokio::time::timeout(batch.timeout, sessions.acquire())
             .await
-            .map_err(|_| Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name)))?
-            .map_err(|e| Error::Unavailable(format!("MySQL unreachable on participant {}: {e}", self.shared.name)))?;
-        match xa::start(&mut conn, &self.xid, isolation_sql(batch.isolation), secs).await {
-            Ok(session) => {
-                self.session = Some(session);
-                self.lock_wait_secs = secs;
-                self.conn = Some(conn);
+            .map_err(|_| busy())?
+            .map_err(|e| unavailable(&e))?;
+        let mut started = session.start(&self.xid, batch.isolation, secs).await;
+        if let Err(err) = &started
+            && session.reused()
+            && is_connection_error(err)
+        {
+            // The server closed it while it was idle; nothing began.
+            drop(session);
+            session = tokio::time::timeout(batch.timeout, sessions.open())
+                .await
+                .map_err(|_| busy())?
+                .map_err(|e| unavailable(&e))?;
+            started = session.start(&self.xid, batch.isolation, secs).await;
+        }
+        match started {
+            Ok(()) => {
+                self.session = Some(session.id());
+                self.conn = Some(session);
                 Ok(())
             }
-            Err(err) => {
-                // Its state is unknown: close it rather than pool it.
-                drop(conn.detach());
-                Err(self.sql_error("XA START", &err))
-            }
+            // Its state is unknown: dropping the session closes it.
+            Err(err) => Err(self.sql_error("XA START", &err)),
         }
     }
 
@@ -432,7 +445,7 @@ impl BranchActor {
             .sql;
         let query = values::bind(sqlx::query(AssertSqlSafe(sql.to_owned())), &statement.params);
         let mut result = StatementResult::default();
-        let mut stream = conn.fetch_many(query);
+        let mut stream = conn.conn().fetch_many(query);
         let outcome: Result<(), Error> = async {
             while let Some(item) = stream
                 .try_next()
@@ -480,8 +493,8 @@ impl BranchActor {
         if let Some(conn) = self.conn.as_mut() {
             // XA END fails when MySQL already ended the transaction (e.g. a
             // deadlock); the rollback that follows is what matters.
-            let _ = xa::end(conn, &self.xid).await;
-            if xa::exec(conn, &self.xid, Op::Rollback).await.is_ok() {
+            let _ = xa::end(conn.conn(), &self.xid).await;
+            if xa::exec(conn.conn(), &self.xid, Op::Rollback).await.is_ok() {
                 self.release();
                 return;
             }
@@ -492,16 +505,16 @@ impl BranchActor {
         }
     }
 
-    /// Returns the connection to the pool: the branch ended cleanly.
+    /// Keeps the session for the next branch: this one ended cleanly.
     fn release(&mut self) {
-        self.conn = None;
+        if let Some(session) = self.conn.take() {
+            self.shared.sessions.release(session);
+        }
     }
 
-    /// Closes the connection instead of pooling it: its state is unknown.
+    /// Closes the session instead of keeping it: its state is unknown.
     fn drop_conn(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
-        }
+        self.conn = None;
     }
 
     fn sql_error(&self, what: &str, err: &sqlx::Error) -> Error {
@@ -559,15 +572,6 @@ fn check_guard(n: usize, participant: &str, check: expect::Check, result: &State
 
 fn refused(refusal: super::engine::Refusal) -> Error {
     Error::FailedPrecondition(refusal.to_string())
-}
-
-fn isolation_sql(isolation: Isolation) -> &'static str {
-    match isolation {
-        Isolation::Serializable => "SERIALIZABLE",
-        Isolation::RepeatableRead => "REPEATABLE READ",
-        Isolation::ReadCommitted => "READ COMMITTED",
-        Isolation::ReadUncommitted => "READ UNCOMMITTED",
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
