@@ -15,6 +15,12 @@
 //! off; a damaged group with a valid one after it is corruption, and opening
 //! fails loudly rather than skip a decision.
 //!
+//! The file is **preallocated**: zeros are written (and synced) ahead of the
+//! last group, and groups overwrite them in place. An fsync then writes only
+//! the group's blocks; an append would also commit the file's new size to
+//! the filesystem journal, which doubles the fsync's time on ext4
+//! (docs/BENCHMARKS.md). Zeros after the last group are the log's end.
+//!
 //! The log is **compacted** at open and whenever it has grown by
 //! `compact_after` bytes: it is rewritten (temp file, fsync, rename, fsync
 //! of the directory) with the COMMITs still lacking an END, plus the ended
@@ -36,6 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +77,9 @@ const GROUP_HEADER: usize = 12;
 const MAX_GROUP: usize = 1 << 30;
 /// How long ENDs may wait for a COMMIT group to ride along with.
 const END_FLUSH: Duration = Duration::from_secs(1);
+/// Zeros written ahead of the log's end at a time (about 10,000
+/// transactions' records).
+const PREALLOCATE: u64 = 1 << 20;
 
 /// No valid record is longer: kind, a gtrid and 255 names of 255 bytes.
 const MAX_PAYLOAD: usize = 3 + 255 + 256 * 255;
@@ -454,7 +464,8 @@ impl Index {
 #[derive(Debug)]
 pub struct Replay {
     pub index: Index,
-    /// Bytes of valid records; anything after them is a torn tail.
+    /// Bytes of valid records; anything after them is a torn tail or the
+    /// preallocated zeros.
     pub valid_len: usize,
 }
 
@@ -484,6 +495,10 @@ pub fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     }
     let mut at = FILE_HEADER;
     while at < bytes.len() {
+        // The preallocated, never written part.
+        if at >= base_end && bytes[at..].iter().all(|&b| b == 0) {
+            break;
+        }
         let damage = match decode_group(&bytes[at..]) {
             Ok(Some((records, n))) if at >= base_end || at + n <= base_end => {
                 for record in records {
@@ -558,7 +573,7 @@ impl FileLog {
             Err(source) => return Err(LogError::Io { path, source }),
         };
         let Replay { index, valid_len } = replay(&path, &bytes)?;
-        if valid_len < bytes.len() {
+        if bytes[valid_len..].iter().any(|&b| b != 0) {
             warn!(
                 path = %path.display(),
                 offset = valid_len,
@@ -576,7 +591,7 @@ impl FileLog {
             unfinished = unfinished.len(),
             "decision log replayed"
         );
-        let file = compact(dir, &index)?;
+        let (file, end) = compact(dir, &index)?;
         let index = Arc::new(Mutex::new(index));
         let (tx, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
@@ -584,6 +599,8 @@ impl FileLog {
         let writer = Writer {
             dir: dir.to_owned(),
             file,
+            end,
+            allocated: end + PREALLOCATE,
             options,
             index: Arc::clone(&index),
             syncs: Arc::clone(&syncs),
@@ -671,6 +688,10 @@ impl DecisionLog for FileLog {
 struct Writer {
     dir: PathBuf,
     file: File,
+    /// Where the next group goes: the end of the valid records.
+    end: u64,
+    /// The file's length; zeros from `end` to here.
+    allocated: u64,
     options: LogOptions,
     /// Updated once records are written (COMMITs once durable).
     index: Arc<Mutex<Index>>,
@@ -752,7 +773,11 @@ impl Writer {
         }
         let mut buf = Vec::with_capacity(GROUP_HEADER + records_buf.len());
         encode_group(&records_buf, &mut buf);
-        let mut result = self.file.write_all(&buf);
+        let len = buf.len() as u64;
+        if self.end + len > self.allocated {
+            self.preallocate(len);
+        }
+        let mut result = self.file.write_all_at(&buf, self.end);
         if !waiters.is_empty() && result.is_ok() {
             // Written, not yet durable. (A crash here keeps the page cache;
             // losing the group takes a power failure.)
@@ -775,10 +800,29 @@ impl Writer {
         for done in waiters {
             let _ = done.send(Ok(()));
         }
-        self.grown += buf.len() as u64;
+        self.end += len;
+        self.grown += len;
         if self.grown >= self.options.compact_after {
             self.compact();
+        } else if self.allocated - self.end < PREALLOCATE / 2 {
+            // Now, while no COMMIT waits, rather than in a group's path.
+            self.preallocate(0);
         }
+    }
+
+    /// Writes zeros past the file's end, at least `needed` bytes beyond
+    /// `end`, and syncs them with the file's new size.
+    fn preallocate(&mut self, needed: u64) {
+        let target = (self.end + needed).max(self.allocated) + PREALLOCATE;
+        let zeros = vec![0u8; usize::try_from(target - self.allocated).unwrap_or(usize::MAX)];
+        if let Err(err) = self
+            .file
+            .write_all_at(&zeros, self.allocated)
+            .and_then(|()| self.file.sync_data())
+        {
+            self.fatal(&err);
+        }
+        self.allocated = target;
     }
 
     fn compact(&mut self) {
@@ -787,8 +831,10 @@ impl Writer {
             index.expire(unix_ms_now(), self.options.retention);
         }
         match compact(&self.dir, &index) {
-            Ok(file) => {
+            Ok((file, end)) => {
                 self.file = file;
+                self.end = end;
+                self.allocated = end + PREALLOCATE;
                 self.grown = 0;
                 self.compactions.fetch_add(1, Ordering::Relaxed);
             }
@@ -808,9 +854,10 @@ impl Writer {
     }
 }
 
-/// Rewrites the log as `index` says, atomically, and returns the new file
-/// open for appending.
-fn compact(dir: &Path, index: &Index) -> Result<File, LogError> {
+/// Rewrites the log as `index` says, atomically, with [`PREALLOCATE`]
+/// zeros after its records, and returns the new file open for writing and
+/// where its records end.
+fn compact(dir: &Path, index: &Index) -> Result<(File, u64), LogError> {
     let path = dir.join(FILE_NAME);
     let temp = dir.join(TEMP_NAME);
     let io = |source| LogError::Io {
@@ -833,13 +880,16 @@ fn compact(dir: &Path, index: &Index) -> Result<File, LogError> {
     }
     let mut buf = encode_header(groups.len() as u64);
     buf.extend_from_slice(&groups);
+    let end = buf.len() as u64;
+    buf.resize(buf.len() + PREALLOCATE as usize, 0);
     let mut file = File::create(&temp).map_err(io)?;
     file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io)?;
     drop(file);
     std::fs::rename(&temp, &path).map_err(io)?;
     // The rename is durable once the directory is.
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    OpenOptions::new().append(true).open(&path).map_err(io)
+    let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+    Ok((file, end))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -945,12 +995,22 @@ mod tests {
                 (log.lookup("tc-1-1"), log.lookup("tc-1-3")),
                 (Logged::Committed, Logged::Absent)
             );
-            // The tail is gone from the file, not just skipped.
+            // The tail is gone from the file, not just skipped: only the
+            // preallocated zeros follow the records.
             let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-            assert_eq!(replay(dir.path(), &bytes).unwrap().valid_len, bytes.len());
+            let valid = replay(dir.path(), &bytes).unwrap().valid_len;
+            assert!(bytes[valid..].iter().all(|&b| b == 0), "cut at {cut}");
         }
         // Garbage (or zeros from a crash) after the last record is a torn tail too.
-        for junk in [vec![0u8; 300], vec![0xAB; 5], b"TDG1\x10\0\0\0garbage".to_vec()] {
+        // A group torn while it overwrote the preallocated zeros, too.
+        let mut torn_in_place = b"TDG1\x10\0\0\0garb".to_vec();
+        torn_in_place.resize(400, 0);
+        for junk in [
+            vec![0u8; 300],
+            vec![0xAB; 5],
+            b"TDG1\x10\0\0\0garbage".to_vec(),
+            torn_in_place,
+        ] {
             let mut bytes = file_of(&whole);
             bytes.extend_from_slice(&junk);
             let r = replay(Path::new("x"), &bytes).unwrap();
@@ -1044,7 +1104,10 @@ mod tests {
         drop(compact(dir.path(), &index).unwrap());
         let good = std::fs::read(&path).unwrap();
         assert_eq!(replay(&path, &good).unwrap().index.unfinished().len(), 1);
-        for i in 0..good.len() {
+        // The header and the base; the preallocated zeros follow them.
+        let base_end = FILE_HEADER + usize::try_from(decode_header(&good).unwrap()).unwrap();
+        assert!(good[base_end..].iter().all(|&b| b == 0));
+        for i in 0..base_end {
             let mut bad = good.clone();
             bad[i] ^= 0x04;
             assert!(
@@ -1053,7 +1116,11 @@ mod tests {
             );
         }
         // Cut short, or a file of another format: refused, not emptied.
-        assert!(replay(&path, &good[..good.len() - 1]).is_err());
+        assert!(replay(&path, &good[..base_end - 1]).is_err());
+        // Zeros over the base are damage too, not the log's end.
+        let mut zeroed = good.clone();
+        zeroed[FILE_HEADER..base_end].fill(0);
+        assert!(matches!(replay(&path, &zeroed), Err(LogError::Corrupt { .. })));
         assert!(replay(&path, &encode_all(&[commit("tc-1-1")])).is_err());
     }
 
@@ -1124,14 +1191,47 @@ mod tests {
         }
         log.commit("tc-1-last", &names).await.unwrap();
         assert!(log.compactions() > 10, "{} compactions", log.compactions());
-        let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
-        assert!(size < 4096 + 200 * 40, "log is {size} bytes after compaction");
+        let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let valid = replay(dir.path(), &bytes).unwrap().valid_len;
+        assert!(valid < 4096 + 200 * 40, "log holds {valid} bytes after compaction");
+        assert!(
+            bytes.len() <= valid + 2 * PREALLOCATE as usize,
+            "file is {} bytes",
+            bytes.len()
+        );
         drop(log);
         let (_, unfinished) = FileLog::open(dir.path(), options).unwrap();
         let mut want: Vec<String> = (0..2_000).step_by(10).map(|i| format!("tc-1-{i}")).collect();
         want.push("tc-1-last".to_owned());
         want.sort();
         assert_eq!(unfinished.into_iter().map(|u| u.gtrid).collect::<Vec<_>>(), want);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_outgrows_its_preallocation_keeps_every_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            compact_after: u64::MAX,
+            ..LogOptions::default()
+        };
+        let names: Vec<String> = (0..5).map(|i| format!("participant-{i}")).collect();
+        let (log, _) = FileLog::open(dir.path(), options).unwrap();
+        let mut all = Vec::new();
+        // Groups of 1,000 concurrent COMMITs, about 3 preallocations in all.
+        for round in 0..30 {
+            let gtrids: Vec<String> = (0..1_000).map(|i| format!("tc-1-{round}-{i:0>40}")).collect();
+            let pending: Vec<_> = gtrids.iter().map(|g| log.commit(g, &names)).collect();
+            for result in futures::future::join_all(pending).await {
+                result.unwrap();
+            }
+            all.extend(gtrids);
+        }
+        let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        assert!(size > 2 * PREALLOCATE, "the log grew to {size} bytes");
+        drop(log);
+        let (log, unfinished) = FileLog::open(dir.path(), options).unwrap();
+        assert_eq!(unfinished.len(), all.len());
+        assert!(all.iter().all(|g| log.lookup(g) == Logged::Committed));
     }
 
     #[tokio::test]
@@ -1155,9 +1255,7 @@ mod tests {
         // Every record is in the file, intact.
         let bytes = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let r = replay(dir.path(), &bytes).unwrap();
-        assert_eq!(
-            (r.index.unfinished().len(), r.valid_len),
-            (writers as usize, bytes.len())
-        );
+        assert_eq!(r.index.unfinished().len(), writers as usize);
+        assert!(bytes[r.valid_len..].iter().all(|&b| b == 0));
     }
 }
