@@ -19,6 +19,8 @@ pub const COUNTERS: &[&str] = &[
     "Com_xa_rollback",
     "Com_commit",
     "Com_rollback",
+    "Com_insert",
+    "Questions",
     "Binlog_commits",
     "Binlog_group_commits",
 ];

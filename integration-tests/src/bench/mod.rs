@@ -88,6 +88,11 @@ pub struct Options {
     pub keep: bool,
     /// `RUST_LOG` of the launched tandem processes.
     pub log_filter: String,
+    /// The tandem binaries to launch; by default they are built as they
+    /// ship (no failpoints).
+    pub bin_dir: Option<PathBuf>,
+    /// The executable that serves `null-participant` (`tandem-bench`).
+    pub null_participant_exe: PathBuf,
 }
 
 /// Runs everything `options` asks for and returns the report (also
@@ -100,7 +105,10 @@ pub async fn run(options: &Options) -> Result<Report> {
             report.sections.push(section);
         }
         None => {
-            let bins = crate::cluster::production_binaries()?;
+            let bins = match &options.bin_dir {
+                Some(dir) => dir.clone(),
+                None => crate::cluster::production_binaries()?,
+            };
             for &binlog in &options.binlog {
                 let section = launched(options, &bins, binlog).await?;
                 report.print_section(&section);
@@ -618,7 +626,6 @@ async fn roll_back_baseline_leftovers(pools: &[MySqlPool], names: &[String]) -> 
 /// Reports the coordinator's CPU time per transaction.
 async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<RunResult> {
     let dir = tempfile::Builder::new().prefix("tandem-bench-").tempdir()?;
-    let exe = std::env::current_exe()?;
     let names: Vec<String> = NAMES[..options.participants.min(NAMES.len())]
         .iter()
         .map(|n| (*n).to_owned())
@@ -627,7 +634,7 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
     let mut addrs = Vec::new();
     for name in &names {
         let addr = crate::cluster::free_addr()?;
-        let mut command = Command::new(&exe);
+        let mut command = Command::new(&options.null_participant_exe);
         command.arg("null-participant").arg("--listen").arg(addr.to_string());
         let log = dir.path().join(format!("null-{name}.log"));
         processes.push(Process::spawn(&format!("null participant {name}"), command, &log)?);

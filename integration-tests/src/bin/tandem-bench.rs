@@ -205,6 +205,8 @@ fn main() -> Result<()> {
         attach,
         keep: args.keep,
         log_filter: args.log_filter,
+        bin_dir: None,
+        null_participant_exe: std::env::current_exe()?,
     };
     runtime.block_on(bench::run(&options))?;
     Ok(())
