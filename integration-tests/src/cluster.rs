@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     /// Where `tandem-coordinator` and `tandem-participant` are; by
     /// default [`tandem_binaries`] (built with failpoints).
     pub bin_dir: Option<PathBuf>,
+    /// Each participant's `--max-connections` (its default when `None`).
+    pub participant_max_connections: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +73,7 @@ impl Default for ClusterConfig {
             marker_retention_secs: 86_400,
             network_proxies: false,
             bin_dir: None,
+            participant_max_connections: None,
         }
     }
 }
@@ -275,6 +278,13 @@ impl Cluster {
             .arg(self.config.recovery_interval_ms.to_string())
             .arg("--marker-retention-secs")
             .arg(self.config.marker_retention_secs.to_string())
+            .args(
+                self.config
+                    .participant_max_connections
+                    .map(|n| ["--max-connections".to_owned(), n.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
         let log = self.dir().join(format!("participant-{}.log", node.name));

@@ -10,6 +10,7 @@ use common::*;
 use tandem_client::pb::{self, TxnState};
 use tandem_client::{Outcome, Statement, Value};
 use tandem_integration_tests::demo::Demo;
+use tandem_integration_tests::{Cluster, ClusterConfig};
 use tonic::Code;
 
 #[tokio::test]
@@ -588,6 +589,42 @@ async fn concurrent_random_transfers_keep_the_total_exact() {
         }
     }
     assert_eq!(total, 3 * ACCOUNTS * INITIAL);
+    assert_no_prepared(&cluster).await;
+}
+
+/// More concurrent branches than MySQL sessions: each waits for a session
+/// another branch releases, and every transaction commits.
+#[tokio::test]
+async fn more_clients_than_sessions_take_turns_and_all_commit() {
+    const CLIENTS: i64 = 16;
+    const EACH: i64 = 30;
+    let cluster = Cluster::start(ClusterConfig {
+        participant_max_connections: Some(2),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut seed_client = cluster.client().await.unwrap();
+    seed_accounts(&mut seed_client, &["alpha"], CLIENTS, 0).await;
+    let mut tasks = Vec::new();
+    for c in 1..=CLIENTS {
+        let mut client = cluster.client().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                // Each client its own account: no lock waits, only sessions.
+                let done = client
+                    .submit(vec![("alpha", vec![credit(c, 1)])])
+                    .await
+                    .expect("submit answers");
+                assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let pool = cluster.node("alpha").pool();
+    assert_eq!(scalar(pool, "SELECT SUM(balance) FROM accounts").await, CLIENTS * EACH);
     assert_no_prepared(&cluster).await;
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 use tandem_proto::v1::Isolation;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::xa::{self, Xid};
@@ -34,6 +34,9 @@ pub struct Sessions {
     permits: Arc<Semaphore>,
     /// Most recently released last.
     idle: Mutex<Vec<(Session, Instant)>>,
+    /// Wakes an `acquire` waiting for a permit when a session is released
+    /// instead (a released session keeps its permit).
+    released: Notify,
 }
 
 /// One MySQL connection and what tandem set on it.
@@ -53,22 +56,48 @@ impl Sessions {
             options,
             permits: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX).max(1))),
             idle: Mutex::new(Vec::new()),
+            released: Notify::new(),
         }
     }
 
-    /// An idle session, or a new one. Waits while `max` sessions are open.
+    /// An idle session, or a new one. While `max` sessions are open, waits
+    /// for one to be released or closed.
     pub async fn acquire(&self) -> Result<Session, sqlx::Error> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            match idle {
-                Some((mut session, since)) if since.elapsed() < MAX_IDLE => {
-                    session.reused = true;
-                    return Ok(session);
-                }
-                // Stale, and so is everything released before it.
-                Some(_) => self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear(),
-                None => return self.open().await,
+            if let Some(session) = self.take_idle() {
+                return Ok(session);
             }
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before looking again, so no release is missed.
+            released.as_mut().enable();
+            if let Some(session) = self.take_idle() {
+                return Ok(session);
+            }
+            tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => {
+                    let permit = permit.map_err(|_| sqlx::Error::PoolClosed)?;
+                    return self.connect(permit).await;
+                }
+                () = released => {}
+            }
+        }
+    }
+
+    /// The most recently released session, unless it idled too long (then
+    /// it and every older one are closed).
+    fn take_idle(&self) -> Option<Session> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        match idle.pop() {
+            Some((mut session, since)) if since.elapsed() < MAX_IDLE => {
+                session.reused = true;
+                Some(session)
+            }
+            Some(_) => {
+                idle.clear();
+                None
+            }
+            None => None,
         }
     }
 
@@ -78,6 +107,10 @@ impl Sessions {
             .acquire_owned()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.connect(permit).await
+    }
+
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Session, sqlx::Error> {
         let mut conn = self.options.connect().await?;
         let row = sqlx::raw_sql("SELECT CONNECTION_ID()").fetch_one(&mut conn).await?;
         let id = row.try_get_unchecked::<u64, _>(0)?;
@@ -97,6 +130,7 @@ impl Sessions {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((session, Instant::now()));
+        self.released.notify_one();
     }
 
     /// Closes every idle session and refuses new ones.

@@ -360,10 +360,8 @@ async fn rounds(
     let mut all: Vec<Vec<RunResult>> = specs.iter().map(|_| Vec::new()).collect();
     for round in 0..options.rounds {
         for (spec, results) in specs.iter().zip(&mut all) {
-            if options.rounds > 1 {
-                eprint!("[round {}/{}] ", round + 1, options.rounds);
-            }
-            results.push(run_one(options, target, spec, pools, watched).await?);
+            let label = (options.rounds > 1).then(|| format!("round {}/{}", round + 1, options.rounds));
+            results.push(run_one(options, target, spec, pools, watched, label.as_deref()).await?);
         }
     }
     Ok(all.into_iter().filter_map(median_round).collect())
@@ -404,6 +402,7 @@ async fn run_one(
     spec: &RunSpec,
     pools: &[MySqlPool],
     watched: &[Watched],
+    round: Option<&str>,
 ) -> Result<RunResult> {
     let start = Instant::now();
     let t0 = start + options.warmup;
@@ -451,12 +450,15 @@ async fn run_one(
             tally
         }));
     }
-    let label = format!(
+    let mut label = format!(
         "{:<6} {:<9} {:>2} clients",
         spec.system.name(),
         spec.workload.name(),
         spec.clients
     );
+    if let Some(round) = round {
+        label.push_str(&format!(" ({round})"));
+    }
     let progress = Progress::new(&label, start, t0, t1, Arc::clone(&finished));
     progress.until(t0).await;
     let cpu_before = measure::cpu_seconds(watched);
