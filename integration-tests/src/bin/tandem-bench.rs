@@ -167,10 +167,10 @@ fn main() -> Result<()> {
         (None, false) => bail!("--database is only for attaching, with --coordinator"),
         (None, true) => None,
     };
-    let participants = attach.as_ref().map_or(args.participants, |a| a.databases.len());
-    if participants < 1 || participants > 6 {
+    if attach.is_none() && !(1..=6).contains(&args.participants) {
         bail!("--participants must be between 1 and 6");
     }
+    let participants = attach.as_ref().map_or(args.participants, |a| a.databases.len());
     let options = Options {
         workloads: if args.workloads.is_empty() {
             Workload::ALL.to_vec()
