@@ -8,6 +8,8 @@
 //! - [`branch`]: one actor per branch ([`branch::actor`]) owning the pinned
 //!   connection from `XA START` to phase 2, driven by a pure state machine
 //!   ([`branch::engine`]); the [`branch::Registry`] finds it by gtrid.
+//! - [`sessions`]: the MySQL sessions branches pin, pooled with what
+//!   tandem set on each, so `XA START` sends only the settings that change.
 //! - [`xa`]: XIDs and the XA statements themselves.
 //! - [`recovery`]: prepared branches no live actor holds (found with
 //!   `XA RECOVER`), decided by the coordinator's `Decisions` service and
