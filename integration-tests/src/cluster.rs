@@ -619,6 +619,14 @@ pub async fn serving(addr: SocketAddr) -> bool {
     )
 }
 
+/// Names for `n` participants: alpha, beta, gamma, … then p6, p7, ….
+pub fn participant_names(n: usize) -> Vec<String> {
+    const NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+    (0..n)
+        .map(|i| NAMES.get(i).map_or_else(|| format!("p{i}"), |n| (*n).to_owned()))
+        .collect()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;

@@ -22,3 +22,41 @@ pub mod proxy;
 pub mod schema;
 
 pub use cluster::{Cluster, ClusterConfig};
+
+/// Parses a command-line duration: a whole number with `ms`, `s` (the
+/// default), `m` or `h`, e.g. `500ms`, `90s`, `30m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: e.g. 500ms, 90s, 30m, 1h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("bad duration unit in {text:?}: use ms, s, m or h")),
+    };
+    n.checked_mul(ms)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "5d", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).unwrap_err().contains(bad), "{bad:?}");
+        }
+        assert!(parse_duration("99999999999999999h").unwrap_err().contains("too long"));
+    }
+}

@@ -15,6 +15,19 @@ use crate::process::Process;
 /// The database every instance serves to its participant.
 pub const DATABASE: &str = "app";
 
+/// `mariadbd` options that turn the binary log on, durably and row-based
+/// (what tandem needs of a server with the binlog on).
+pub fn binlog_options() -> Vec<String> {
+    [
+        "--log-bin=binlog",
+        "--server-id=1",
+        "--sync-binlog=1",
+        "--binlog-format=ROW",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// tandem's XA formatID, to filter `XA RECOVER`.
 pub const TANDEM_FORMAT_ID: i64 = 0x7464_6d31;
 

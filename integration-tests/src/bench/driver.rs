@@ -14,7 +14,6 @@
 //! A guard that does not hold (rows affected ≠ expected), a deadlock or a
 //! lock wait timeout rolls the transaction back: an abort.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -278,6 +277,3 @@ pub fn run_id() -> String {
         .map_or(0, |d| d.as_millis());
     format!("bench-{now}-{}", std::process::id())
 }
-
-/// Shared target for every client task.
-pub type SharedTarget = Arc<Target>;

@@ -136,24 +136,23 @@ pub struct Section {
     pub leftover_xids: Vec<String>,
 }
 
-const NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+impl Section {
+    /// The single-client p50 latency of `system`, if it ran.
+    pub fn single_client_p50(&self, system: System) -> Option<f64> {
+        self.single_client
+            .iter()
+            .find(|r| r.system == system)
+            .map(|r| r.latency.p50_ms)
+    }
+}
 
 async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Result<Section> {
-    let names: Vec<String> = (0..options.participants)
-        .map(|i| NAMES.get(i).map_or_else(|| format!("p{i}"), |n| (*n).to_owned()))
-        .collect();
-    let mut mariadb_options = Vec::new();
-    if binlog {
-        mariadb_options.extend(
-            [
-                "--log-bin=binlog",
-                "--server-id=1",
-                "--sync-binlog=1",
-                "--binlog-format=ROW",
-            ]
-            .map(str::to_owned),
-        );
-    }
+    let names = crate::cluster::participant_names(options.participants);
+    let mariadb_options = if binlog {
+        crate::mariadb::binlog_options()
+    } else {
+        Vec::new()
+    };
     eprintln!(
         "starting a cluster: {} MariaDB instances (binlog {}), {} participants, a coordinator",
         names.len(),
@@ -628,10 +627,7 @@ async fn roll_back_baseline_leftovers(pools: &[MySqlPool], names: &[String]) -> 
 /// Reports the coordinator's CPU time per transaction.
 async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<RunResult> {
     let dir = tempfile::Builder::new().prefix("tandem-bench-").tempdir()?;
-    let names: Vec<String> = NAMES[..options.participants.min(NAMES.len())]
-        .iter()
-        .map(|n| (*n).to_owned())
-        .collect();
+    let names = crate::cluster::participant_names(options.participants);
     let mut processes = Vec::new();
     let mut addrs = Vec::new();
     for name in &names {

@@ -174,14 +174,10 @@ impl Report {
             println!();
             println!("one client, cross-participant transfer:");
             print_table(&section.single_client);
-            let p50 = |system| {
-                section
-                    .single_client
-                    .iter()
-                    .find(|r| r.system == system)
-                    .map(|r| r.latency.p50_ms)
-            };
-            if let (Some(t), Some(b)) = (p50(System::Tandem), p50(System::B1)) {
+            if let (Some(t), Some(b)) = (
+                section.single_client_p50(System::Tandem),
+                section.single_client_p50(System::B1),
+            ) {
                 println!("  p50 tandem - B1 = {:+.3} ms", t - b);
             }
         }
@@ -211,14 +207,10 @@ impl Report {
                     f(r.vs_b0)
                 );
             }
-            let p50 = |system| {
-                section
-                    .single_client
-                    .iter()
-                    .find(|r| r.system == system)
-                    .map(|r| r.latency.p50_ms)
-            };
-            if let (Some(t), Some(b)) = (p50(System::Tandem), p50(System::B1)) {
+            if let (Some(t), Some(b)) = (
+                section.single_client_p50(System::Tandem),
+                section.single_client_p50(System::B1),
+            ) {
                 println!(
                     "  {mode}  one client p50: tandem {t:.3} ms, B1 {b:.3} ms ({:+.3} ms)",
                     t - b

@@ -47,10 +47,10 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     clients: usize,
     /// Measured time per workload, system and round, e.g. 5s, 2m.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = tandem_integration_tests::parse_duration)]
     duration: Duration,
     /// Unmeasured time before each measurement.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = tandem_integration_tests::parse_duration)]
     warmup: Duration,
     /// Rounds per workload, the systems interleaved; the median is reported.
     #[arg(long, default_value_t = 3)]
@@ -77,7 +77,7 @@ struct Args {
     #[arg(long)]
     no_coordinator_only: bool,
     /// Deadline of every transaction; also the baselines' lock wait limit.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = tandem_integration_tests::parse_duration)]
     timeout: Duration,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -107,22 +107,6 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}: e.g. 500ms, 10s, 2m"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        _ => return Err(format!("bad duration unit in {text:?}: use ms, s or m")),
-    };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 fn parse_database(text: &str) -> Result<(String, String), String> {

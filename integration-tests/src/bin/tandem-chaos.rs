@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// How long faults and workload run: e.g. 90s, 30m, 1h.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = tandem_integration_tests::parse_duration)]
     duration: Duration,
     /// MariaDB's binary log: off, on (sync_binlog=1), or both (two runs).
     #[arg(long, value_enum, default_value_t = Binlog::Off)]
@@ -54,22 +54,6 @@ struct Args {
     /// The same workload and checks without any fault (a baseline).
     #[arg(long)]
     no_faults: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}: e.g. 90s, 30m, 1h"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("bad duration unit in {text:?}: use s, m or h")),
-    };
-    n.checked_mul(scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 fn main() -> Result<()> {

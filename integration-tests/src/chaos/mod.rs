@@ -117,27 +117,17 @@ impl Summary {
 /// figures. Call it from the thread that should own the cluster's
 /// processes (the test's or `main`'s, not a spawned task).
 pub async fn run(options: &Options) -> Result<Summary> {
-    const NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
-    let names: Vec<String> = (0..options.participants)
-        .map(|i| NAMES.get(i).map_or_else(|| format!("p{i}"), |n| (*n).to_owned()))
-        .collect();
+    let names = crate::cluster::participant_names(options.participants);
     let bank = Bank {
         participants: names.clone(),
         accounts: options.accounts,
         initial: 100,
     };
-    let mut mariadb_options = Vec::new();
-    if options.binlog {
-        mariadb_options.extend(
-            [
-                "--log-bin=binlog",
-                "--server-id=1",
-                "--sync-binlog=1",
-                "--binlog-format=ROW",
-            ]
-            .map(str::to_owned),
-        );
-    }
+    let mariadb_options = if options.binlog {
+        crate::mariadb::binlog_options()
+    } else {
+        Vec::new()
+    };
     let mut schema: Vec<String> = crate::schema::DEMO.iter().map(|s| (*s).to_owned()).collect();
     schema.push(workload::LEDGER.to_owned());
     let mut cluster = Cluster::start(ClusterConfig {
