@@ -3,7 +3,9 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), tonic::Status> {
 //! use tandem_client::{Client, Statement};
-//! let mut tandem = Client::connect("http://127.0.0.1:7500").await?;
+//! use tandem_client::Tls;
+//! let tls = Tls::from_files("ca.pem", Some(("shop.pem", "shop.key")), "tc.coordinator.tandem")?;
+//! let mut tandem = Client::connect_tls("https://10.0.0.10:7500", tls, None).await?;
 //! let done = tandem
 //!     .submit(vec![
 //!         ("inventory", vec![Statement::new("UPDATE stock SET n = n - ? WHERE sku = ? AND n >= ?")
@@ -15,41 +17,136 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::Path;
 use std::time::Duration;
 
 pub use tandem_proto::v1 as pb;
 use tandem_proto::v1::coordinator_client::CoordinatorClient;
 pub use tandem_proto::v1::{Outcome, Statement, StatementResult, Value};
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// The generated client with the bearer token (if any) on every request.
+pub type RawClient = CoordinatorClient<InterceptedService<Channel, Bearer>>;
 
 /// A connection to a coordinator. Cheap to clone: clones share one HTTP/2
 /// channel.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: CoordinatorClient<Channel>,
+    inner: RawClient,
+}
+
+/// How a client verifies the coordinator and proves who it is.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    config: ClientTlsConfig,
+}
+
+impl Tls {
+    /// `ca_pem`: the cluster's CA. `identity`: this client's certificate
+    /// and key (`<name>.client.tandem`), or `None` to authenticate with a
+    /// bearer token instead. `coordinator`: the name the coordinator's
+    /// certificate carries, e.g. `tc.coordinator.tandem`.
+    pub fn new(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>, coordinator: &str) -> Self {
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name(coordinator);
+        if let Some((cert, key)) = identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        Self { config }
+    }
+
+    /// Like [`Tls::new`], reading PEM files.
+    pub fn from_files(
+        ca: impl AsRef<Path>,
+        identity: Option<(impl AsRef<Path>, impl AsRef<Path>)>,
+        coordinator: &str,
+    ) -> Result<Self, Status> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| Status::invalid_argument(format!("cannot read {}: {e}", path.display())))
+        };
+        let ca = read(ca.as_ref())?;
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert.as_ref())?, read(key.as_ref())?)),
+            None => None,
+        };
+        Ok(Self::new(
+            &ca,
+            identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            coordinator,
+        ))
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request, when a token is
+/// set.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.write_str(if self.0.is_some() {
+            "Bearer(set)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Client {
+    /// Connects without TLS: only to a coordinator started with
+    /// `--insecure-plaintext` (development).
     pub async fn connect(url: &str) -> Result<Self, Status> {
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| Status::invalid_argument(format!("bad coordinator URL {url:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot reach the coordinator at {url}: {e}")))?;
-        Ok(Self::from_channel(channel))
+        Self::connect_with(url, None, None).await
     }
 
-    pub fn from_channel(channel: Channel) -> Self {
-        Self {
-            inner: CoordinatorClient::new(channel),
-        }
+    /// Connects over TLS (`https://` URL), authenticating with the client
+    /// certificate in `tls` or with `token`.
+    pub async fn connect_tls(url: &str, tls: Tls, token: Option<&str>) -> Result<Self, Status> {
+        Self::connect_with(url, Some(tls), token).await
+    }
+
+    /// Connects with TLS if `tls` is set, and a bearer token if `token` is.
+    pub async fn connect_with(url: &str, tls: Option<Tls>, token: Option<&str>) -> Result<Self, Status> {
+        let endpoint = endpoint(url, tls.as_ref())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach the coordinator at {url}: {}", chain(&e))))?;
+        Self::from_channel(channel, token)
+    }
+
+    pub fn from_channel(channel: Channel, token: Option<&str>) -> Result<Self, Status> {
+        let bearer = match token {
+            Some(token) => Bearer(Some(
+                MetadataValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| Status::invalid_argument("the bearer token must be ASCII text"))?,
+            )),
+            None => Bearer(None),
+        };
+        Ok(Self {
+            inner: CoordinatorClient::with_interceptor(channel, bearer),
+        })
     }
 
     /// The generated client, for calls this wrapper does not cover.
-    pub fn raw(&mut self) -> &mut CoordinatorClient<Channel> {
+    pub fn raw(&mut self) -> &mut RawClient {
         &mut self.inner
     }
 
@@ -121,4 +218,35 @@ impl Client {
         let request = pb::ListParticipantsRequest {};
         Ok(self.inner.list_participants(request).await?.into_inner().participants)
     }
+}
+
+/// An endpoint for a coordinator URL, with TLS if `tls` is set (then the
+/// URL must be `https://`: tonic would talk plaintext to `http://`).
+pub fn endpoint(url: &str, tls: Option<&Tls>) -> Result<Endpoint, Status> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Status::invalid_argument(format!("bad coordinator URL {url:?}: {e}")))?;
+    match tls {
+        Some(tls) if url.starts_with("https://") => endpoint
+            .tls_config(tls.config.clone())
+            .map_err(|e| Status::invalid_argument(format!("TLS settings: {e}"))),
+        Some(_) => Err(Status::invalid_argument(format!(
+            "TLS needs an https:// URL, not {url:?}"
+        ))),
+        None if url.starts_with("https://") => Err(Status::invalid_argument(format!(
+            "{url:?} is an https:// URL: give TLS settings"
+        ))),
+        None => Ok(endpoint),
+    }
+}
+
+/// An error with its causes (a TLS handshake's reason sits in the chain).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -6,15 +6,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tandem_common::tokens::Tokens;
+use tandem_common::{Identity, Role, Transport};
 
 use crate::error::Error;
 use crate::ids;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Names this coordinator in every gtrid it issues.
+    /// Names this coordinator in every gtrid it issues; with TLS, its
+    /// certificate must carry `<name>.coordinator.tandem`.
     pub name: String,
+    /// The client API (`Coordinator`).
     pub listen: SocketAddr,
+    /// The internal API participants call (`Decisions`); only participant
+    /// identities are served there.
+    pub internal_listen: SocketAddr,
+    /// TLS material, or the plaintext development mode.
+    pub transport: Transport,
+    /// Bearer tokens clients without a certificate may present.
+    pub tokens: Tokens,
+    /// Most live transactions at once, over all principals.
+    pub max_live: usize,
+    /// Most live transactions one principal may hold at once.
+    pub max_live_per_principal: usize,
     /// Where the decision log and the epoch live; must survive restarts.
     pub data_dir: PathBuf,
     /// (name, URL) of every participant.
@@ -35,18 +50,29 @@ pub struct Config {
 /// ```toml
 /// name = "tc"
 /// listen = "127.0.0.1:7500"
+/// internal_listen = "127.0.0.1:7600"
+/// tls_ca = "/etc/tandem/ca.pem"
+/// tls_cert = "/etc/tandem/tc.pem"
+/// tls_key = "/etc/tandem/tc.key"
 /// data_dir = "/var/lib/tandem"
 /// default_timeout_ms = 10000
 /// [participants]
-/// orders = "http://127.0.0.1:7501"
-/// inventory = "http://127.0.0.1:7502"
+/// orders = "https://127.0.0.1:7501"
+/// inventory = "https://127.0.0.1:7502"
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub name: Option<String>,
     pub listen: Option<SocketAddr>,
+    pub internal_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
+    pub max_live_transactions: Option<usize>,
+    pub max_live_per_principal: Option<usize>,
     #[serde(default)]
     pub participants: std::collections::BTreeMap<String, String>,
     pub default_timeout_ms: Option<u64>,
@@ -87,17 +113,34 @@ impl Config {
                 "no participants configured (--participant NAME=URL)".to_owned(),
             ));
         }
-        for (name, _) in &self.participants {
-            let ok = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-            if !ok {
+        for (name, url) in &self.participants {
+            // The name is the participant's TLS identity and its XA bqual.
+            tandem_common::identity::validate_name(name)
+                .map_err(|e| Error::InvalidArgument(format!("participant {name:?}: {e}")))?;
+            self.transport
+                .check_url(&format!("participant {name}"), url)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        for addr in [self.listen, self.internal_listen] {
+            self.transport
+                .check_listen(addr)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        if let Some(me) = self.transport.me() {
+            let want = Identity::new(Role::Coordinator, &self.name).map_err(Error::InvalidArgument)?;
+            if *me != want {
                 return Err(Error::InvalidArgument(format!(
-                    "participant name {name:?}: use 1 to 64 ASCII letters, digits, '-', '_', '.', ':'"
+                    "the TLS certificate names {me} ({}), but this is coordinator {} and needs {}",
+                    me.dns_name(),
+                    self.name,
+                    want.dns_name()
                 )));
             }
+        }
+        if self.max_live == 0 || self.max_live_per_principal == 0 {
+            return Err(Error::InvalidArgument(
+                "the live-transaction limits must be positive".to_owned(),
+            ));
         }
         if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
             return Err(Error::InvalidArgument(
@@ -118,7 +161,7 @@ mod tests {
             toml::from_str(include_str!("../../deploy/coordinator.example.toml")).expect("example parses");
         assert_eq!(file.name.as_deref(), Some("tc"));
         assert_eq!(file.participants.len(), 2);
-        assert_eq!(file.participants["orders"], "http://10.0.0.11:7501");
+        assert_eq!(file.participants["orders"], "https://10.0.0.11:7501");
         assert!(
             toml::from_str::<FileConfig>("nmae = \"typo\"").is_err(),
             "unknown keys are refused"

@@ -25,6 +25,13 @@ pub enum Error {
     /// Retryable: the coordinator is shutting down or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller may not do this (an operator acting on another
+    /// principal's transaction).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A limit was reached (live transactions, result size).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("{0}")]
@@ -40,6 +47,8 @@ impl From<Error> for Status {
             Error::Aborted(_) => Code::Aborted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Log(_) | Error::Internal(_) => Code::Internal,
         };
         Status::new(code, err.to_string())

@@ -2,8 +2,12 @@
 //!
 //! The path of a commit, by module:
 //!
-//! - [`server`]: the `Coordinator` gRPC service (and the participants'
-//!   `Decisions` service). Validates and forwards to a transaction actor.
+//! - [`server`]: the `Coordinator` gRPC service (client API) and the
+//!   participants' `Decisions` service (internal API, its own listener).
+//!   Validates and forwards to a transaction actor.
+//! - [`auth`]: who may call what: client principals (certificate or
+//!   bearer token), who own the transactions they begin; participants on
+//!   the internal API.
 //! - [`txn`]: one actor per global transaction ([`txn::actor`]) running the
 //!   pure 2PC state machine ([`txn::engine`]); [`txn::Txns`] finds them.
 //! - [`participants`]: one long-lived gRPC channel per participant and the
@@ -14,6 +18,7 @@
 //! - [`ids`]: gtrids that never repeat across restarts (a durable epoch).
 //! - [`config`]: settings from flags and an optional TOML file.
 
+pub mod auth;
 pub mod config;
 pub mod decision_log;
 pub mod error;
@@ -25,13 +30,14 @@ pub mod txn;
 use std::sync::Arc;
 
 pub use config::Config;
+use tandem_common::{Transport, serve};
 use tandem_proto::v1::coordinator_server::CoordinatorServer;
 use tandem_proto::v1::decisions_server::DecisionsServer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::info;
+
+use crate::auth::{ClientAuth, ParticipantAuth};
 
 use crate::decision_log::{DecisionLog, FileLog, LogOptions};
 use crate::error::Error;
@@ -65,7 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // Replayed before anything is served: Decisions answers ABORT for a
     // gtrid without a COMMIT, which is only true once the log is read.
     let (log, unfinished) = FileLog::open(&config.data_dir, options)?;
-    let participants = Arc::new(Participants::new(&config.participants)?);
+    let participants = Arc::new(Participants::new(&config.participants, &config.transport)?);
     for u in &unfinished {
         for p in &u.participants {
             participants.get(p).map_err(|_| {
@@ -77,12 +83,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             })?;
         }
     }
-    let listen = config.listen;
+    let (listen, internal_listen) = (config.listen, config.internal_listen);
+    let plaintext = matches!(config.transport, Transport::Plaintext);
+    let client_auth = ClientAuth::new(config.tokens.clone(), plaintext);
+    let participant_auth = ParticipantAuth::new(config.participants.iter().map(|(n, _)| n.clone()), plaintext);
+    let (max_live, per_principal) = (config.max_live, config.max_live_per_principal);
     let shared = Arc::new(Shared {
         config,
         participants: Arc::clone(&participants),
         log: Box::new(log),
-        txns: Txns::new(ids),
+        txns: Txns::new(ids, max_live, per_principal),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));
@@ -91,38 +101,53 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     }
     shared.txns.recover(&shared, unfinished);
 
-    let listener = TcpListener::bind(listen)
+    let transport = &shared.config.transport;
+    let tls_error = |e: tandem_common::TlsError| Error::Unavailable(e.to_string());
+    let (incoming, local) = serve::bind(transport, "client API", listen).await.map_err(tls_error)?;
+    let (internal_incoming, internal_local) = serve::bind(transport, "internal API", internal_listen)
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+        .map_err(tls_error)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let (reflection, reflection_alpha) =
-        tandem_proto::reflection::services(&["tandem.v1.Coordinator", "tandem.v1.Decisions"])
-            .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Coordinator"])
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    info!(%local, participants = shared.config.participants.len(), "tandem-coordinator listening on {local}");
-    let drained = shutdown.clone();
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
+    info!(
+        %local,
+        %internal_local,
+        participants = shared.config.participants.len(),
+        tls = !plaintext,
+        "tandem-coordinator listening on {local} (clients) and {internal_local} (participants)"
+    );
+    if plaintext {
+        tracing::warn!("--insecure-plaintext: no TLS and no authentication; for development only");
+    }
+    let router = serve::server(transport, false)
+        .map_err(tls_error)?
+        .add_service(health_service.clone())
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(CoordinatorServer::new(server::CoordinatorService::new(Arc::clone(
-            &shared,
-        ))))
-        .add_service(DecisionsServer::new(server::DecisionService::new(Arc::clone(&shared))));
+        .add_service(CoordinatorServer::with_interceptor(
+            server::CoordinatorService::new(Arc::clone(&shared)),
+            client_auth,
+        ));
     #[cfg(feature = "failpoints")]
     let router = router.add_service(tandem_proto::failpoints::service());
-    router
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            drained.cancelled().await;
-            health.set_service_status("", ServingStatus::NotServing).await;
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
+    // Participants present their certificates here; nothing else is served.
+    let internal = serve::server(transport, true)
+        .map_err(tls_error)?
+        .add_service(health_service)
+        .add_service(DecisionsServer::with_interceptor(
+            server::DecisionService::new(Arc::clone(&shared)),
+            participant_auth,
+        ));
+    let drained = shutdown.clone();
+    let client_api = router.serve_with_incoming_shutdown(incoming, async move {
+        drained.cancelled().await;
+        health.set_service_status("", ServingStatus::NotServing).await;
+    });
+    let internal_api = internal.serve_with_incoming_shutdown(internal_incoming, shutdown.clone().cancelled_owned());
+    tokio::try_join!(client_api, internal_api).map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     info!(live = shared.txns.live(), "tandem-coordinator stopped");
     Ok(())
 }

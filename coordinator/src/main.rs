@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tandem_common::tls::TlsArgs;
+use tandem_common::tokens::Tokens;
 use tandem_coordinator::config::{FileConfig, parse_participant};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -20,13 +22,30 @@ struct Args {
     /// Names this coordinator in every transaction id (letters, digits, '_').
     #[arg(long, env = "TANDEM_NAME")]
     name: Option<String>,
-    /// Address for the gRPC server [default: 127.0.0.1:7500].
+    /// Address of the client API [default: 127.0.0.1:7500].
     #[arg(long, env = "TANDEM_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the internal API participants call for decisions
+    /// (their --coordinator URL) [default: 127.0.0.1:7600].
+    #[arg(long, env = "TANDEM_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// File of hashed bearer tokens for clients without a certificate
+    /// (lines `<principal> <client|operator> <sha256 hex>`).
+    #[arg(long, env = "TANDEM_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// Most live transactions at once [default: 10000].
+    #[arg(long, env = "TANDEM_MAX_LIVE_TRANSACTIONS")]
+    max_live_transactions: Option<usize>,
+    /// Most live transactions one principal may hold [default: 1000].
+    #[arg(long, env = "TANDEM_MAX_LIVE_PER_PRINCIPAL")]
+    max_live_per_principal: Option<usize>,
     /// Directory for the decision log and epoch; must survive restarts.
     #[arg(long, env = "TANDEM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A participant as NAME=URL, e.g. orders=http://127.0.0.1:7501.
+    /// A participant as NAME=URL, e.g. orders=https://10.0.0.11:7501; its
+    /// certificate must carry NAME.participant.tandem.
     /// Repeatable; the environment takes a comma-separated list.
     #[arg(long = "participant", env = "TANDEM_PARTICIPANTS", value_delimiter = ',', value_parser = parse_participant)]
     participants: Vec<(String, String)>,
@@ -62,12 +81,36 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.participants
     };
+    let tls_files = args
+        .tls
+        .files(file.tls_ca.clone(), file.tls_cert.clone(), file.tls_key.clone())
+        .map_err(anyhow::Error::msg)?;
+    let transport =
+        tandem_common::Transport::from_flags(tls_files, args.tls.insecure_plaintext).context("transport settings")?;
+    let tokens = match args.tokens.or(file.tokens) {
+        Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
+        None => Tokens::default(),
+    };
     let config = tandem_coordinator::Config {
         name: args.name.or(file.name).unwrap_or_else(|| "tc".to_owned()),
         listen: args
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7500))),
+        internal_listen: args
+            .internal_listen
+            .or(file.internal_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7600))),
+        transport,
+        tokens,
+        max_live: args
+            .max_live_transactions
+            .or(file.max_live_transactions)
+            .unwrap_or(10_000),
+        max_live_per_principal: args
+            .max_live_per_principal
+            .or(file.max_live_per_principal)
+            .unwrap_or(1_000),
         data_dir: args
             .data_dir
             .or(file.data_dir)

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tandem_common::{Identity, Role, Transport};
 use tandem_proto::v1::participant_client::ParticipantClient;
 use tandem_proto::v1::{
     BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse, BranchFate, BranchRollbackRequest,
     InquireRequest, Isolation, ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
 };
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -24,10 +26,17 @@ pub const PHASE2_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest Execute answer accepted from a participant.
 const MAX_RESULT_BYTES: usize = 64 << 20;
 
+/// Metadata naming the participant a request is meant for: a participant
+/// refuses requests meant for another (two URLs swapped in the
+/// configuration), also without TLS identities.
+pub const PARTICIPANT_HEADER: &str = "x-tandem-participant";
+
 pub struct Participant {
     pub name: String,
     pub url: String,
     client: ParticipantClient<Channel>,
+    /// The participant's name as request metadata.
+    header: MetadataValue<tonic::metadata::Ascii>,
     health: Mutex<Health>,
 }
 
@@ -36,24 +45,45 @@ struct Health {
     reachable: bool,
     in_doubt: u32,
     last_error: String,
+    /// The last probe failure logged, so a lasting one is logged once.
+    last_logged: String,
 }
 
 impl Participant {
-    fn new(name: String, url: String) -> Result<Self, Error> {
-        let endpoint = Endpoint::from_shared(url.clone())
+    fn new(name: String, url: String, transport: &Transport) -> Result<Self, Error> {
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::InvalidArgument(format!("participant {name}: bad URL {url:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
+        let identity = Identity::new(Role::Participant, &name)
+            .map_err(|e| Error::InvalidArgument(format!("participant {name}: {e}")))?;
+        // The handshake fails unless the server's certificate names this
+        // participant: a coordinator never talks to the wrong database.
+        if let Some(tls) = transport.client_config(&identity) {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::InvalidArgument(format!("participant {name}: TLS settings: {e}")))?;
+        }
+        let header = MetadataValue::try_from(name.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("participant name {name:?}: {e}")))?;
         Ok(Self {
+            header,
             name,
             url,
             // Large SELECT results travel back through this hop.
             client: ParticipantClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESULT_BYTES),
             health: Mutex::new(Health::default()),
         })
+    }
+
+    /// A request meant for this participant.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(PARTICIPANT_HEADER, self.header.clone());
+        request
     }
 
     /// Runs statements in the branch; `then` may prepare or commit it in the
@@ -67,7 +97,7 @@ impl Participant {
         timeout: Duration,
         then: Then,
     ) -> Result<BranchExecuteResponse, Status> {
-        let mut request = tonic::Request::new(BranchExecuteRequest {
+        let mut request = self.request(BranchExecuteRequest {
             gtrid: gtrid.to_owned(),
             begin,
             statements,
@@ -83,7 +113,7 @@ impl Participant {
     }
 
     pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<Option<Vote>, Status> {
-        let mut request = tonic::Request::new(PrepareRequest {
+        let mut request = self.request(PrepareRequest {
             gtrid: gtrid.to_owned(),
         });
         request.set_timeout(timeout.max(Duration::from_secs(1)));
@@ -91,7 +121,7 @@ impl Participant {
     }
 
     pub async fn commit(&self, gtrid: &str, one_phase: bool) -> Result<(), Status> {
-        let mut request = tonic::Request::new(BranchCommitRequest {
+        let mut request = self.request(BranchCommitRequest {
             gtrid: gtrid.to_owned(),
             one_phase,
         });
@@ -100,7 +130,7 @@ impl Participant {
     }
 
     pub async fn rollback(&self, gtrid: &str) -> Result<(), Status> {
-        let mut request = tonic::Request::new(BranchRollbackRequest {
+        let mut request = self.request(BranchRollbackRequest {
             gtrid: gtrid.to_owned(),
         });
         request.set_timeout(PHASE2_TIMEOUT);
@@ -109,7 +139,7 @@ impl Participant {
 
     /// How the branch of `gtrid` ended on this participant.
     pub async fn inquire(&self, gtrid: &str) -> Result<BranchFate, Status> {
-        let mut request = tonic::Request::new(InquireRequest {
+        let mut request = self.request(InquireRequest {
             gtrid: gtrid.to_owned(),
         });
         request.set_timeout(PHASE2_TIMEOUT);
@@ -131,11 +161,21 @@ impl Participant {
     /// Asks the participant for its prepared branches; keeps the health view
     /// current.
     async fn probe(&self) {
-        let mut request = tonic::Request::new(RecoverRequest {});
+        let mut request = self.request(RecoverRequest {});
         request.set_timeout(Duration::from_secs(2));
-        if let Ok(response) = self.note(self.client.clone().recover(request).await) {
-            let in_doubt = u32::try_from(response.get_ref().gtrids.len()).unwrap_or(u32::MAX);
-            lock(&self.health).in_doubt = in_doubt;
+        match self.note(self.client.clone().recover(request).await) {
+            Ok(response) => {
+                let in_doubt = u32::try_from(response.get_ref().gtrids.len()).unwrap_or(u32::MAX);
+                lock(&self.health).in_doubt = in_doubt;
+            }
+            // Misconfiguration is loud: say why, once per change.
+            Err(status) => {
+                let mut health = lock(&self.health);
+                if health.last_logged != status.message() {
+                    health.last_logged = status.message().to_owned();
+                    tracing::warn!(participant = %self.name, url = %self.url, code = ?status.code(), "participant unavailable: {}", describe_transport(&status));
+                }
+            }
         }
     }
 
@@ -159,7 +199,7 @@ pub struct Participants {
 }
 
 impl Participants {
-    pub fn new(config: &[(String, String)]) -> Result<Self, Error> {
+    pub fn new(config: &[(String, String)], transport: &Transport) -> Result<Self, Error> {
         let mut by_name = BTreeMap::new();
         for (name, url) in config {
             if by_name.contains_key(name) {
@@ -167,7 +207,10 @@ impl Participants {
                     "participant {name} is configured twice"
                 )));
             }
-            by_name.insert(name.clone(), Arc::new(Participant::new(name.clone(), url.clone())?));
+            by_name.insert(
+                name.clone(),
+                Arc::new(Participant::new(name.clone(), url.clone(), transport)?),
+            );
         }
         Ok(Self { by_name })
     }
@@ -193,6 +236,23 @@ impl Participants {
             }
         }
     }
+}
+
+/// A transport failure with its cause: tonic's message hides the TLS
+/// handshake's reason (e.g. a certificate for another name) in its source
+/// chain.
+fn describe_transport(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A transport-level failure: the participant may not have seen the

@@ -18,6 +18,7 @@ use tandem_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::Shared;
+use crate::auth::{Asker, Caller};
 use crate::error::Error;
 use crate::txn::actor::CallError;
 use crate::txn::{Lookup, ended_status};
@@ -52,6 +53,7 @@ impl CoordinatorService {
 
     fn start(
         &self,
+        caller: Caller,
         label: String,
         isolation: i32,
         timeout_ms: u32,
@@ -67,7 +69,9 @@ impl CoordinatorService {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Unavailable("the coordinator is shutting down".to_owned()));
         }
-        Ok(self.shared.txns.begin(&self.shared, label, isolation, timeout))
+        self.shared
+            .txns
+            .begin(&self.shared, caller.principal, label, isolation, timeout)
     }
 
     /// The status for a request whose actor ended while it was being sent.
@@ -81,12 +85,13 @@ impl CoordinatorService {
         }
     }
 
-    /// The live transaction `txn_id`, or the status a request on it gets.
-    fn live(&self, txn_id: &str) -> Result<crate::txn::TxnHandle, Status> {
+    /// The live transaction `txn_id` of `caller`, or the status a request
+    /// on it gets.
+    fn live(&self, txn_id: &str, caller: &Caller) -> Result<crate::txn::TxnHandle, Status> {
         if txn_id.is_empty() {
             return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
         }
-        match self.shared.txns.lookup(txn_id) {
+        match self.shared.txns.lookup(txn_id, caller) {
             Lookup::Live(handle) => Ok(handle),
             Lookup::Finished(info) => Err(ended_status(&info)),
             Lookup::Unknown => Err(unknown_txn(txn_id).into()),
@@ -116,8 +121,9 @@ fn check_statements(participant: &str, statements: &[Statement]) -> Result<(), E
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let (_, info) = self.start(req.label, req.isolation, req.timeout_ms)?;
+        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms)?;
         Ok(Response::new(BeginResponse {
             txn_id: info.txn_id,
             deadline_unix_ms: info.deadline_unix_ms,
@@ -125,10 +131,19 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         self.shared.participants.get(&req.participant)?;
         check_statements(&req.participant, &req.statements)?;
-        let handle = self.live(&req.txn_id)?;
+        let handle = self.live(&req.txn_id, &caller)?;
+        if caller.is_operator() && !self.shared.txns.owns(&req.txn_id, &caller) {
+            return Err(Error::PermissionDenied(format!(
+                "an operator may see and roll back transaction {}, but not run statements in another principal's \
+                 transaction",
+                req.txn_id
+            ))
+            .into());
+        }
         let results = handle
             .execute(req.participant, req.statements)
             .await
@@ -137,22 +152,31 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let txn_id = request.into_inner().txn_id;
-        let handle = self.live(&txn_id)?;
+        let handle = self.live(&txn_id, &caller)?;
+        if caller.is_operator() && !self.shared.txns.owns(&txn_id, &caller) {
+            return Err(Error::PermissionDenied(format!(
+                "an operator may see and roll back transaction {txn_id}, but only its owner commits it"
+            ))
+            .into());
+        }
         Ok(Response::new(
             handle.commit().await.map_err(|e| self.ended(&txn_id, e))?,
         ))
     }
 
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let txn_id = request.into_inner().txn_id;
-        let result = match self.live(&txn_id) {
+        let result = match self.live(&txn_id, &caller) {
             Ok(handle) => handle.rollback().await.map_err(|e| self.ended(&txn_id, e)),
             Err(status) => Err(status),
         };
         match result {
             Ok(()) => Ok(Response::new(RollbackResponse {})),
             // Rolling back an aborted transaction again is fine.
+            Err(status) if status.code() == tonic::Code::NotFound => Err(status),
             Err(status) => match self.shared.txns.finished(&txn_id) {
                 Some(record) if record.info.outcome != tandem_proto::v1::Outcome::Committed as i32 => {
                     Ok(Response::new(RollbackResponse {}))
@@ -163,6 +187,7 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         if req.branches.is_empty() {
             return Err(Error::InvalidArgument("a Submit needs at least one branch".to_owned()).into());
@@ -179,7 +204,7 @@ impl Coordinator for CoordinatorService {
             }
             check_statements(&branch.participant, &branch.statements)?;
         }
-        let (handle, info) = self.start(req.label, req.isolation, req.timeout_ms)?;
+        let (handle, info) = self.start(caller, req.label, req.isolation, req.timeout_ms)?;
         let response = handle
             .submit(req.branches)
             .await
@@ -191,11 +216,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<GetTransactionRequest>,
     ) -> Result<Response<TransactionInfo>, Status> {
+        let caller = Caller::of(&request)?;
         let txn_id = request.into_inner().txn_id;
         if txn_id.is_empty() {
             return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
         }
-        let info = self.shared.txns.lookup_info(&self.shared, &txn_id).await?;
+        let info = self.shared.txns.lookup_info(&self.shared, &txn_id, &caller).await?;
         Ok(Response::new(info))
     }
 
@@ -203,12 +229,13 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<ListTransactionsRequest>,
     ) -> Result<Response<ListTransactionsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.into_inner();
         let filter = TxnFilter::try_from(req.filter)
             .map_err(|_| Error::InvalidArgument(format!("unknown filter {}", req.filter)))?;
         let limit = if req.limit == 0 { 1_000 } else { req.limit as usize };
         Ok(Response::new(ListTransactionsResponse {
-            transactions: self.shared.txns.list(filter, &req.label, limit),
+            transactions: self.shared.txns.list(&caller, filter, &req.label, limit),
         }))
     }
 
@@ -235,11 +262,15 @@ impl DecisionService {
 #[tonic::async_trait]
 impl Decisions for DecisionService {
     async fn decision(&self, request: Request<DecisionRequest>) -> Result<Response<DecisionResponse>, Status> {
+        let asker = Asker::of(&request)?;
         let gtrid = request.into_inner().gtrid;
         if gtrid.is_empty() {
             return Err(Error::InvalidArgument("gtrid is required".to_owned()).into());
         }
-        let decision = self.shared.txns.decision(self.shared.log.as_ref(), &gtrid)?;
+        let decision = self
+            .shared
+            .txns
+            .decision(self.shared.log.as_ref(), &gtrid, asker.0.as_deref())?;
         Ok(Response::new(DecisionResponse {
             decision: decision as i32,
         }))

@@ -1,6 +1,10 @@
 //! A local tandem cluster: N private MariaDB instances, one participant per
 //! instance, and a coordinator, all real processes, owned by one value.
 //!
+//! Every process gets a certificate from a throwaway CA ([`crate::certs`])
+//! and the cluster runs with TLS and identities, as deployed; tests reach
+//! the coordinator as a client principal ([`Cluster::access`]).
+//!
 //! [`Cluster::start`] returns once every node answers gRPC health.
 //! Dropping the cluster kills every process (coordinator first, MariaDB
 //! last) and removes its directory; when dropped during a panic it prints
@@ -15,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sqlx::MySqlPool;
-use tandem_client::Client;
+use tandem_client::{Client, Tls};
+use tandem_common::{Identity, Role};
 use tandem_proto::v1::ConfigureFailpointRequest;
 use tandem_proto::v1::failpoints_client::FailpointsClient;
 use tempfile::TempDir;
@@ -23,6 +28,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::certs::Ca;
 use crate::mariadb::{self, MariaDb};
 use crate::process::{self, Process};
 use crate::proxy::{Link, Proxy};
@@ -57,6 +63,14 @@ pub struct ClusterConfig {
     pub bin_dir: Option<PathBuf>,
     /// Each participant's `--max-connections` (its default when `None`).
     pub participant_max_connections: Option<u32>,
+    /// TLS with identities everywhere (the default), or
+    /// `--insecure-plaintext`.
+    pub tls: bool,
+    /// Extra flags for the coordinator.
+    pub coordinator_args: Vec<String>,
+    /// Lines of the coordinator's token file (`<principal> <role>
+    /// <sha256 hex>`), if any.
+    pub tokens: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -74,6 +88,9 @@ impl Default for ClusterConfig {
             network_proxies: false,
             bin_dir: None,
             participant_max_connections: None,
+            tls: true,
+            coordinator_args: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -121,10 +138,39 @@ impl Node {
     }
 }
 
+/// The principal tests act as unless they say otherwise.
+pub const TEST_PRINCIPAL: &str = "tester";
+/// The coordinator's name, hence its identity `tc.coordinator.tandem`.
+pub const COORDINATOR_NAME: &str = "tc";
+
+/// How a client reaches the coordinator as some principal.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub url: String,
+    pub tls: Option<Tls>,
+    pub token: Option<String>,
+}
+
+impl Access {
+    pub async fn connect(&self) -> Result<Client, tonic::Status> {
+        Client::connect_with(&self.url, self.tls.clone(), self.token.as_deref()).await
+    }
+
+    /// An endpoint to the coordinator (for callers that set their own
+    /// channel options); the token is not part of it.
+    pub fn endpoint(&self) -> Result<tonic::transport::Endpoint, tonic::Status> {
+        tandem_client::endpoint(&self.url, self.tls.as_ref())
+    }
+}
+
 pub struct Cluster {
     coordinator: Option<Process>,
     coordinator_starts: u32,
     coordinator_addr: SocketAddr,
+    /// The coordinator's internal API (participants' `Decisions` calls).
+    internal_addr: SocketAddr,
+    /// Signs every identity of this cluster; `None` without TLS.
+    ca: Option<Ca>,
     nodes: Vec<Node>,
     config: ClusterConfig,
     bins: PathBuf,
@@ -179,13 +225,19 @@ impl Cluster {
         }
 
         let coordinator_addr = free_addr()?;
+        let internal_addr = free_addr()?;
+        let ca = if config.tls {
+            Some(Ca::create(&root.join("tls"), "tandem local CA (throwaway)")?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for (name, db) in config.participants.iter().zip(dbs) {
             let addr = free_addr()?;
             let links = if config.network_proxies {
                 Some(Links {
                     to_participant: Proxy::start(addr).await?,
-                    to_coordinator: Proxy::start(coordinator_addr).await?,
+                    to_coordinator: Proxy::start(internal_addr).await?,
                 })
             } else {
                 None
@@ -204,6 +256,8 @@ impl Cluster {
             coordinator: None,
             coordinator_starts: 0,
             coordinator_addr,
+            internal_addr,
+            ca,
             nodes,
             config,
             bins,
@@ -221,12 +275,121 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn coordinator_url(&self) -> String {
-        format!("http://{}", self.coordinator_addr)
+    /// `https://` with TLS, `http://` without.
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() { "https" } else { "http" }
     }
 
+    pub fn coordinator_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.coordinator_addr)
+    }
+
+    /// The CA that signs this cluster's identities (with TLS).
+    pub fn ca(&self) -> Option<&Ca> {
+        self.ca.as_ref()
+    }
+
+    /// How to reach the coordinator as `identity` (a client or operator;
+    /// without TLS every caller is the same anonymous client).
+    pub fn access_as(&self, identity: &Identity) -> Result<Access> {
+        let tls = match &self.ca {
+            Some(ca) => {
+                let issued = ca.issue(identity)?;
+                Some(Tls::new(
+                    ca.ca_pem().as_bytes(),
+                    Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+                    &coordinator_identity().dns_name(),
+                ))
+            }
+            None => None,
+        };
+        Ok(Access {
+            url: self.coordinator_url(),
+            tls,
+            token: None,
+        })
+    }
+
+    /// How to reach the coordinator as client principal `principal`.
+    pub fn access(&self, principal: &str) -> Result<Access> {
+        self.access_as(&Identity::new(Role::Client, principal).map_err(anyhow::Error::msg)?)
+    }
+
+    /// How to reach the coordinator with a bearer token and no client
+    /// certificate.
+    pub fn access_with_token(&self, token: &str) -> Access {
+        Access {
+            url: self.coordinator_url(),
+            tls: self
+                .ca
+                .as_ref()
+                .map(|ca| Tls::new(ca.ca_pem().as_bytes(), None, &coordinator_identity().dns_name())),
+            token: Some(token.to_owned()),
+        }
+    }
+
+    /// A client acting as operator `ops`: it sees every principal's
+    /// transactions, and those resumed from the decision log.
+    pub async fn operator(&self) -> Result<Client> {
+        let ops = Identity::new(Role::Operator, "ops").map_err(anyhow::Error::msg)?;
+        Ok(self.access_as(&ops)?.connect().await?)
+    }
+
+    /// A client acting as [`TEST_PRINCIPAL`].
     pub async fn client(&self) -> Result<Client> {
-        Ok(Client::connect(&self.coordinator_url()).await?)
+        Ok(self.access(TEST_PRINCIPAL)?.connect().await?)
+    }
+
+    /// TLS settings for calling this cluster's processes as the
+    /// coordinator would (participants serve only it).
+    fn internal_tls(&self, peer: &Identity) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        self.tls_as(Some(&coordinator_identity()), peer)
+    }
+
+    /// TLS settings for calling `server` while presenting `me`'s
+    /// certificate (or none); `None` without TLS.
+    pub fn tls_as(
+        &self,
+        me: Option<&Identity>,
+        server: &Identity,
+    ) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca.ca_pem()))
+            .domain_name(server.dns_name());
+        if let Some(me) = me {
+            let issued = ca.issue(me)?;
+            tls = tls.identity(tonic::transport::Identity::from_pem(issued.cert_pem, issued.key_pem));
+        }
+        Ok(Some(tls))
+    }
+
+    /// An endpoint to `addr` (served by `server`), presenting `me`'s
+    /// certificate or none: for calling any process directly, as anyone.
+    pub fn endpoint_as(
+        &self,
+        addr: SocketAddr,
+        me: Option<&Identity>,
+        server: &Identity,
+    ) -> Result<tonic::transport::Endpoint> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{}://{addr}", self.scheme()))?
+            .connect_timeout(Duration::from_secs(5));
+        Ok(match self.tls_as(me, server)? {
+            Some(tls) => endpoint.tls_config(tls)?,
+            None => endpoint,
+        })
+    }
+
+    /// The coordinator's client API address.
+    pub fn coordinator_addr(&self) -> SocketAddr {
+        self.coordinator_addr
+    }
+
+    /// The coordinator's internal API address (participants' decisions).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -270,10 +433,13 @@ impl Cluster {
             .arg("--mysql-url")
             .arg(node.db.url())
             .arg("--coordinator")
-            .arg(match &node.links {
-                Some(links) => format!("http://{}", links.to_coordinator.addr()),
-                None => self.coordinator_url(),
-            })
+            .arg(format!(
+                "{COORDINATOR_NAME}={}://{}",
+                self.scheme(),
+                node.links
+                    .as_ref()
+                    .map_or(self.internal_addr, |l| l.to_coordinator.addr())
+            ))
             .arg("--recovery-interval-ms")
             .arg(self.config.recovery_interval_ms.to_string())
             .arg("--marker-retention-secs")
@@ -287,10 +453,34 @@ impl Cluster {
             )
             .env("RUST_LOG", &self.config.log_filter)
             .env("NO_COLOR", "1");
+        self.transport_args(
+            &mut command,
+            &Identity::new(Role::Participant, &node.name).map_err(anyhow::Error::msg)?,
+        )?;
         let log = self.dir().join(format!("participant-{}.log", node.name));
         let process = Process::spawn(&format!("participant {}", node.name), command, &log)?;
         self.nodes[i].participant = Some(process);
         self.nodes[i].participant_starts += 1;
+        Ok(())
+    }
+
+    /// TLS files of `identity`, or the plaintext flag.
+    fn transport_args(&self, command: &mut Command, identity: &Identity) -> Result<()> {
+        match &self.ca {
+            Some(ca) => {
+                let files = ca.files(identity)?;
+                command
+                    .arg("--tls-ca")
+                    .arg(files.ca)
+                    .arg("--tls-cert")
+                    .arg(files.cert)
+                    .arg("--tls-key")
+                    .arg(files.key);
+            }
+            None => {
+                command.arg("--insecure-plaintext");
+            }
+        }
         Ok(())
     }
 
@@ -312,8 +502,12 @@ impl Cluster {
         }
         self.coordinator_starts += 1;
         command
+            .arg("--name")
+            .arg(COORDINATOR_NAME)
             .arg("--listen")
             .arg(self.coordinator_addr.to_string())
+            .arg("--internal-listen")
+            .arg(self.internal_addr.to_string())
             .arg("--data-dir")
             .arg(self.dir().join("coordinator"))
             .arg("--default-timeout-ms")
@@ -322,20 +516,41 @@ impl Cluster {
             .env("NO_COLOR", "1");
         for node in &self.nodes {
             let addr = node.links.as_ref().map_or(node.addr, |l| l.to_participant.addr());
-            command.arg("--participant").arg(format!("{}=http://{addr}", node.name));
+            command
+                .arg("--participant")
+                .arg(format!("{}={}://{addr}", node.name, self.scheme()));
         }
+        if !self.config.tokens.is_empty() {
+            let path = self.dir().join("tokens");
+            std::fs::write(&path, self.config.tokens.join("\n"))?;
+            command.arg("--tokens").arg(path);
+        }
+        self.transport_args(&mut command, &coordinator_identity())?;
+        command.args(&self.config.coordinator_args);
         let log = self.dir().join("coordinator.log");
         self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
         Ok(())
     }
 
+    /// The identity serving `addr` (a participant's or the coordinator's).
+    fn identity_at(&self, addr: SocketAddr) -> Identity {
+        match self.nodes.iter().find(|n| n.addr == addr) {
+            Some(node) => Identity {
+                role: Role::Participant,
+                name: node.name.clone(),
+            },
+            None => coordinator_identity(),
+        }
+    }
+
     async fn wait_healthy(&mut self, what: &str, addr: SocketAddr) -> Result<()> {
         let until = Instant::now() + Duration::from_secs(60);
+        let tls = self.internal_tls(&self.identity_at(addr))?;
         loop {
             if let Some((name, tail)) = self.exited_process() {
                 bail!("{name} exited while starting:\n{tail}");
             }
-            if serving(addr).await {
+            if serving(addr, tls.clone()).await {
                 return Ok(());
             }
             if Instant::now() > until {
@@ -466,7 +681,11 @@ impl Cluster {
         } else {
             self.node(process).addr
         };
-        let mut client = FailpointsClient::connect(format!("http://{addr}")).await?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{}://{addr}", self.scheme()))?;
+        if let Some(tls) = self.internal_tls(&self.identity_at(addr))? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let mut client = FailpointsClient::new(endpoint.connect().await?);
         client
             .configure(ConfigureFailpointRequest {
                 name: name.to_owned(),
@@ -604,11 +823,27 @@ impl Drop for Cluster {
     }
 }
 
-/// Whether the gRPC server at `addr` reports SERVING.
-pub async fn serving(addr: SocketAddr) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+/// The identity of the cluster's coordinator.
+pub fn coordinator_identity() -> Identity {
+    Identity {
+        role: Role::Coordinator,
+        name: COORDINATOR_NAME.to_owned(),
+    }
+}
+
+/// Whether the gRPC server at `addr` reports SERVING (over TLS when `tls`
+/// is set).
+pub async fn serving(addr: SocketAddr, tls: Option<tonic::transport::ClientTlsConfig>) -> bool {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let Ok(mut endpoint) = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}")) else {
         return false;
     };
+    if let Some(tls) = tls {
+        match endpoint.tls_config(tls) {
+            Ok(with_tls) => endpoint = with_tls,
+            Err(_) => return false,
+        }
+    }
     let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(500)).connect().await else {
         return false;
     };

@@ -4,6 +4,7 @@
 //!
 //! - [`cluster`]: [`Cluster`] starts and owns a whole local cluster and
 //!   kills it on `Drop`; used by the `tandem-local` binary and every test.
+//! - [`certs`]: a throwaway CA issuing every process's TLS identity.
 //! - [`mariadb`]: one private MariaDB instance (own datadir and socket).
 //! - [`process`]: child processes that die with their owner.
 //! - [`schema`]: the tables every local database gets.
@@ -13,6 +14,7 @@
 //! - [`bench`]: the benchmark against hand-driven XA (`tandem-bench`).
 
 pub mod bench;
+pub mod certs;
 pub mod chaos;
 pub mod cluster;
 pub mod demo;
@@ -21,7 +23,7 @@ pub mod process;
 pub mod proxy;
 pub mod schema;
 
-pub use cluster::{Cluster, ClusterConfig};
+pub use cluster::{Access, Cluster, ClusterConfig};
 
 /// Parses a command-line duration: a whole number with `ms`, `s` (the
 /// default), `m` or `h`, e.g. `500ms`, `90s`, `30m`, `1h`.

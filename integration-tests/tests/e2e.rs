@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::*;
 use tandem_client::pb::{self, TxnState};
 use tandem_client::{Outcome, Statement, Value};
+use tandem_common::{Identity, Role};
+use tandem_integration_tests::cluster::coordinator_identity;
 use tandem_integration_tests::demo::Demo;
 use tandem_integration_tests::{Cluster, ClusterConfig};
 use tonic::Code;
@@ -655,19 +657,24 @@ async fn both_binaries_serve_reflection() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let cluster = cluster().await;
+    let coordinator = coordinator_identity();
+    let alpha = Identity::new(Role::Participant, "alpha").unwrap();
+    let tester = Identity::new(Role::Client, "tester").unwrap();
     let targets = [
-        (cluster.coordinator_url(), "tandem.v1.Coordinator"),
         (
-            format!("http://{}", cluster.node("alpha").addr),
+            cluster.endpoint_as(cluster.coordinator_addr(), Some(&tester), &coordinator),
+            "tandem.v1.Coordinator",
+        ),
+        // Participants serve only coordinators, reflection included.
+        (
+            cluster.endpoint_as(cluster.node("alpha").addr, Some(&coordinator), &alpha),
             "tandem.v1.Participant",
         ),
     ];
-    for (url, service) in targets {
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    for (endpoint, service) in targets {
+        let endpoint = endpoint.unwrap();
+        let url = endpoint.uri().to_string();
+        let channel = endpoint.connect().await.unwrap();
         let mut client = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),

@@ -3,6 +3,9 @@
 //!
 //! Data flow of one branch, coordinator → MySQL:
 //!
+//! - [`auth`]: only the configured coordinators may call, each only on
+//!   the gtrids it issued, and only with requests meant for this
+//!   participant.
 //! - [`server`]: the `Participant` gRPC service. Validates requests (SQL via
 //!   [`sql`], parameters via [`values`], ids via [`xa`]) and forwards them.
 //! - [`branch`]: one actor per branch ([`branch::actor`]) owning the pinned
@@ -17,6 +20,7 @@
 //!   left `XA RECOVER` ended.
 //! - [`error`]: errors and their mapping to gRPC codes.
 
+pub mod auth;
 pub mod branch;
 pub mod error;
 pub mod recovery;
@@ -32,10 +36,9 @@ use std::time::Duration;
 
 use sqlx::MySqlPool;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use tandem_common::{Identity, Role, Transport, serve};
 use tandem_proto::v1::participant_server::ParticipantServer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -59,8 +62,13 @@ pub struct Config {
     pub name: String,
     pub listen: SocketAddr,
     pub mysql_url: String,
-    /// The coordinator that owns this participant's branches.
-    pub coordinator: Option<String>,
+    /// TLS material, or the plaintext development mode.
+    pub transport: Transport,
+    /// (name, internal API URL) of every coordinator that may run
+    /// branches here; each is asked about the in-doubt branches it issued.
+    pub coordinators: Vec<(String, String)>,
+    /// Longest transaction deadline a coordinator may ask for.
+    pub max_timeout: Duration,
     /// Most MySQL connections, hence most concurrent branches.
     pub max_connections: u32,
     /// How often the recovery loop looks for prepared branches.
@@ -72,10 +80,28 @@ pub struct Config {
 /// Serves the participant until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     xa::validate_id("participant name", &config.name)?;
-    let options: MySqlConnectOptions = config
-        .mysql_url
-        .parse()
-        .map_err(|e| Error::InvalidArgument(format!("--mysql-url: {e}")))?;
+    tandem_common::identity::validate_name(&config.name)
+        .map_err(|e| Error::InvalidArgument(format!("participant name: {e}")))?;
+    if let Some(me) = config.transport.me() {
+        let want = Identity::new(Role::Participant, &config.name).map_err(Error::InvalidArgument)?;
+        if *me != want {
+            return Err(Error::InvalidArgument(format!(
+                "the TLS certificate names {me} ({}), but this is participant {} and needs {}",
+                me.dns_name(),
+                config.name,
+                want.dns_name()
+            )));
+        }
+    }
+    for (name, url) in &config.coordinators {
+        tandem_common::identity::validate_name(name)
+            .map_err(|e| Error::InvalidArgument(format!("coordinator {name:?}: {e}")))?;
+        config
+            .transport
+            .check_url(&format!("coordinator {name}"), url)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    }
+    let options = mysql_options(&config.mysql_url)?;
     // Branches pin a session each for the whole transaction; recovery and
     // health checks take short-lived ones from a smaller pool. Both open
     // connections lazily, so the participant starts before MySQL is up.
@@ -92,12 +118,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         branches: Registry::default(),
     });
 
-    let listener = TcpListener::bind(config.listen)
+    let (incoming, local) = serve::bind(&config.transport, "participant API", config.listen)
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -111,7 +134,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     tokio::spawn(recovery::run(
         Arc::clone(&shared),
         recovery::Options {
-            coordinator: config.coordinator.clone(),
+            coordinators: config.coordinators.clone(),
+            transport: config.transport.clone(),
             interval: config.recovery_interval,
             marker_retention: config.marker_retention,
         },
@@ -122,21 +146,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Participant"])
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    info!(name = %config.name, %local, coordinator = ?config.coordinator, "tandem-participant listening on {local}");
+    let plaintext = matches!(config.transport, Transport::Plaintext);
+    info!(name = %config.name, %local, coordinators = ?config.coordinators, tls = !plaintext, "tandem-participant listening on {local}");
+    if plaintext {
+        warn!("--insecure-plaintext: no TLS and no authentication of coordinators; for development only");
+    }
+    let auth = auth::CoordinatorAuth::new(
+        &config.name,
+        config.coordinators.iter().map(|(name, _)| name.clone()),
+        plaintext,
+    );
     let drained = shutdown.clone();
     let reporter = health.clone();
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let service = server::ParticipantService::new(Arc::clone(&shared), auth.clone(), config.max_timeout);
+    let router = serve::server(&config.transport, true)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(ParticipantServer::new(server::ParticipantService::new(Arc::clone(
-            &shared,
-        ))));
+        .add_service(ParticipantServer::with_interceptor(service, auth));
     #[cfg(feature = "failpoints")]
     let router = router.add_service(tandem_proto::failpoints::service());
     router
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             drained.cancelled().await;
             reporter.set_service_status("", ServingStatus::NotServing).await;
         })
@@ -162,19 +194,30 @@ async fn watch_mysql(
     shutdown: CancellationToken,
 ) {
     let mut last = None;
+    let mut last_cause = String::new();
     loop {
-        let mut up = sqlx::query("SELECT 1").execute(&shared.pool).await.is_ok();
+        let probe = sqlx::query("SELECT 1").execute(&shared.pool).await;
+        let mut up = probe.is_ok();
         if up && last != Some(true) {
             up = ensure_markers(&shared.pool).await;
+        }
+        if let Err(err) = &probe {
+            // The cause, each time it changes: a refused login, a missing
+            // database and a closed port need different fixes.
+            let cause = error::describe_sql(err);
+            if cause != last_cause {
+                warn!(cause = %cause, "MySQL unreachable: {cause}");
+                last_cause = cause;
+            }
         }
         if last != Some(up) {
             if up {
                 info!("MySQL reachable");
+                last_cause.clear();
                 warn_if_unsafe_binlog(&shared.pool).await;
                 health.set_service_status("", ServingStatus::Serving).await;
                 mysql_back.notify_one();
             } else {
-                warn!("MySQL unreachable");
                 health.set_service_status("", ServingStatus::NotServing).await;
             }
             last = Some(up);
@@ -189,6 +232,36 @@ async fn watch_mysql(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Parses `--mysql-url`: only `mysql://` and `mariadb://` URLs (sqlx would
+/// read a `postgres://` URL as MySQL), and never tandem's own schema as
+/// the database client SQL runs in.
+fn mysql_options(url: &str) -> Result<MySqlConnectOptions, Error> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if !matches!(scheme, "mysql" | "mariadb") {
+        return Err(Error::InvalidArgument(format!(
+            "--mysql-url must start with mysql:// or mariadb://, not {:?}",
+            if scheme.is_empty() {
+                url.split(':').next().unwrap_or("")
+            } else {
+                scheme
+            }
+        )));
+    }
+    let normalized = format!("mysql://{}", &url[scheme.len() + 3..]);
+    let options: MySqlConnectOptions = normalized
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("--mysql-url: {e}")))?;
+    if options
+        .get_database()
+        .is_some_and(|db| db.eq_ignore_ascii_case("tandem"))
+    {
+        return Err(Error::InvalidArgument(
+            "--mysql-url names database `tandem`, tandem's own schema; name the application's database".to_owned(),
+        ));
+    }
+    Ok(options)
 }
 
 /// Creates the marker table if needed; without it no branch can prepare.

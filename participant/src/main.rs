@@ -1,6 +1,7 @@
 //! `tandem-participant`: serves one MySQL/MariaDB to a tandem coordinator.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -22,10 +23,18 @@ struct Args {
     /// mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock
     #[arg(long, env = "TANDEM_MYSQL_URL")]
     mysql_url: String,
-    /// URL of the coordinator that owns this participant's branches, asked
-    /// for the outcome of in-doubt branches.
-    #[arg(long, env = "TANDEM_COORDINATOR")]
-    coordinator: Option<String>,
+    /// A coordinator that may run branches here, as NAME=URL of its
+    /// internal API (e.g. tc=https://10.0.0.10:7600); only callers whose
+    /// certificate carries NAME.coordinator.tandem are served, and each is
+    /// asked how the in-doubt branches it issued ended. Repeatable; the
+    /// environment takes a comma-separated list.
+    #[arg(long = "coordinator", env = "TANDEM_COORDINATORS", value_delimiter = ',', value_parser = parse_coordinator)]
+    coordinators: Vec<(String, String)>,
+    #[command(flatten)]
+    tls: tandem_common::tls::TlsArgs,
+    /// Longest transaction deadline a coordinator may ask for.
+    #[arg(long, env = "TANDEM_MAX_TIMEOUT_MS", default_value_t = 600_000)]
+    max_timeout_ms: u64,
     /// Most MySQL connections, hence most concurrent branches.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 64)]
     max_connections: u32,
@@ -46,6 +55,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
+    let transport = tandem_common::Transport::from_flags(
+        args.tls.files(None, None, None).map_err(anyhow::Error::msg)?,
+        args.tls.insecure_plaintext,
+    )
+    .context("transport settings")?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -57,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
             name: args.name,
             listen: args.listen,
             mysql_url: args.mysql_url,
-            coordinator: args.coordinator,
+            transport,
+            coordinators: args.coordinators,
+            max_timeout: Duration::from_millis(args.max_timeout_ms.max(1)),
             max_connections: args.max_connections,
             recovery_interval: std::time::Duration::from_millis(args.recovery_interval_ms.max(10)),
             marker_retention: std::time::Duration::from_secs(args.marker_retention_secs),
@@ -66,6 +82,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("tandem-participant failed")
+}
+
+/// Parses `NAME=URL`.
+fn parse_coordinator(spec: &str) -> Result<(String, String), String> {
+    match spec.split_once('=') {
+        Some((name, url)) if !name.is_empty() && !url.is_empty() => Ok((name.to_owned(), url.to_owned())),
+        _ => Err(format!("{spec:?} is not NAME=URL (e.g. tc=https://10.0.0.10:7600)")),
+    }
 }
 
 async fn shutdown_signal() {

@@ -12,10 +12,11 @@
 //!   absent from `XA RECOVER` counts as done only when the branch's marker
 //!   row agrees with what was asked; otherwise it is a heuristic hazard.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_common::{Identity, Role, Transport};
 use tandem_proto::v1::decisions_client::DecisionsClient;
 use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest};
 use tokio::sync::Notify;
@@ -226,8 +227,12 @@ pub async fn one_phase_of_unknown(shared: &Arc<Shared>, xid: &Xid) -> Result<(),
 /// Settings of the recovery loop.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The coordinator's URL (its `Decisions` service).
-    pub coordinator: Option<String>,
+    /// (name, internal API URL) of each coordinator: a branch is asked
+    /// about at the coordinator its gtrid names.
+    pub coordinators: Vec<(String, String)>,
+    /// How to reach them (TLS: the server must carry the coordinator's
+    /// identity).
+    pub transport: Transport,
     pub interval: Duration,
     /// Marker rows older than this are deleted.
     pub marker_retention: Duration,
@@ -235,22 +240,16 @@ pub struct Options {
 
 /// The recovery loop; `wake` runs a pass at once (MySQL came back).
 pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let decisions = options
-        .coordinator
-        .as_deref()
-        .and_then(|url| match Endpoint::from_shared(url.to_owned()) {
-            Ok(endpoint) => Some(DecisionsClient::new(
-                endpoint
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(5))
-                    .connect_lazy(),
-            )),
-            Err(err) => {
-                error!(url, error = %err, "bad --coordinator URL; prepared branches cannot be recovered");
-                None
+    let mut decisions = Decisions::default();
+    for (name, url) in &options.coordinators {
+        match decisions_client(name, url, &options.transport) {
+            Ok(client) => {
+                decisions.insert(name.clone(), client);
             }
-        });
-    if decisions.is_none() {
+            Err(err) => error!(coordinator = %name, url, "{err}; its prepared branches cannot be recovered"),
+        }
+    }
+    if decisions.is_empty() {
         warn!("no --coordinator: prepared branches left by a crash wait for an operator");
     }
     // Branches a live actor holds are only asked about once they were
@@ -265,8 +264,8 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
             () = tokio::time::sleep(if passes == 0 { Duration::ZERO } else { options.interval }) => {}
         }
         passes += 1;
-        if let Some(client) = &decisions {
-            match pass(&shared, client, &seen).await {
+        if !decisions.is_empty() {
+            match pass(&shared, &decisions, &seen).await {
                 Ok(prepared) => seen = prepared,
                 Err(err) => debug!(error = %err, "recovery pass did not complete"),
             }
@@ -277,14 +276,41 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
     }
 }
 
+/// A `Decisions` client per coordinator name.
+type Decisions = HashMap<String, DecisionsClient<Channel>>;
+
+fn decisions_client(name: &str, url: &str, transport: &Transport) -> Result<DecisionsClient<Channel>, String> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("bad coordinator URL {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let identity = Identity::new(Role::Coordinator, name)?;
+    if let Some(tls) = transport.client_config(&identity) {
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    Ok(DecisionsClient::new(endpoint.connect_lazy()))
+}
+
 /// One pass: returns the gtrids found prepared.
-async fn pass(
-    shared: &Arc<Shared>,
-    client: &DecisionsClient<Channel>,
-    seen: &HashSet<String>,
-) -> Result<HashSet<String>, Error> {
+async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String>) -> Result<HashSet<String>, Error> {
     let prepared: HashSet<String> = prepared(shared).await?.into_iter().collect();
+    let mut unreachable = HashSet::new();
     for gtrid in &prepared {
+        let issuer = crate::auth::gtrid_coordinator(gtrid);
+        let Some(client) = decisions.get(issuer) else {
+            if !seen.contains(gtrid) {
+                error!(
+                    gtrid,
+                    coordinator = issuer,
+                    "a prepared branch names coordinator {issuer:?}, which is not configured (--coordinator); it \
+                     keeps its locks until that coordinator is configured or an operator finishes it"
+                );
+            }
+            continue;
+        };
+        if unreachable.contains(issuer) {
+            continue;
+        }
         let live = match shared.branches.lookup(gtrid) {
             Lookup::Live(handle) => Some(handle),
             _ => None,
@@ -297,8 +323,8 @@ async fn pass(
             Err(status) => {
                 warn!(gtrid, error = %status.message(), "cannot ask the coordinator about a prepared branch; will ask again");
                 if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
-                    // Unreachable: the other branches wait for the next pass.
-                    break;
+                    // Unreachable: its other branches wait for the next pass.
+                    unreachable.insert(issuer.to_owned());
                 }
                 continue;
             }

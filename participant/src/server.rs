@@ -16,6 +16,7 @@ use tandem_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Calling, CoordinatorAuth};
 use crate::branch::{Batch, Ending, Lookup};
 use crate::error::Error;
 use crate::sql::{self, Access};
@@ -27,15 +28,26 @@ pub const MAX_STATEMENTS: usize = 1_000;
 
 pub struct ParticipantService {
     shared: Arc<Shared>,
+    auth: CoordinatorAuth,
+    /// Longest deadline a branch may be given.
+    max_timeout: Duration,
 }
 
 impl ParticipantService {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub fn new(shared: Arc<Shared>, auth: CoordinatorAuth, max_timeout: Duration) -> Self {
+        Self {
+            shared,
+            auth,
+            max_timeout,
+        }
     }
 
-    fn xid(&self, gtrid: &str) -> Result<Xid, Error> {
-        Xid::new(gtrid, &self.shared.name)
+    /// The branch's XID, if `gtrid` is well formed and the calling
+    /// coordinator issued it.
+    fn xid(&self, gtrid: &str, calling: &Calling) -> Result<Xid, Status> {
+        let xid = Xid::new(gtrid, &self.shared.name)?;
+        self.auth.check_gtrid(calling, gtrid)?;
+        Ok(xid)
     }
 }
 
@@ -71,11 +83,21 @@ pub fn check_statements(statements: &[Statement]) -> Result<Vec<Access>, Error> 
 #[tonic::async_trait]
 impl Participant for ParticipantService {
     async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+        let calling = Calling::of(&request)?;
         let req = request.into_inner();
-        let xid = self.xid(&req.gtrid)?;
+        let xid = self.xid(&req.gtrid, &calling)?;
         let access = check_statements(&req.statements)?;
         if req.timeout_ms == 0 {
             return Err(Error::InvalidArgument("timeout_ms must be positive".to_owned()).into());
+        }
+        if u128::from(req.timeout_ms) > self.max_timeout.as_millis() {
+            return Err(Error::InvalidArgument(format!(
+                "timeout_ms {} exceeds participant {}'s maximum of {} ms (--max-timeout-ms)",
+                req.timeout_ms,
+                self.shared.name,
+                self.max_timeout.as_millis()
+            ))
+            .into());
         }
         let isolation = Isolation::try_from(req.isolation)
             .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {}", req.isolation)))?;
@@ -120,8 +142,9 @@ impl Participant for ParticipantService {
     }
 
     async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        let calling = Calling::of(&request)?;
         let gtrid = request.into_inner().gtrid;
-        let xid = self.xid(&gtrid)?;
+        let xid = self.xid(&gtrid, &calling)?;
         let vote = match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.prepare().await?,
             Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
@@ -145,8 +168,9 @@ impl Participant for ParticipantService {
     }
 
     async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+        let calling = Calling::of(&request)?;
         let req = request.into_inner();
-        let xid = self.xid(&req.gtrid)?;
+        let xid = self.xid(&req.gtrid, &calling)?;
         match self.shared.branches.lookup(&req.gtrid) {
             Lookup::Live(handle) => handle.commit(req.one_phase).await?,
             Lookup::Ended(Ending::Committed) => {}
@@ -211,8 +235,9 @@ impl Participant for ParticipantService {
         &self,
         request: Request<BranchRollbackRequest>,
     ) -> Result<Response<BranchRollbackResponse>, Status> {
+        let calling = Calling::of(&request)?;
         let gtrid = request.into_inner().gtrid;
-        let xid = self.xid(&gtrid)?;
+        let xid = self.xid(&gtrid, &calling)?;
         match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.rollback().await?,
             Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => {}
@@ -259,7 +284,8 @@ impl Participant for ParticipantService {
     }
 
     async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
-        let xid = self.xid(&request.into_inner().gtrid)?;
+        let calling = Calling::of(&request)?;
+        let xid = self.xid(&request.into_inner().gtrid, &calling)?;
         let shared = Arc::clone(&self.shared);
         let fate = detached("inquiry", async move { recovery::fate(&shared, &xid).await }).await?;
         Ok(Response::new(InquireResponse { fate: fate as i32 }))

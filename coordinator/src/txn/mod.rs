@@ -13,11 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
+use tandem_common::Identity;
 use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
 use tonic::Status;
 
 use crate::Shared;
+use crate::auth::Caller;
 use crate::decision_log::{DecisionLog, Logged, Unfinished};
+use crate::error::Error;
 use crate::ids::{IdGen, Origin};
 
 /// How many finished transactions GetTransaction still knows.
@@ -37,16 +40,24 @@ pub enum Lookup {
 pub struct Record {
     pub info: TransactionInfo,
     pub abort: Option<AbortKind>,
+    /// The principal that began it; `None` when resumed from the decision
+    /// log (only operators see those).
+    pub owner: Option<Identity>,
 }
 
 pub struct Txns {
     ids: IdGen,
     inner: Mutex<Inner>,
+    /// Most live transactions, in all and per principal.
+    max_live: usize,
+    max_live_per_principal: usize,
 }
 
 #[derive(Default)]
 struct Inner {
     live: HashMap<String, Live>,
+    /// Live transactions per owner, for the per-principal limit.
+    per_principal: HashMap<Identity, usize>,
     finished: HashMap<String, Record>,
     /// Order of `finished`, oldest first, to bound its size.
     finished_order: VecDeque<String>,
@@ -55,24 +66,45 @@ struct Inner {
 struct Live {
     handle: TxnHandle,
     record: Arc<Mutex<Record>>,
+    owner: Option<Identity>,
 }
 
 impl Txns {
-    pub fn new(ids: IdGen) -> Self {
+    pub fn new(ids: IdGen, max_live: usize, max_live_per_principal: usize) -> Self {
         Self {
             ids,
             inner: Mutex::default(),
+            max_live,
+            max_live_per_principal,
         }
     }
 
-    /// Starts a transaction: a fresh gtrid and its actor.
+    /// Starts a transaction owned by `owner`: a fresh gtrid and its actor,
+    /// unless a live-transaction limit is reached.
     pub fn begin(
         &self,
         shared: &Arc<Shared>,
+        owner: Identity,
         label: String,
         isolation: Isolation,
         timeout: Duration,
-    ) -> (TxnHandle, TransactionInfo) {
+    ) -> Result<(TxnHandle, TransactionInfo), Error> {
+        {
+            let inner = self.lock();
+            if inner.live.len() >= self.max_live {
+                return Err(Error::ResourceExhausted(format!(
+                    "the coordinator has {} live transactions, its limit (--max-live-transactions); retry later",
+                    inner.live.len()
+                )));
+            }
+            let mine = inner.per_principal.get(&owner).copied().unwrap_or(0);
+            if mine >= self.max_live_per_principal {
+                return Err(Error::ResourceExhausted(format!(
+                    "{owner} has {mine} live transactions, the limit per principal (--max-live-per-principal); \
+                     finish some first"
+                )));
+            }
+        }
         let id = self.ids.next();
         let now = SystemTime::now();
         let info = TransactionInfo {
@@ -89,7 +121,7 @@ impl Txns {
             timeout,
             recovered: None,
         };
-        (self.spawn(shared, params, info.clone()), info)
+        Ok((self.spawn(shared, params, info.clone(), Some(owner)), info))
     }
 
     /// Resumes phase 2 of every COMMIT a restart found unfinished in the
@@ -109,34 +141,83 @@ impl Txns {
                 timeout: Duration::ZERO,
                 recovered: Some(participants),
             };
-            self.spawn(shared, params, info);
+            self.spawn(shared, params, info, None);
         }
     }
 
-    fn spawn(&self, shared: &Arc<Shared>, params: actor::Params, info: TransactionInfo) -> TxnHandle {
+    fn spawn(
+        &self,
+        shared: &Arc<Shared>,
+        params: actor::Params,
+        info: TransactionInfo,
+        owner: Option<Identity>,
+    ) -> TxnHandle {
         let id = params.id.clone();
-        let record = Arc::new(Mutex::new(Record { info, abort: None }));
+        let record = Arc::new(Mutex::new(Record {
+            info,
+            abort: None,
+            owner: owner.clone(),
+        }));
         // Registered before the actor can run, so it can always find itself.
         let mut inner = self.lock();
         let handle = TxnHandle::spawn(Arc::clone(shared), params, Arc::clone(&record));
+        if let Some(owner) = &owner {
+            *inner.per_principal.entry(owner.clone()).or_insert(0) += 1;
+        }
         inner.live.insert(
             id,
             Live {
                 handle: handle.clone(),
                 record,
+                owner,
             },
         );
         handle
     }
 
-    pub fn lookup(&self, id: &str) -> Lookup {
+    /// Transaction `id` as `caller` may see it: another principal's
+    /// transaction is [`Lookup::Unknown`], exactly like one that does not
+    /// exist, so ids reveal nothing.
+    pub fn lookup(&self, id: &str, caller: &Caller) -> Lookup {
         let inner = self.lock();
         if let Some(live) = inner.live.get(id) {
+            if !caller.sees(live.owner.as_ref()) {
+                return Lookup::Unknown;
+            }
             return Lookup::Live(live.handle.clone());
         }
         match inner.finished.get(id) {
-            Some(record) => Lookup::Finished(record.clone()),
-            None => Lookup::Unknown,
+            Some(record) if caller.sees(record.owner.as_ref()) => Lookup::Finished(record.clone()),
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// Whether `caller` began transaction `id` (live).
+    pub fn owns(&self, id: &str, caller: &Caller) -> bool {
+        let inner = self.lock();
+        inner
+            .live
+            .get(id)
+            .is_some_and(|live| live.owner.as_ref() == Some(&caller.principal))
+    }
+
+    /// What `caller` may see of transaction `id`, if the coordinator still
+    /// remembers it: `Err` when it belongs to another principal.
+    fn info_for(&self, id: &str, caller: &Caller) -> Result<Option<TransactionInfo>, ()> {
+        let inner = self.lock();
+        let (owner, info) = match inner.live.get(id) {
+            Some(live) => (live.owner.clone(), lock(&live.record).info.clone()),
+            None => match inner.finished.get(id) {
+                Some(record) => (record.owner.clone(), record.info.clone()),
+                None => return Ok(None),
+            },
+        };
+        // A transaction resumed from the decision log has no known owner:
+        // its outcome is what any client may learn of an id it holds.
+        if owner.is_none() || caller.sees(owner.as_ref()) {
+            Ok(Some(info))
+        } else {
+            Err(())
         }
     }
 
@@ -153,17 +234,25 @@ impl Txns {
         }
     }
 
-    /// Newest first; `label` (if not empty) must match exactly.
-    pub fn list(&self, filter: TxnFilter, label: &str, limit: usize) -> Vec<TransactionInfo> {
+    /// The transactions `caller` may see, newest first; `label` (if not
+    /// empty) must match exactly.
+    pub fn list(&self, caller: &Caller, filter: TxnFilter, label: &str, limit: usize) -> Vec<TransactionInfo> {
         let inner = self.lock();
-        let mut out: Vec<TransactionInfo> = inner.live.values().map(|l| lock(&l.record).info.clone()).collect();
+        let mut out: Vec<TransactionInfo> = inner
+            .live
+            .values()
+            .filter(|l| caller.sees(l.owner.as_ref()))
+            .map(|l| lock(&l.record).info.clone())
+            .collect();
         if matches!(filter, TxnFilter::All | TxnFilter::Hazard) {
             out.extend(
                 inner
                     .finished_order
                     .iter()
                     .rev()
-                    .filter_map(|id| inner.finished.get(id).map(|r| r.info.clone())),
+                    .filter_map(|id| inner.finished.get(id))
+                    .filter(|r| caller.sees(r.owner.as_ref()))
+                    .map(|r| r.info.clone()),
             );
         }
         if filter == TxnFilter::InDoubt {
@@ -186,6 +275,14 @@ impl Txns {
         let Some(live) = inner.live.remove(id) else {
             return;
         };
+        if let Some(owner) = &live.owner
+            && let Some(count) = inner.per_principal.get_mut(owner)
+        {
+            *count -= 1;
+            if *count == 0 {
+                inner.per_principal.remove(owner);
+            }
+        }
         let record = lock(&live.record).clone();
         inner.finished.insert(id.to_owned(), record);
         inner.finished_order.push_back(id.to_owned());
@@ -202,14 +299,27 @@ impl Txns {
     /// log was replayed before this answers, and no actor can decide COMMIT
     /// for a transaction that has none). A gtrid another coordinator issued
     /// is refused: only its owner may answer.
-    pub fn decision(&self, log: &dyn DecisionLog, gtrid: &str) -> Result<DecisionKind, Status> {
+    ///
+    /// `asker` is the participant asking (`None` without TLS identities).
+    /// A decided transaction that never had a branch on it answers ABORT:
+    /// a branch prepared there under this gtrid was not this
+    /// coordinator's, so it must not commit with the transaction.
+    pub fn decision(&self, log: &dyn DecisionLog, gtrid: &str, asker: Option<&str>) -> Result<DecisionKind, Status> {
         if let Some(info) = self.info(gtrid) {
             // The outcome is set once decided (a one-phase commit in flight
             // has none yet).
-            return Ok(match Outcome::try_from(info.outcome) {
+            let decision = match Outcome::try_from(info.outcome) {
                 Ok(Outcome::Committed) => DecisionKind::Commit,
                 Ok(Outcome::Aborted) => DecisionKind::Abort,
                 Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
+            };
+            let stranger = asker.is_some_and(|asker| {
+                !info.branches.is_empty() && !info.branches.iter().any(|b| b.participant == asker)
+            });
+            return Ok(if stranger && decision != DecisionKind::Pending {
+                DecisionKind::Abort
+            } else {
+                decision
             });
         }
         if self.ids.origin(gtrid) == Origin::Foreign {
@@ -230,9 +340,11 @@ impl Txns {
     /// What GetTransaction says of `id`: from memory, else from the
     /// decision log, else (a transaction of an earlier run, or one evicted
     /// from memory) from the participants' own records.
-    pub async fn lookup_info(&self, shared: &Shared, id: &str) -> Result<TransactionInfo, Status> {
-        if let Some(info) = self.info(id) {
-            return Ok(info);
+    pub async fn lookup_info(&self, shared: &Shared, id: &str, caller: &Caller) -> Result<TransactionInfo, Status> {
+        match self.info_for(id, caller) {
+            Ok(Some(info)) => return Ok(info),
+            Ok(None) => {}
+            Err(()) => return Err(Status::not_found(format!("no transaction {id}"))),
         }
         let decided = |outcome: Outcome, reason: &str| TransactionInfo {
             txn_id: id.to_owned(),

@@ -640,9 +640,13 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
     }
     let coordinator_addr = crate::cluster::free_addr()?;
     let mut command = Command::new(bins.join("tandem-coordinator"));
+    // Null participants speak plaintext: so does this coordinator.
     command
+        .arg("--insecure-plaintext")
         .arg("--listen")
         .arg(coordinator_addr.to_string())
+        .arg("--internal-listen")
+        .arg(crate::cluster::free_addr()?.to_string())
         .arg("--data-dir")
         .arg(dir.path().join("coordinator"))
         .env("RUST_LOG", &options.log_filter)
@@ -693,7 +697,7 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
 
 async fn wait_serving(addr: SocketAddr) -> Result<()> {
     let until = Instant::now() + Duration::from_secs(30);
-    while !crate::cluster::serving(addr).await {
+    while !crate::cluster::serving(addr, None).await {
         if Instant::now() > until {
             bail!("{addr} not serving after 30 s");
         }

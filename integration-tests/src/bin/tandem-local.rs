@@ -3,8 +3,9 @@
 //! coordinator's address, and keeps running until Ctrl-C, which stops
 //! everything.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
+use tandem_common::{Identity, Role};
 use tandem_integration_tests::demo::Demo;
 use tandem_integration_tests::{Cluster, ClusterConfig};
 
@@ -24,6 +25,9 @@ struct Args {
     #[arg(long)]
     keep: bool,
 }
+
+/// The client principal the demo (and a grpcurl call) acts as.
+const DEMO_PRINCIPAL: &str = "demo";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -52,22 +56,29 @@ async fn run(args: Args) -> Result<()> {
         ..ClusterConfig::default()
     })
     .await?;
-    println!("coordinator: {}", cluster.coordinator_url());
+    println!(
+        "coordinator: {} (TLS, identity tc.coordinator.tandem)",
+        cluster.coordinator_url()
+    );
     for node in cluster.nodes() {
         println!(
-            "participant {:<6} grpc http://{}  mariadb socket {}",
+            "participant {:<6} grpc https://{}  mariadb socket {}",
             node.name,
             node.addr,
             node.db.socket().display()
         );
     }
     println!("logs and data: {}", cluster.dir().display());
+    // The demo's client identity, for tools like grpcurl.
+    let demo_client = Identity::new(Role::Client, DEMO_PRINCIPAL).map_err(anyhow::Error::msg)?;
+    let ca = cluster.ca().context("the local cluster runs with TLS")?;
+    let issued = ca.issue(&demo_client)?;
 
     if !args.no_demo && names.len() < 3 {
         println!("\nthe demo needs 3 participants; skipping it");
     } else if !args.no_demo {
         let mut demo = Demo {
-            client: cluster.client().await?,
+            client: cluster.access(DEMO_PRINCIPAL)?.connect().await?,
             bank_a: &names[0],
             bank_b: &names[1],
             shop: &names[1],
@@ -81,8 +92,11 @@ async fn run(args: Args) -> Result<()> {
 
     if !args.exit {
         println!(
-            "\ncluster running; try: grpcurl -plaintext {} list",
-            cluster.coordinator_url().trim_start_matches("http://")
+            "\ncluster running; a throwaway CA issued every certificate (TLS everywhere). Try:\n  grpcurl -cacert {} -cert {} -key {} {} list",
+            ca.ca_path().display(),
+            issued.cert.display(),
+            issued.key.display(),
+            cluster.coordinator_url().trim_start_matches("https://")
         );
         println!("press Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;

@@ -152,7 +152,7 @@ pub async fn run(options: &Options) -> Result<Summary> {
     let history = History::create(&options.history, start)?;
     let sampler = Sampler::start(&cluster);
     let clients = Clients::start(
-        &cluster.coordinator_url(),
+        &cluster.access(crate::cluster::TEST_PRINCIPAL)?,
         &bank,
         options.seed,
         options.transferers,

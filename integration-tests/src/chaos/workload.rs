@@ -22,7 +22,6 @@ use tandem_client::pb::{self, Outcome};
 use tandem_client::{Client, Statement};
 use tokio::task::JoinHandle;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 use super::history::{Event, History, Read, Type, Write};
 use crate::cluster::Cluster;
@@ -94,7 +93,7 @@ impl Clients {
     /// against the coordinator at `url`. Client `i` draws its operations
     /// from `seed + i`.
     pub fn start(
-        url: &str,
+        access: &crate::Access,
         bank: &Bank,
         seed: u64,
         transferers: usize,
@@ -104,14 +103,15 @@ impl Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for i in 0..transferers + auditors {
-            let channel = Endpoint::from_shared(url.to_owned())?
+            let channel = access
+                .endpoint()?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true)
                 .connect_lazy();
             let worker = Worker {
                 name: format!("client-{i}"),
-                client: Client::from_channel(channel),
+                client: Client::from_channel(channel, access.token.as_deref())?,
                 rng: StdRng::seed_from_u64(seed.wrapping_add(i as u64 + 1)),
                 bank: bank.clone(),
                 history: history.clone(),

@@ -1,0 +1,23 @@
+//! What tandem's coordinator and participant share: who a peer is and how
+//! a listener proves who it is.
+//!
+//! - [`identity`]: the role and name a TLS certificate carries
+//!   (`<name>.<role>.tandem`), and the identity of the peer of a request.
+//! - [`tls`]: this process's certificate, key and cluster CA, turned into
+//!   server and client TLS settings; the plaintext development mode.
+//! - [`tokens`]: bearer tokens for clients without certificates, kept
+//!   hashed in a file.
+//! - [`serve`]: the settings every tandem gRPC listener shares (TLS,
+//!   keep-alive, idle and handshake timeouts).
+//!
+//! The trust model is DESIGN.md §8: clients call the coordinator's client
+//! API, only coordinators call participants, and only participants call
+//! the coordinator's internal `Decisions` API; mutual TLS names decide.
+
+pub mod identity;
+pub mod serve;
+pub mod tls;
+pub mod tokens;
+
+pub use identity::{Identity, Role};
+pub use tls::{Tls, TlsError, TlsFiles, Transport};

@@ -1,0 +1,634 @@
+//! The trust boundary (DESIGN.md §8), attacked through the real gRPC
+//! surface of a real cluster running with TLS: callers without a
+//! certificate, with the wrong one, or with another principal's
+//! transaction. Every attack must be refused with the right code and a
+//! message that names the problem, and afterwards MariaDB must show that
+//! nothing changed: no row, no fence, no prepared branch, no lock.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tandem_client::pb::participant_client::ParticipantClient;
+use tandem_client::pb::{self, Then};
+use tandem_client::{Client, Outcome, Statement};
+use tandem_common::{Identity, Role, tokens};
+use tandem_integration_tests::certs::Ca;
+use tandem_integration_tests::cluster::{COORDINATOR_NAME, coordinator_identity, tandem_binaries};
+use tandem_integration_tests::process::Process;
+use tandem_integration_tests::{Cluster, ClusterConfig};
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn id(role: Role, name: &str) -> Identity {
+    Identity::new(role, name).expect("identity")
+}
+
+/// A request to a participant, meant for `participant` (as the coordinator
+/// sends it).
+fn meant_for<T>(participant: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-tandem-participant", participant.parse().expect("ascii"));
+    request
+}
+
+/// A branch that would write a row and commit it at once, as an attacker
+/// would send it straight to a participant.
+fn forged_commit(gtrid: &str) -> pb::BranchExecuteRequest {
+    pb::BranchExecuteRequest {
+        gtrid: gtrid.to_owned(),
+        begin: true,
+        statements: vec![insert_note(666, "forged")],
+        isolation: 0,
+        timeout_ms: 5_000,
+        then: Then::CommitOnePhase as i32,
+    }
+}
+
+/// Calls a participant directly as `me` (or without a certificate) and
+/// returns every RPC's result code.
+async fn attack_participant(
+    cluster: &Cluster,
+    me: Option<&Identity>,
+    gtrid: &str,
+) -> Vec<(&'static str, Code, String)> {
+    let alpha = id(Role::Participant, "alpha");
+    let endpoint = cluster
+        .endpoint_as(cluster.node("alpha").addr, me, &alpha)
+        .expect("endpoint");
+    let mut out = Vec::new();
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(err) => {
+            out.push(("connect", Code::Unavailable, err.to_string()));
+            return out;
+        }
+    };
+    let mut client = ParticipantClient::new(channel);
+    let (c, m) = code(client.execute(meant_for("alpha", forged_commit(gtrid))).await);
+    out.push(("execute", c, m));
+    let request = pb::BranchRollbackRequest {
+        gtrid: gtrid.to_owned(),
+    };
+    let (c, m) = code(client.rollback(meant_for("alpha", request)).await);
+    out.push(("rollback", c, m));
+    let request = pb::InquireRequest {
+        gtrid: gtrid.to_owned(),
+    };
+    let (c, m) = code(client.inquire(meant_for("alpha", request)).await);
+    out.push(("inquire", c, m));
+    let request = pb::BranchCommitRequest {
+        gtrid: gtrid.to_owned(),
+        one_phase: true,
+    };
+    let (c, m) = code(client.commit(meant_for("alpha", request)).await);
+    out.push(("commit", c, m));
+    let (c, m) = code(client.recover(meant_for("alpha", pb::RecoverRequest {})).await);
+    out.push(("recover", c, m));
+    out
+}
+
+fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    match result {
+        Ok(response) => (Code::Ok, format!("{response:?}")),
+        Err(status) => (status.code(), status.message().to_owned()),
+    }
+}
+
+/// Nothing the attacks tried left a trace on alpha: no forged row, no
+/// marker or fence for `gtrid`, nothing prepared.
+async fn assert_untouched(cluster: &Cluster, gtrid: &str) {
+    let pool = cluster.node("alpha").pool();
+    assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes WHERE id = 666").await, 0);
+    let markers = format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{gtrid}'");
+    assert_eq!(scalar(pool, &markers).await, 0, "a marker or fence row for {gtrid}");
+    assert_no_prepared(cluster).await;
+}
+
+#[tokio::test]
+async fn only_the_configured_coordinator_may_call_a_participant() {
+    let cluster = cluster().await;
+    // The next ids this coordinator will issue: fencing them was an attack.
+    let future = format!("{COORDINATOR_NAME}-1-1000");
+
+    // No certificate: the TLS handshake itself fails.
+    for (rpc, code, message) in attack_participant(&cluster, None, &future).await {
+        assert!(
+            !matches!(code, Code::Ok | Code::NotFound | Code::FailedPrecondition),
+            "{rpc} without a certificate: {code:?} {message}"
+        );
+    }
+    // Certificates the cluster CA signed, for anyone but the coordinator.
+    for me in [
+        id(Role::Client, "mallory"),
+        id(Role::Operator, "ops"),
+        id(Role::Participant, "beta"),
+        id(Role::Participant, "alpha"),
+        id(Role::Coordinator, "evil"),
+    ] {
+        for (rpc, code, message) in attack_participant(&cluster, Some(&me), &future).await {
+            assert_eq!(code, Code::PermissionDenied, "{rpc} as {me}: {message}");
+            assert!(
+                message.contains("serves coordinators tc only"),
+                "{rpc} as {me}: {message}"
+            );
+        }
+    }
+    // The coordinator's own name, signed by another CA.
+    let rogue_dir = tempfile::tempdir().expect("tempdir");
+    let rogue = Ca::create(rogue_dir.path(), "rogue CA").expect("rogue CA");
+    let forged = rogue.issue(&coordinator_identity()).expect("forged certificate");
+    let ca = cluster.ca().expect("TLS");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca.ca_pem()))
+        .identity(tonic::transport::Identity::from_pem(&forged.cert_pem, &forged.key_pem))
+        .domain_name("alpha.participant.tandem");
+    let channel = Channel::from_shared(format!("https://{}", cluster.node("alpha").addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = channel {
+        let err = ParticipantClient::new(channel)
+            .execute(meant_for("alpha", forged_commit(&future)))
+            .await
+            .expect_err("a certificate of another CA is refused");
+        assert!(!matches!(err.code(), Code::Ok | Code::NotFound), "{err:?}");
+    }
+    // Plaintext to a TLS port.
+    let plain = Channel::from_shared(format!("http://{}", cluster.node("alpha").addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let err = ParticipantClient::new(channel)
+            .execute(meant_for("alpha", forged_commit(&future)))
+            .await
+            .expect_err("plaintext is refused");
+        assert_ne!(err.code(), Code::Ok, "{err:?}");
+    }
+    assert_untouched(&cluster, &future).await;
+
+    // The real coordinator's identity still acts only on its own ids, and
+    // only on requests meant for this participant.
+    let coordinator = coordinator_identity();
+    let alpha = id(Role::Participant, "alpha");
+    let channel = cluster
+        .endpoint_as(cluster.node("alpha").addr, Some(&coordinator), &alpha)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut as_coordinator = ParticipantClient::new(channel);
+    let err = as_coordinator
+        .execute(meant_for("alpha", forged_commit("other-1-1")))
+        .await
+        .expect_err("another coordinator's gtrid");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("was not issued by coordinator tc"), "{err:?}");
+    let err = as_coordinator
+        .execute(meant_for("beta", forged_commit(&future)))
+        .await
+        .expect_err("a request meant for beta");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("this is participant alpha, not beta"), "{err:?}");
+    let err = as_coordinator
+        .execute(tonic::Request::new(forged_commit(&future)))
+        .await
+        .expect_err("a request that names no participant");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_untouched(&cluster, &future).await;
+
+    // The participant enforces its own deadline bound.
+    let mut long = forged_commit(&future);
+    long.timeout_ms = 3_600_000;
+    let err = as_coordinator
+        .execute(meant_for("alpha", long))
+        .await
+        .expect_err("a deadline past the participant's maximum");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("--max-timeout-ms"), "{err:?}");
+    assert_untouched(&cluster, &future).await;
+
+    // And the cluster still works: no id was fenced.
+    let mut client = cluster.client().await.unwrap();
+    for n in 0..3 {
+        let done = client
+            .submit(vec![("alpha", vec![insert_note(n, "legit")])])
+            .await
+            .unwrap();
+        assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    }
+}
+
+#[tokio::test]
+async fn only_participants_reach_the_internal_decisions_api() {
+    let cluster = cluster().await;
+    let mut client = cluster.client().await.unwrap();
+    seed_accounts(&mut client, &["alpha", "beta"], 1, 100).await;
+    let done = client
+        .submit(vec![("alpha", vec![debit(1, 10)]), ("beta", vec![credit(1, 10)])])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    let coordinator = coordinator_identity();
+    let ask = |me: Option<Identity>, addr| {
+        let endpoint = cluster.endpoint_as(addr, me.as_ref(), &coordinator).unwrap();
+        let gtrid = done.txn_id.clone();
+        async move {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            pb::decisions_client::DecisionsClient::new(channel)
+                .decision(pb::DecisionRequest { gtrid })
+                .await
+                .map(|r| r.into_inner().decision())
+        }
+    };
+    let internal = cluster.internal_addr();
+    // Clients and operators are refused; so is a caller without a certificate.
+    for me in [
+        id(Role::Client, "tester"),
+        id(Role::Operator, "ops"),
+        coordinator.clone(),
+    ] {
+        let err = ask(Some(me.clone()), internal).await.expect_err("refused");
+        assert_eq!(err.code(), Code::PermissionDenied, "{me}: {err:?}");
+        assert!(err.message().contains("participants only"), "{me}: {err:?}");
+    }
+    let err = ask(None, internal).await.expect_err("refused without a certificate");
+    assert!(!matches!(err.code(), Code::Ok | Code::PermissionDenied), "{err:?}");
+    // A participant of the cluster that the coordinator does not drive.
+    let err = ask(Some(id(Role::Participant, "zeta")), internal)
+        .await
+        .expect_err("not configured");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Decisions is not on the client port at all.
+    let err = ask(Some(id(Role::Participant, "alpha")), cluster.coordinator_addr())
+        .await
+        .expect_err("the client port does not serve Decisions");
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+
+    // Its participants learn the outcome; one that was not part of the
+    // transaction learns ABORT (a branch it holds under that id is not
+    // the transaction's and must not commit with it).
+    assert_eq!(
+        ask(Some(id(Role::Participant, "alpha")), internal).await.unwrap(),
+        pb::DecisionKind::Commit
+    );
+    assert_eq!(
+        ask(Some(id(Role::Participant, "beta")), internal).await.unwrap(),
+        pb::DecisionKind::Commit
+    );
+    assert_eq!(
+        ask(Some(id(Role::Participant, "gamma")), internal).await.unwrap(),
+        pb::DecisionKind::Abort
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_belongs_to_the_principal_that_began_it() {
+    let token = "s3cret-token-for-bob";
+    let cluster = Cluster::start(ClusterConfig {
+        tokens: vec![format!("bob client {}", tokens::hash_hex(token))],
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut mallory = cluster.access("mallory").unwrap().connect().await.unwrap();
+    let mut ops = cluster.operator().await.unwrap();
+
+    let txn = alice
+        .begin_with(pb::BeginRequest {
+            label: "alice-order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    alice
+        .execute(&txn, "alpha", vec![insert_note(1, "alice")])
+        .await
+        .unwrap();
+
+    // Mallory can neither see, read into, commit nor roll back it: to her
+    // it does not exist.
+    let err = expect_code(
+        mallory
+            .execute(&txn, "alpha", vec![Statement::new("SELECT body FROM notes")])
+            .await,
+        Code::NotFound,
+    );
+    assert!(err.message().contains("unknown transaction"), "{err:?}");
+    expect_code(mallory.commit(&txn).await, Code::NotFound);
+    expect_code(mallory.rollback(&txn).await, Code::NotFound);
+    expect_code(mallory.get_transaction(&txn).await, Code::NotFound);
+    let listed = mallory
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            label: "alice-order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert!(listed.is_empty(), "{listed:?}");
+    // Labels are per principal: mallory's own transaction with the same
+    // label is hers alone.
+    let hers = mallory
+        .begin_with(pb::BeginRequest {
+            label: "alice-order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let listed = alice
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            label: "alice-order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert_eq!(
+        listed.iter().map(|t| t.txn_id.as_str()).collect::<Vec<_>>(),
+        [txn.as_str()]
+    );
+
+    // An operator sees both, but cannot run or commit alice's.
+    let all = ops
+        .raw()
+        .list_transactions(pb::ListTransactionsRequest {
+            label: "alice-order".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .transactions;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(ops.get_transaction(&txn).await.unwrap().label, "alice-order");
+    expect_code(ops.commit(&txn).await, Code::PermissionDenied);
+    expect_code(
+        ops.execute(&txn, "alpha", vec![insert_note(2, "ops")]).await,
+        Code::PermissionDenied,
+    );
+    // Outside the transaction nothing is visible yet, and nothing mallory
+    // or ops tried went in.
+    let pool = cluster.node("alpha").pool();
+    assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes").await, 0);
+
+    let done = alice.commit(&txn).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes WHERE body = 'alice'").await, 1);
+    assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes").await, 1);
+    // An operator may roll back anyone's live transaction.
+    ops.rollback(&hers).await.unwrap();
+    expect_code(mallory.commit(&hers).await, Code::FailedPrecondition);
+
+    // Bearer tokens name a principal too; an unknown token names none.
+    let mut bob = cluster.access_with_token(token).connect().await.unwrap();
+    let his = bob.submit(vec![("beta", vec![insert_note(7, "bob")])]).await.unwrap();
+    assert_eq!(his.outcome(), Outcome::Committed, "{}", his.reason);
+    expect_code(alice.get_transaction(&his.txn_id).await, Code::NotFound);
+    assert_eq!(
+        bob.get_transaction(&his.txn_id).await.unwrap().outcome(),
+        Outcome::Committed
+    );
+    let mut nobody = cluster.access_with_token("guessed").connect().await.unwrap();
+    let err = expect_code(nobody.begin().await, Code::Unauthenticated);
+    assert_eq!(err.message(), "unknown bearer token");
+    // No certificate and no token: no principal.
+    let anonymous = tandem_integration_tests::Access {
+        token: None,
+        ..cluster.access_with_token("unused")
+    };
+    let mut anonymous = anonymous.connect().await.unwrap();
+    expect_code(anonymous.begin().await, Code::Unauthenticated);
+    // A participant's certificate is not a client's.
+    let participant = cluster.access_as(&id(Role::Participant, "alpha")).unwrap();
+    let mut participant = participant.connect().await.unwrap();
+    let err = expect_code(participant.begin().await, Code::PermissionDenied);
+    assert!(err.message().contains("client and operator identities"), "{err:?}");
+    // The token never reaches a log.
+    let log = std::fs::read_to_string(cluster.dir().join("coordinator.log")).unwrap();
+    assert!(
+        !log.contains(token) && !log.contains("guessed"),
+        "the coordinator's log holds a token"
+    );
+}
+
+#[tokio::test]
+async fn live_transactions_are_bounded_per_principal_and_in_all() {
+    let cluster = Cluster::start(ClusterConfig {
+        coordinator_args: ["--max-live-per-principal", "3", "--max-live-transactions", "5"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    let mut carol = cluster.access("carol").unwrap().connect().await.unwrap();
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(alice.begin().await.unwrap());
+    }
+    let err = expect_code(alice.begin().await, Code::ResourceExhausted);
+    assert!(err.message().contains("--max-live-per-principal"), "{err:?}");
+    // A Submit counts too, and is refused before it runs anything.
+    let refused = alice.submit(vec![("alpha", vec![insert_note(1, "over")])]).await;
+    expect_code(refused, Code::ResourceExhausted);
+    bob.begin().await.unwrap();
+    bob.begin().await.unwrap();
+    let err = expect_code(carol.begin().await, Code::ResourceExhausted);
+    assert!(err.message().contains("--max-live-transactions"), "{err:?}");
+    // Finishing one frees its place (when its actor ends, just after the
+    // answer).
+    alice.rollback(&mine[0]).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let done = loop {
+        match alice.submit(vec![("alpha", vec![insert_note(2, "fits")])]).await {
+            Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    assert_eq!(
+        scalar(cluster.node("alpha").pool(), "SELECT COUNT(*) FROM notes").await,
+        1
+    );
+}
+
+/// Starts a binary that must refuse to run, and returns its log.
+async fn refuses_to_start(binary: &str, args: &[String], dir: &std::path::Path) -> String {
+    let mut command = Command::new(tandem_binaries().expect("binaries").join(binary));
+    command.args(args).env("NO_COLOR", "1");
+    let log = dir.join(format!("{binary}.log"));
+    let mut process = Process::spawn(binary, command, &log).expect("spawn");
+    let until = Instant::now() + Duration::from_secs(20);
+    while process.exited().is_none() {
+        assert!(Instant::now() < until, "{binary} {args:?} kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn misconfiguration_is_refused_loudly() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = cluster.ca().unwrap();
+    let files = |identity: &Identity| {
+        let f = ca.files(identity).unwrap();
+        ["--tls-ca", "--tls-cert", "--tls-key"]
+            .into_iter()
+            .zip([f.ca, f.cert, f.key])
+            .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
+            .collect::<Vec<_>>()
+    };
+    let alpha_url = cluster.node("alpha").db.url();
+    let participant = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--name", "alpha", "--listen", "127.0.0.1:0"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+
+    // Not MySQL.
+    let mut args = participant(&["--mysql-url", "postgres://root@localhost/app"]);
+    args.extend(files(&id(Role::Participant, "alpha")));
+    let log = refuses_to_start("tandem-participant", &args, dir.path()).await;
+    assert!(log.contains("must start with mysql:// or mariadb://"), "{log}");
+    // Another participant's certificate.
+    let mut args = participant(&["--mysql-url", &alpha_url]);
+    args.extend(files(&id(Role::Participant, "beta")));
+    let log = refuses_to_start("tandem-participant", &args, dir.path()).await;
+    assert!(log.contains("needs alpha.participant.tandem"), "{log}");
+    // No TLS and no plaintext flag; plaintext off loopback.
+    let log = refuses_to_start(
+        "tandem-participant",
+        &participant(&["--mysql-url", &alpha_url]),
+        dir.path(),
+    )
+    .await;
+    assert!(log.contains("TLS is required"), "{log}");
+    let mut args = participant(&["--mysql-url", &alpha_url, "--insecure-plaintext"]);
+    args[3] = "0.0.0.0:0".to_owned();
+    let log = refuses_to_start("tandem-participant", &args, dir.path()).await;
+    assert!(log.contains("loopback addresses only"), "{log}");
+    // A coordinator given an http:// URL under TLS.
+    let mut args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--internal-listen",
+        "127.0.0.1:0",
+        "--participant",
+        "alpha=http://127.0.0.1:1",
+        "--data-dir",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(dir.path().join("tc").display().to_string());
+    args.extend(files(&coordinator_identity()));
+    let log = refuses_to_start("tandem-coordinator", &args, dir.path()).await;
+    assert!(log.contains("must start with https://"), "{log}");
+}
+
+#[tokio::test]
+async fn a_coordinator_with_swapped_participant_urls_writes_nowhere() {
+    let cluster = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = cluster.ca().unwrap();
+    let f = ca.files(&coordinator_identity()).unwrap();
+    let (listen, internal) = (
+        tandem_integration_tests::cluster::free_addr().unwrap(),
+        tandem_integration_tests::cluster::free_addr().unwrap(),
+    );
+    let mut command = Command::new(tandem_binaries().unwrap().join("tandem-coordinator"));
+    command
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--internal-listen")
+        .arg(internal.to_string())
+        .arg("--data-dir")
+        .arg(dir.path().join("tc"))
+        .arg("--participant")
+        .arg(format!("alpha=https://{}", cluster.node("beta").addr))
+        .arg("--participant")
+        .arg(format!("beta=https://{}", cluster.node("alpha").addr))
+        .arg("--tls-ca")
+        .arg(&f.ca)
+        .arg("--tls-cert")
+        .arg(&f.cert)
+        .arg("--tls-key")
+        .arg(&f.key)
+        .env("NO_COLOR", "1");
+    let log = dir.path().join("swapped.log");
+    let _coordinator = Process::spawn("swapped coordinator", command, &log).unwrap();
+    let tester = cluster.access("tester").unwrap();
+    let access = tandem_integration_tests::Access {
+        url: format!("https://{listen}"),
+        ..tester
+    };
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut client: Client = loop {
+        match access.connect().await {
+            Ok(client) => break client,
+            Err(err) => {
+                assert!(Instant::now() < until, "swapped coordinator never served: {err:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let done = client
+        .submit_with(pb::SubmitRequest {
+            timeout_ms: 3_000,
+            branches: vec![
+                pb::Branch {
+                    participant: "alpha".into(),
+                    statements: vec![insert_note(1, "meant for alpha")],
+                },
+                pb::Branch {
+                    participant: "beta".into(),
+                    statements: vec![insert_note(2, "meant for beta")],
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+    assert!(done.reason.contains("participant"), "{}", done.reason);
+    for node in cluster.nodes() {
+        assert_eq!(
+            scalar(node.pool(), "SELECT COUNT(*) FROM notes").await,
+            0,
+            "{}",
+            node.name
+        );
+    }
+    // The log says why: the server is not the participant named.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("participant unavailable") && text.contains("alpha.participant.tandem") {
+            break;
+        }
+        assert!(Instant::now() < until, "no log line names the mismatch:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,144 @@
+//! Who may call this participant (DESIGN.md §8): only the coordinators it
+//! is configured with, by the names their certificates carry, and only
+//! for requests meant for this participant.
+//!
+//! A coordinator acts only on gtrids it issued (they start with its name,
+//! see [`gtrid_coordinator`]), so no caller can reach another
+//! coordinator's branches, or make a branch under an id its coordinator
+//! never issued.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tandem_common::{Identity, Role};
+use tonic::{Request, Status};
+
+/// Names the participant a request is meant for (sent by the coordinator).
+pub const PARTICIPANT_HEADER: &str = "x-tandem-participant";
+
+/// The coordinator behind a request: its name, or `None` in plaintext
+/// development mode (then any configured coordinator's gtrids pass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calling(pub Option<String>);
+
+impl Calling {
+    pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        request
+            .extensions()
+            .get::<Calling>()
+            .cloned()
+            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+    }
+}
+
+/// The coordinator name a gtrid starts with (`<coordinator>-<epoch>-<seq>`).
+pub fn gtrid_coordinator(gtrid: &str) -> &str {
+    gtrid.split('-').next().unwrap_or("")
+}
+
+#[derive(Clone)]
+pub struct CoordinatorAuth {
+    me: String,
+    coordinators: Arc<BTreeSet<String>>,
+    plaintext: bool,
+}
+
+impl CoordinatorAuth {
+    pub fn new(me: &str, coordinators: impl IntoIterator<Item = String>, plaintext: bool) -> Self {
+        Self {
+            me: me.to_owned(),
+            coordinators: Arc::new(coordinators.into_iter().collect()),
+            plaintext,
+        }
+    }
+
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Calling, Status> {
+        let calling = if self.plaintext {
+            Calling(None)
+        } else {
+            match Identity::of_peer(request) {
+                Some(Identity {
+                    role: Role::Coordinator,
+                    name,
+                }) if self.coordinators.contains(&name) => Calling(Some(name)),
+                Some(other) => {
+                    return Err(Status::permission_denied(format!(
+                        "participant {} serves coordinators {} only, not {other}",
+                        self.me,
+                        self.names()
+                    )));
+                }
+                None => {
+                    return Err(Status::unauthenticated(
+                        "the participant API needs a coordinator certificate",
+                    ));
+                }
+            }
+        };
+        match request.metadata().get(PARTICIPANT_HEADER).map(|v| v.to_str()) {
+            Some(Ok(name)) if name == self.me => Ok(calling),
+            Some(Ok(name)) => Err(Status::failed_precondition(format!(
+                "this is participant {}, not {name}: check the coordinator's URL for {name}",
+                self.me
+            ))),
+            _ => Err(Status::invalid_argument(format!(
+                "requests must name the participant they are meant for ({PARTICIPANT_HEADER})"
+            ))),
+        }
+    }
+
+    /// Whether `calling` may act on `gtrid`: a coordinator on the ids it
+    /// issued; without identities, any configured coordinator's ids.
+    pub fn check_gtrid(&self, calling: &Calling, gtrid: &str) -> Result<(), Status> {
+        let issuer = gtrid_coordinator(gtrid);
+        let ok = match &calling.0 {
+            Some(name) => issuer == name,
+            None => self.coordinators.contains(issuer),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "gtrid {gtrid:?} was not issued by {}; a coordinator acts only on its own transactions",
+                calling.0.as_deref().map_or_else(
+                    || format!("coordinators {}", self.names()),
+                    |n| format!("coordinator {n}")
+                )
+            )))
+        }
+    }
+
+    fn names(&self) -> String {
+        self.coordinators
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl tonic::service::Interceptor for CoordinatorAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let calling = self.authenticate(&request)?;
+        request.extensions_mut().insert(calling);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinators_act_only_on_their_own_gtrids() {
+        let auth = CoordinatorAuth::new("alpha", ["tc".to_owned(), "tc2".to_owned()], false);
+        let tc = Calling(Some("tc".to_owned()));
+        assert!(auth.check_gtrid(&tc, "tc-1-5").is_ok());
+        for bad in ["tc2-1-5", "tcx-1-1", "evil-1-1", "", "-1-1"] {
+            assert!(auth.check_gtrid(&tc, bad).is_err(), "{bad}");
+        }
+        let plaintext = CoordinatorAuth::new("alpha", ["tc".to_owned()], true);
+        assert!(plaintext.check_gtrid(&Calling(None), "tc-9-9").is_ok());
+        assert!(plaintext.check_gtrid(&Calling(None), "other-9-9").is_err());
+    }
+}
