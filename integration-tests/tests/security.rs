@@ -632,3 +632,167 @@ async fn a_coordinator_with_swapped_participant_urls_writes_nowhere() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Every form of client SQL that reaches tandem's state, the server's
+/// system schemas, files, session state or non-transactional objects,
+/// in plain, quoted and commented variants.
+const FORBIDDEN_SQL: &[(&str, &str)] = &[
+    ("SELECT * FROM tandem.xa_markers", "TANDEM"),
+    ("DELETE FROM `tandem`.`xa_markers`", "TANDEM"),
+    (
+        "INSERT INTO tandem . xa_markers (gtrid, bqual) VALUES ('tc-1-999', 'alpha')",
+        "TANDEM",
+    ),
+    ("UPDATE /* hi */ TANDEM/**/.xa_markers SET fenced = 1", "TANDEM"),
+    ("SELECT * FROM \"tandem\".xa_markers", "TANDEM"),
+    (
+        "INSERT INTO mysql.global_priv (Host, User, Priv) VALUES ('%', 'pwn', '{}')",
+        "MYSQL",
+    ),
+    ("SELECT INFO FROM information_schema.PROCESSLIST", "INFORMATION_SCHEMA"),
+    ("SELECT 1 INTO OUTFILE '/tmp/tandem-security-outfile'", "INTO OUTFILE"),
+    (
+        "SELECT 1 INTO -- c\n DUMPFILE '/tmp/tandem-security-dumpfile'",
+        "INTO DUMPFILE",
+    ),
+    ("SELECT LOAD_FILE('/etc/passwd')", "LOAD_FILE"),
+    ("SELECT `load_file`('/etc/passwd')", "LOAD_FILE"),
+    ("SELECT `GET_LOCK`('tandem-security', 0)", "GET_LOCK"),
+    ("SELECT get_lock /* x */ ('tandem-security', 0)", "GET_LOCK"),
+    ("SELECT `RELEASE_ALL_LOCKS`()", "RELEASE_ALL_LOCKS"),
+    ("SELECT @x := 5", "@x"),
+    ("SELECT @`x`", "@x"),
+    ("SELECT 1 INTO @x", "@x"),
+    ("SELECT NEXTVAL(seq)", "NEXTVAL"),
+    ("SELECT NEXT VALUE FOR seq", "NEXT VALUE FOR"),
+    ("SELECT LAST_INSERT_ID()", "LAST_INSERT_ID"),
+    ("SELECT @@identity", "@@IDENTITY"),
+    ("SELECT 1; DROP TABLE notes", ""),
+    ("/*!50000 DROP TABLE notes */ SELECT 1", ""),
+];
+
+#[tokio::test]
+async fn client_sql_cannot_reach_tandems_state_or_leave_lasting_effects() {
+    // One MySQL session per participant: every transaction reuses it, so
+    // any session state left behind would show.
+    let cluster = Cluster::start(ClusterConfig {
+        participant_max_connections: Some(1),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    // A committed two-branch transaction leaves marker rows.
+    let done = alice
+        .submit(vec![
+            ("alpha", vec![insert_note(1, "a")]),
+            ("beta", vec![insert_note(1, "b")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    let alpha = cluster.node("alpha").pool();
+    let markers = scalar(alpha, "SELECT COUNT(*) FROM tandem.xa_markers").await;
+    assert!(markers >= 1);
+
+    for (sql, keyword) in FORBIDDEN_SQL {
+        // As a Submit, and inside an interactive transaction that already
+        // wrote: either way refused before anything runs, and the
+        // transaction aborts.
+        let err = expect_code(
+            bob.submit(vec![("alpha", vec![insert_note(50, "bob"), Statement::new(*sql)])])
+                .await,
+            Code::InvalidArgument,
+        );
+        assert!(err.message().contains(keyword), "{sql}: {err:?}");
+        let txn = bob.begin().await.unwrap();
+        bob.execute(&txn, "alpha", vec![insert_note(51, "bob")]).await.unwrap();
+        let err = expect_code(
+            bob.execute(&txn, "alpha", vec![Statement::new(*sql)]).await,
+            Code::InvalidArgument,
+        );
+        assert!(err.message().contains(keyword), "{sql}: {err:?}");
+        let info = bob.get_transaction(&txn).await.unwrap();
+        assert_eq!(info.outcome(), Outcome::Aborted, "{sql}: {info:?}");
+    }
+    // Nothing of it happened.
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes").await, 1);
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM tandem.xa_markers").await, markers);
+    assert_eq!(
+        scalar(alpha, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'pwn'").await,
+        0
+    );
+    assert_eq!(scalar(alpha, "SELECT IS_USED_LOCK('tandem-security') IS NULL").await, 1);
+    for file in ["/tmp/tandem-security-outfile", "/tmp/tandem-security-dumpfile"] {
+        assert!(!std::path::Path::new(file).exists(), "{file} was written");
+    }
+    assert_no_prepared(&cluster).await;
+    // The one session still serves everyone: a transaction after all that
+    // commits, and sees nothing of the others' session.
+    let results = bob
+        .submit(vec![("alpha", vec![Statement::new("SELECT COUNT(*) FROM notes")])])
+        .await
+        .unwrap();
+    assert_eq!(results.outcome(), Outcome::Committed, "{}", results.reason);
+}
+
+#[tokio::test]
+async fn tables_that_cannot_roll_back_stop_the_participant_from_serving() {
+    let cluster = cluster().await;
+    let mut client = cluster.client().await.unwrap();
+    let alpha = cluster.node("alpha").pool();
+    // Someone creates tables that keep writes across an abort.
+    exec(alpha, "CREATE TABLE audit_log (id INT PRIMARY KEY) ENGINE=MyISAM").await;
+    exec(alpha, "CREATE SEQUENCE order_numbers").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let done = client
+            .submit(vec![
+                ("alpha", vec![Statement::new("INSERT INTO audit_log VALUES (1)")]),
+                ("beta", vec![insert_note(1, "with the audit row")]),
+            ])
+            .await;
+        match done {
+            Ok(done) if done.outcome() == Outcome::Aborted => break done.reason,
+            other => {
+                assert!(Instant::now() < until, "the participant still serves: {other:?}");
+                // It committed before the check ran: start over.
+                exec(alpha, "DELETE FROM audit_log").await;
+                exec(cluster.node("beta").pool(), "DELETE FROM notes").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(refused.contains("app.audit_log (MyISAM)"), "{refused}");
+    assert!(refused.contains("app.order_numbers (SEQUENCE)"), "{refused}");
+    assert!(refused.contains("--allow-non-transactional"), "{refused}");
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM audit_log").await, 0);
+    assert_eq!(
+        scalar(cluster.node("beta").pool(), "SELECT COUNT(*) FROM notes").await,
+        0
+    );
+    // Converted, it serves again.
+    exec(alpha, "ALTER TABLE audit_log ENGINE=InnoDB").await;
+    exec(alpha, "DROP SEQUENCE order_numbers").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = client
+            .submit(vec![(
+                "alpha",
+                vec![Statement::new("INSERT INTO audit_log VALUES (2)")],
+            )])
+            .await
+            .unwrap();
+        if done.outcome() == Outcome::Committed {
+            break;
+        }
+        assert!(Instant::now() < until, "still refused: {}", done.reason);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM audit_log").await, 1);
+    let log = std::fs::read_to_string(cluster.dir().join("participant-alpha.log")).unwrap();
+    assert!(log.contains("refuses to run branches"), "{log}");
+    // The harness connects as root: the participant says that is too much.
+    assert!(log.contains("more than a participant needs"), "{log}");
+}

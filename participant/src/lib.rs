@@ -18,12 +18,16 @@
 //!   `XA RECOVER`), decided by the coordinator's `Decisions` service and
 //!   finished from a fresh session; marker rows tell how a branch that
 //!   left `XA RECOVER` ended.
+//! - [`schema`]: what the database must not hold (tables that cannot roll
+//!   back) and what the account should not have (FILE, SUPER, global
+//!   writes).
 //! - [`error`]: errors and their mapping to gRPC codes.
 
 pub mod auth;
 pub mod branch;
 pub mod error;
 pub mod recovery;
+pub mod schema;
 pub mod server;
 pub mod sessions;
 pub mod sql;
@@ -40,7 +44,7 @@ use tandem_common::{Identity, Role, Transport, serve};
 use tandem_proto::v1::participant_server::ParticipantServer;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::branch::Registry;
 use crate::error::Error;
@@ -55,6 +59,21 @@ pub struct Shared {
     /// The sessions branches pin.
     pub sessions: Sessions,
     pub branches: Registry,
+    /// Why no branch may begin now (tables that cannot roll back), if so.
+    pub refusal: std::sync::RwLock<Option<String>>,
+    /// `--allow-non-transactional`: serve such tables anyway.
+    pub allow_non_transactional: bool,
+}
+
+impl Shared {
+    /// Refuses to begin a branch while the database holds tables that
+    /// cannot roll back.
+    pub fn check_serving(&self) -> Result<(), Error> {
+        match &*self.refusal.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(why) => Err(Error::Unavailable(why.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +88,8 @@ pub struct Config {
     pub coordinators: Vec<(String, String)>,
     /// Longest transaction deadline a coordinator may ask for.
     pub max_timeout: Duration,
+    /// Serve a database with tables that cannot roll back.
+    pub allow_non_transactional: bool,
     /// Most MySQL connections, hence most concurrent branches.
     pub max_connections: u32,
     /// How often the recovery loop looks for prepared branches.
@@ -116,6 +137,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         pool,
         sessions: Sessions::new(options, config.max_connections),
         branches: Registry::default(),
+        refusal: std::sync::RwLock::new(None),
+        allow_non_transactional: config.allow_non_transactional,
     });
 
     let (incoming, local) = serve::bind(&config.transport, "participant API", config.listen)
@@ -201,6 +224,9 @@ async fn watch_mysql(
         if up && last != Some(true) {
             up = ensure_markers(&shared.pool).await;
         }
+        if up {
+            up = check_tables(&shared).await;
+        }
         if let Err(err) = &probe {
             // The cause, each time it changes: a refused login, a missing
             // database and a closed port need different fixes.
@@ -215,6 +241,7 @@ async fn watch_mysql(
                 info!("MySQL reachable");
                 last_cause.clear();
                 warn_if_unsafe_binlog(&shared.pool).await;
+                schema::warn_about_privileges(&shared.pool).await;
                 health.set_service_status("", ServingStatus::Serving).await;
                 mysql_back.notify_one();
             } else {
@@ -232,6 +259,39 @@ async fn watch_mysql(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Looks for tables that cannot roll back; while there are any (and they
+/// are not allowed), no branch may begin and health is NOT_SERVING.
+async fn check_tables(shared: &Shared) -> bool {
+    let tables = match schema::non_transactional_tables(&shared.pool).await {
+        Ok(tables) => tables,
+        Err(err) => {
+            warn!(error = %error::describe_sql(&err), "cannot list the tables' engines; not serving");
+            return false;
+        }
+    };
+    let refusal = if shared.allow_non_transactional {
+        None
+    } else {
+        schema::refusal(&shared.name, &tables)
+    };
+    let mut current = shared
+        .refusal
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *current != refusal {
+        match &refusal {
+            Some(why) => error!("{why}"),
+            None if !tables.is_empty() => warn!(
+                tables = %tables.join(", "),
+                "serving tables that cannot roll back (--allow-non-transactional): writes to them survive aborts"
+            ),
+            None => info!("every table is transactional"),
+        }
+        *current = refusal;
+    }
+    current.is_none()
 }
 
 /// Parses `--mysql-url`: only `mysql://` and `mariadb://` URLs (sqlx would

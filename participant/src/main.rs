@@ -35,6 +35,10 @@ struct Args {
     /// Longest transaction deadline a coordinator may ask for.
     #[arg(long, env = "TANDEM_MAX_TIMEOUT_MS", default_value_t = 600_000)]
     max_timeout_ms: u64,
+    /// Serve a database that has tables that cannot roll back (MyISAM,
+    /// Aria, sequences, …): writes to them survive aborted transactions.
+    #[arg(long, env = "TANDEM_ALLOW_NON_TRANSACTIONAL")]
+    allow_non_transactional: bool,
     /// Most MySQL connections, hence most concurrent branches.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 64)]
     max_connections: u32,
@@ -74,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             transport,
             coordinators: args.coordinators,
             max_timeout: Duration::from_millis(args.max_timeout_ms.max(1)),
+            allow_non_transactional: args.allow_non_transactional,
             max_connections: args.max_connections,
             recovery_interval: std::time::Duration::from_millis(args.recovery_interval_ms.max(10)),
             marker_retention: std::time::Duration::from_secs(args.marker_retention_secs),

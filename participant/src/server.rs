@@ -104,6 +104,7 @@ impl Participant for ParticipantService {
         let then = Then::try_from(req.then)
             .map_err(|_| Error::InvalidArgument(format!("unknown `then` value {}", req.then)))?;
         let handle = if req.begin {
+            self.shared.check_serving()?;
             self.shared.branches.begin(&self.shared, xid)?
         } else {
             match self.shared.branches.lookup(&req.gtrid) {
