@@ -29,6 +29,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Largest answer this client accepts from a coordinator.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// The generated client with the bearer token (if any) on every request.
 pub type RawClient = CoordinatorClient<InterceptedService<Channel, Bearer>>;
 
@@ -141,7 +144,9 @@ impl Client {
             None => Bearer(None),
         };
         Ok(Self {
-            inner: CoordinatorClient::with_interceptor(channel, bearer),
+            // Answers carry up to the coordinator's --max-result-bytes
+            // (4 MiB by default) plus a little; accept what it may send.
+            inner: CoordinatorClient::with_interceptor(channel, bearer).max_decoding_message_size(MAX_ANSWER_BYTES),
         })
     }
 

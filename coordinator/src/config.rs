@@ -30,6 +30,9 @@ pub struct Config {
     pub max_live: usize,
     /// Most live transactions one principal may hold at once.
     pub max_live_per_principal: usize,
+    /// Most bytes of results in one answer to a client (Execute or
+    /// Submit); clients must accept messages this large (plus 64 KiB).
+    pub max_result_bytes: u64,
     /// Where the decision log and the epoch live; must survive restarts.
     pub data_dir: PathBuf,
     /// (name, URL) of every participant.
@@ -73,6 +76,7 @@ pub struct FileConfig {
     pub tokens: Option<PathBuf>,
     pub max_live_transactions: Option<usize>,
     pub max_live_per_principal: Option<usize>,
+    pub max_result_bytes: Option<u64>,
     #[serde(default)]
     pub participants: std::collections::BTreeMap<String, String>,
     pub default_timeout_ms: Option<u64>,

@@ -71,7 +71,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // Replayed before anything is served: Decisions answers ABORT for a
     // gtrid without a COMMIT, which is only true once the log is read.
     let (log, unfinished) = FileLog::open(&config.data_dir, options)?;
-    let participants = Arc::new(Participants::new(&config.participants, &config.transport)?);
+    let participants = Arc::new(Participants::new(
+        &config.participants,
+        &config.transport,
+        config.max_result_bytes,
+    )?);
     for u in &unfinished {
         for p in &u.participants {
             participants.get(p).map_err(|_| {

@@ -38,6 +38,11 @@ struct Args {
     /// Most live transactions at once [default: 10000].
     #[arg(long, env = "TANDEM_MAX_LIVE_TRANSACTIONS")]
     max_live_transactions: Option<usize>,
+    /// Most bytes of results in one answer to a client; a transaction
+    /// whose results would pass it aborts [default: 4194304, gRPC's usual
+    /// message limit].
+    #[arg(long, env = "TANDEM_MAX_RESULT_BYTES")]
+    max_result_bytes: Option<u64>,
     /// Most live transactions one principal may hold [default: 1000].
     #[arg(long, env = "TANDEM_MAX_LIVE_PER_PRINCIPAL")]
     max_live_per_principal: Option<usize>,
@@ -107,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             .max_live_transactions
             .or(file.max_live_transactions)
             .unwrap_or(10_000),
+        max_result_bytes: args.max_result_bytes.or(file.max_result_bytes).unwrap_or(4 << 20),
         max_live_per_principal: args
             .max_live_per_principal
             .or(file.max_live_per_principal)

@@ -23,13 +23,32 @@ use crate::txn::engine::{self, Failure};
 /// Per-attempt limit of a phase-2 RPC; phase 2 itself retries forever.
 pub const PHASE2_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Largest Execute answer accepted from a participant.
-const MAX_RESULT_BYTES: usize = 64 << 20;
+/// Largest Execute answer accepted from a participant: its results are
+/// bounded by the budget sent with the request (--max-result-bytes); this
+/// leaves room for the framing.
+fn max_answer_bytes(max_result_bytes: u64) -> usize {
+    usize::try_from(max_result_bytes.saturating_add(1 << 20))
+        .unwrap_or(usize::MAX)
+        .max(4 << 20)
+}
 
 /// Metadata naming the participant a request is meant for: a participant
 /// refuses requests meant for another (two URLs swapped in the
 /// configuration), also without TLS identities.
 pub const PARTICIPANT_HEADER: &str = "x-tandem-participant";
+
+/// How a branch's statements are to run.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecuteCall {
+    /// Starts the branch (`XA START`).
+    pub begin: bool,
+    pub isolation: Isolation,
+    /// Time left until the transaction's deadline.
+    pub timeout: Duration,
+    pub then: Then,
+    /// Most bytes of results the answer may carry.
+    pub max_result_bytes: u64,
+}
 
 pub struct Participant {
     pub name: String,
@@ -50,7 +69,7 @@ struct Health {
 }
 
 impl Participant {
-    fn new(name: String, url: String, transport: &Transport) -> Result<Self, Error> {
+    fn new(name: String, url: String, transport: &Transport, max_result_bytes: u64) -> Result<Self, Error> {
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::InvalidArgument(format!("participant {name}: bad URL {url:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
@@ -74,7 +93,8 @@ impl Participant {
             name,
             url,
             // Large SELECT results travel back through this hop.
-            client: ParticipantClient::new(endpoint.connect_lazy()).max_decoding_message_size(MAX_RESULT_BYTES),
+            client: ParticipantClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(max_answer_bytes(max_result_bytes)),
             health: Mutex::new(Health::default()),
         })
     }
@@ -86,24 +106,23 @@ impl Participant {
         request
     }
 
-    /// Runs statements in the branch; `then` may prepare or commit it in the
-    /// same round trip.
+    /// Runs statements in the branch; `call.then` may prepare or commit it
+    /// in the same round trip.
     pub async fn execute(
         &self,
         gtrid: &str,
-        begin: bool,
         statements: Vec<Statement>,
-        isolation: Isolation,
-        timeout: Duration,
-        then: Then,
+        call: ExecuteCall,
     ) -> Result<BranchExecuteResponse, Status> {
+        let timeout = call.timeout;
         let mut request = self.request(BranchExecuteRequest {
             gtrid: gtrid.to_owned(),
-            begin,
+            begin: call.begin,
             statements,
-            isolation: isolation as i32,
+            isolation: call.isolation as i32,
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1),
-            then: then as i32,
+            then: call.then as i32,
+            max_result_bytes: call.max_result_bytes,
         });
         // The transport waits a little longer than the branch's own limits
         // so the participant's answer (e.g. a lock wait timeout) arrives.
@@ -199,7 +218,7 @@ pub struct Participants {
 }
 
 impl Participants {
-    pub fn new(config: &[(String, String)], transport: &Transport) -> Result<Self, Error> {
+    pub fn new(config: &[(String, String)], transport: &Transport, max_result_bytes: u64) -> Result<Self, Error> {
         let mut by_name = BTreeMap::new();
         for (name, url) in config {
             if by_name.contains_key(name) {
@@ -209,7 +228,12 @@ impl Participants {
             }
             by_name.insert(
                 name.clone(),
-                Arc::new(Participant::new(name.clone(), url.clone(), transport)?),
+                Arc::new(Participant::new(
+                    name.clone(),
+                    url.clone(),
+                    transport,
+                    max_result_bytes,
+                )?),
             );
         }
         Ok(Self { by_name })

@@ -68,6 +68,8 @@ pub struct ClusterConfig {
     pub tls: bool,
     /// Extra flags for the coordinator.
     pub coordinator_args: Vec<String>,
+    /// Extra flags for every participant.
+    pub participant_args: Vec<String>,
     /// Lines of the coordinator's token file (`<principal> <role>
     /// <sha256 hex>`), if any.
     pub tokens: Vec<String>,
@@ -90,6 +92,7 @@ impl Default for ClusterConfig {
             participant_max_connections: None,
             tls: true,
             coordinator_args: Vec::new(),
+            participant_args: Vec::new(),
             tokens: Vec::new(),
         }
     }
@@ -457,6 +460,7 @@ impl Cluster {
             &mut command,
             &Identity::new(Role::Participant, &node.name).map_err(anyhow::Error::msg)?,
         )?;
+        command.args(&self.config.participant_args);
         let log = self.dir().join(format!("participant-{}.log", node.name));
         let process = Process::spawn(&format!("participant {}", node.name), command, &log)?;
         self.nodes[i].participant = Some(process);

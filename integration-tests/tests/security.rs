@@ -46,6 +46,7 @@ fn forged_commit(gtrid: &str) -> pb::BranchExecuteRequest {
         isolation: 0,
         timeout_ms: 5_000,
         then: Then::CommitOnePhase as i32,
+        max_result_bytes: 0,
     }
 }
 
@@ -795,4 +796,151 @@ async fn tables_that_cannot_roll_back_stop_the_participant_from_serving() {
     assert!(log.contains("refuses to run branches"), "{log}");
     // The harness connects as root: the participant says that is too much.
     assert!(log.contains("more than a participant needs"), "{log}");
+}
+
+/// Fills alpha's `notes` with `rows` rows of 250 bytes each, outside tandem.
+async fn fill_notes(cluster: &Cluster, rows: u32) {
+    exec(
+        cluster.node("alpha").pool(),
+        &format!(
+            "INSERT INTO notes SELECT seq, REPEAT('x', 250) FROM seq_1000_to_{}",
+            999 + rows
+        ),
+    )
+    .await;
+}
+
+fn place_order(customer: &str) -> Statement {
+    Statement::new("INSERT INTO orders (sku, qty, customer, total, placed_at) VALUES ('apple', 1, ?, 1, NOW())")
+        .bind(customer)
+}
+
+#[tokio::test]
+async fn results_past_a_bound_abort_the_transaction_and_commit_nothing() {
+    let cluster = Cluster::start(ClusterConfig {
+        coordinator_args: ["--max-result-bytes", "1048576"].map(str::to_owned).to_vec(),
+        participant_args: ["--max-result-rows", "20000", "--max-statements-per-branch", "5"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    fill_notes(&cluster, 10_000).await; // about 2.5 MB
+    let mut client = cluster.client().await.unwrap();
+    let (alpha, beta) = (cluster.node("alpha").pool(), cluster.node("beta").pool());
+    let everything = || Statement::new("SELECT id, body FROM notes");
+
+    // One branch, committed in one phase: the results do not fit the
+    // answer, so nothing commits (never COMMITTED with results missing).
+    let done = client
+        .submit(vec![("alpha", vec![place_order("one-branch"), everything()])])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+    assert!(done.reason.contains("--max-result-bytes"), "{}", done.reason);
+    assert!(done.results.is_empty());
+    // Two branches: the other one rolls back too.
+    let done = client
+        .submit(vec![
+            ("alpha", vec![everything()]),
+            ("beta", vec![place_order("two-branches")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+    assert!(done.reason.contains("--max-result-bytes"), "{}", done.reason);
+    // Interactive: the Execute fails and the transaction is over.
+    let txn = client.begin().await.unwrap();
+    client
+        .execute(&txn, "beta", vec![place_order("interactive")])
+        .await
+        .unwrap();
+    let err = client
+        .execute(&txn, "alpha", vec![everything()])
+        .await
+        .map(|r| r.len())
+        .expect_err("past --max-result-bytes");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert!(err.message().contains("--max-result-bytes"), "{err:?}");
+    expect_code(client.commit(&txn).await, Code::Aborted);
+    // Rows, counted over the branch: half the rows twice fit the bytes of
+    // each answer, not the participant's rows per branch.
+    exec(alpha, "INSERT INTO notes SELECT seq, 'y' FROM seq_20000_to_34999").await;
+    let small = || Statement::new("SELECT id FROM notes WHERE body = 'y'");
+    let txn = client.begin().await.unwrap();
+    client.execute(&txn, "alpha", vec![small()]).await.unwrap();
+    let err = client
+        .execute(&txn, "alpha", vec![small()])
+        .await
+        .map(|r| r.len())
+        .expect_err("past --max-result-rows");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert!(err.message().contains("--max-result-rows"), "{err:?}");
+    // Statements, counted over the branch.
+    let txn = client.begin().await.unwrap();
+    let three = || (0..3).map(|i| place_order(&format!("s{i}"))).collect::<Vec<_>>();
+    client.execute(&txn, "beta", three()).await.unwrap();
+    let err = expect_code(client.execute(&txn, "beta", three()).await, Code::Aborted);
+    assert!(err.message().contains("--max-statements-per-branch"), "{err:?}");
+
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM orders").await, 0);
+    assert_eq!(scalar(beta, "SELECT COUNT(*) FROM orders").await, 0);
+    assert_no_prepared(&cluster).await;
+    // Within the bounds everything still works.
+    let done = client
+        .submit(vec![(
+            "alpha",
+            vec![place_order("fits"), Statement::new("SELECT id FROM notes LIMIT 10")],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    assert_eq!(done.results[0].results[1].rows.len(), 10);
+}
+
+#[tokio::test]
+async fn a_full_session_pool_is_named_as_the_cause() {
+    let cluster = Cluster::start(ClusterConfig {
+        participant_max_connections: Some(1),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    // Alice's open branch holds alpha's only session.
+    let txn = alice.begin().await.unwrap();
+    alice
+        .execute(&txn, "alpha", vec![insert_note(1, "alice")])
+        .await
+        .unwrap();
+    let done = bob
+        .submit_with(pb::SubmitRequest {
+            timeout_ms: 2_000,
+            branches: vec![pb::Branch {
+                participant: "alpha".into(),
+                statements: vec![insert_note(2, "bob")],
+            }],
+            ..Default::default()
+        })
+        .await;
+    let reason = match done {
+        Ok(done) => {
+            assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+            done.reason
+        }
+        Err(status) => status.message().to_owned(),
+    };
+    assert!(
+        reason.contains("MySQL sessions") && reason.contains("--max-connections"),
+        "{reason}"
+    );
+    assert!(!reason.contains("deadline"), "{reason}");
+    let done = alice.commit(&txn).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    assert_eq!(
+        scalar(cluster.node("alpha").pool(), "SELECT COUNT(*) FROM notes").await,
+        1
+    );
 }

@@ -59,6 +59,8 @@ pub struct Shared {
     /// The sessions branches pin.
     pub sessions: Sessions,
     pub branches: Registry,
+    /// What one branch may use.
+    pub limits: Limits,
     /// Why no branch may begin now (tables that cannot roll back), if so.
     pub refusal: std::sync::RwLock<Option<String>>,
     /// `--allow-non-transactional`: serve such tables anyway.
@@ -72,6 +74,28 @@ impl Shared {
         match &*self.refusal.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(why) => Err(Error::Unavailable(why.clone())),
             None => Ok(()),
+        }
+    }
+}
+
+/// Bounds on what one branch may use; reaching one aborts the branch
+/// (and so the transaction) before anything commits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Statements, over every Execute of the branch.
+    pub max_statements: u64,
+    /// Result bytes (as sent), over every Execute of the branch.
+    pub max_result_bytes: u64,
+    /// Result rows, over every Execute of the branch.
+    pub max_result_rows: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_statements: 10_000,
+            max_result_bytes: 64 << 20,
+            max_result_rows: 1_000_000,
         }
     }
 }
@@ -90,6 +114,8 @@ pub struct Config {
     pub max_timeout: Duration,
     /// Serve a database with tables that cannot roll back.
     pub allow_non_transactional: bool,
+    /// What one branch may use.
+    pub limits: Limits,
     /// Most MySQL connections, hence most concurrent branches.
     pub max_connections: u32,
     /// How often the recovery loop looks for prepared branches.
@@ -137,6 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         pool,
         sessions: Sessions::new(options, config.max_connections),
         branches: Registry::default(),
+        limits: config.limits,
         refusal: std::sync::RwLock::new(None),
         allow_non_transactional: config.allow_non_transactional,
     });

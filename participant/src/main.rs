@@ -39,6 +39,15 @@ struct Args {
     /// Aria, sequences, …): writes to them survive aborted transactions.
     #[arg(long, env = "TANDEM_ALLOW_NON_TRANSACTIONAL")]
     allow_non_transactional: bool,
+    /// Most statements one branch may run.
+    #[arg(long, env = "TANDEM_MAX_STATEMENTS_PER_BRANCH", default_value_t = 10_000)]
+    max_statements_per_branch: u64,
+    /// Most bytes of results one branch may return.
+    #[arg(long, env = "TANDEM_MAX_RESULT_BYTES", default_value_t = 64 << 20)]
+    max_result_bytes: u64,
+    /// Most rows of results one branch may return.
+    #[arg(long, env = "TANDEM_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
+    max_result_rows: u64,
     /// Most MySQL connections, hence most concurrent branches.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 64)]
     max_connections: u32,
@@ -79,6 +88,11 @@ async fn main() -> anyhow::Result<()> {
             coordinators: args.coordinators,
             max_timeout: Duration::from_millis(args.max_timeout_ms.max(1)),
             allow_non_transactional: args.allow_non_transactional,
+            limits: tandem_participant::Limits {
+                max_statements: args.max_statements_per_branch,
+                max_result_bytes: args.max_result_bytes,
+                max_result_rows: args.max_result_rows,
+            },
             max_connections: args.max_connections,
             recovery_interval: std::time::Duration::from_millis(args.recovery_interval_ms.max(10)),
             marker_retention: std::time::Duration::from_secs(args.marker_retention_secs),

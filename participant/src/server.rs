@@ -128,6 +128,7 @@ impl Participant for ParticipantService {
                 isolation,
                 timeout: Duration::from_millis(u64::from(req.timeout_ms)),
                 then,
+                max_result_bytes: req.max_result_bytes,
             })
             .await?;
         Ok(Response::new(BranchExecuteResponse {
@@ -188,11 +189,12 @@ impl Participant for ParticipantService {
                     .into());
                 }
             }
-            // The branch's own deadline rolled it back: for a one-phase
-            // commit that is the outcome, not a protocol error.
+            // The branch rolled back on its own (its deadline, a failed
+            // statement, a lost session): for a one-phase commit that is
+            // the outcome, not a protocol error.
             Lookup::Ended(_) if req.one_phase => {
                 return Err(Error::Aborted(format!(
-                    "branch {} on participant {} was already rolled back (its deadline passed)",
+                    "branch {} on participant {} was already rolled back",
                     req.gtrid, self.shared.name
                 ))
                 .into());

@@ -30,6 +30,8 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 
 pub struct Sessions {
     options: MySqlConnectOptions,
+    /// Most sessions open at once (`--max-connections`).
+    max: usize,
     /// One permit per open session: at most `max` at a time.
     permits: Arc<Semaphore>,
     /// Most recently released last.
@@ -52,12 +54,19 @@ pub struct Session {
 
 impl Sessions {
     pub fn new(options: MySqlConnectOptions, max: u32) -> Self {
+        let max = usize::try_from(max).unwrap_or(usize::MAX).max(1);
         Self {
             options,
-            permits: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX).max(1))),
+            max,
+            permits: Arc::new(Semaphore::new(max)),
             idle: Mutex::new(Vec::new()),
             released: Notify::new(),
         }
+    }
+
+    /// Most sessions open at once.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// An idle session, or a new one. While `max` sessions are open, waits

@@ -25,7 +25,7 @@ use tracing::{debug, error, warn};
 
 use super::engine::{AbortKind, Action, BranchState, Engine, Event, Outcome, Refusal, State};
 use crate::Shared;
-use crate::participants::{failure, vote_of};
+use crate::participants::{ExecuteCall, failure, vote_of};
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -146,6 +146,10 @@ enum Done {
 
 /// A Submit in progress: each branch's statements until they are sent, and
 /// their results.
+/// Room in a client's answer for what is not results (ids, reasons,
+/// framing).
+const RESPONSE_OVERHEAD: u64 = 64 << 10;
+
 struct SubmitState {
     order: Vec<String>,
     statements: HashMap<String, Vec<Statement>>,
@@ -216,10 +220,21 @@ impl TxnActor {
                     let gtrid = self.params.id.clone();
                     let isolation = self.params.isolation;
                     let timeout = self.remaining();
+                    let budget = self.result_budget(1);
                     self.executes.insert(participant.clone(), reply);
                     self.inflight.push(Box::pin(async move {
                         let result = p
-                            .execute(&gtrid, begin, statements, isolation, timeout, Then::KeepOpen)
+                            .execute(
+                                &gtrid,
+                                statements,
+                                ExecuteCall {
+                                    begin,
+                                    isolation,
+                                    timeout,
+                                    then: Then::KeepOpen,
+                                    max_result_bytes: budget,
+                                },
+                            )
                             .await
                             .map(|r| r.results);
                         Done::Executed { participant, result }
@@ -376,6 +391,7 @@ impl TxnActor {
         let timeout = self.remaining();
         let statements = self.take_submit_statements(&participant);
         let isolation = self.params.isolation;
+        let budget = self.result_budget(self.submit.as_ref().map_or(1, |s| s.order.len()));
         self.inflight.push(Box::pin(async move {
             let injected = if then == Then::Prepare {
                 failpoints::hit("coordinator::before_prepare").await
@@ -385,7 +401,17 @@ impl TxnActor {
             let sent = match (injected, statements) {
                 (Err(injected), _) => Err(Status::unavailable(injected)),
                 (Ok(()), Some(statements)) => p
-                    .execute(&gtrid, true, statements, isolation, timeout, then)
+                    .execute(
+                        &gtrid,
+                        statements,
+                        ExecuteCall {
+                            begin: true,
+                            isolation,
+                            timeout,
+                            then,
+                            max_result_bytes: budget,
+                        },
+                    )
                     .await
                     .map(|r| (Some(r.results), r.vote)),
                 (Ok(()), None) if then == Then::Prepare => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
@@ -455,6 +481,15 @@ impl TxnActor {
             Some(BranchState::RollingBack | BranchState::Releasing) => self.send_phase2(participant, false),
             _ => {}
         }
+    }
+
+    /// The bytes of results each of `branches` parallel answers may carry,
+    /// so that the client's answer stays within --max-result-bytes (less
+    /// room for the rest of the message). A branch past it aborts before
+    /// anything commits: never COMMITTED with results missing.
+    fn result_budget(&self, branches: usize) -> u64 {
+        let total = self.shared.config.max_result_bytes.saturating_sub(RESPONSE_OVERHEAD);
+        (total / branches.max(1) as u64).max(1)
     }
 
     fn take_submit_statements(&mut self, participant: &str) -> Option<Vec<Statement>> {

@@ -40,6 +40,8 @@ pub struct Batch {
     /// Time left until the transaction's deadline, from the request.
     pub timeout: Duration,
     pub then: Then,
+    /// The coordinator's budget for this response's results (0: none).
+    pub max_result_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +79,7 @@ impl BranchHandle {
             conn: None,
             deadline: None,
             session: None,
+            used: Used::default(),
             rx,
         };
         tokio::spawn(actor.run());
@@ -119,7 +122,27 @@ struct BranchActor {
     /// MySQL's id of the pinned session (`CONNECTION_ID()`), to `KILL` it
     /// if it outlives its connection while still owning the branch.
     session: Option<u64>,
+    /// What the branch has used so far, against [`crate::Limits`].
+    used: Used,
     rx: mpsc::Receiver<Msg>,
+}
+
+/// Statements run and results returned by a branch so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Used {
+    statements: u64,
+    bytes: u64,
+    rows: u64,
+}
+
+/// What the results of one batch may still take.
+struct Budget {
+    /// Bytes left, and where the limit comes from (for the message).
+    bytes: u64,
+    bytes_limit: u64,
+    bytes_by: &'static str,
+    rows: u64,
+    rows_limit: u64,
 }
 
 impl BranchActor {
@@ -198,6 +221,49 @@ impl BranchActor {
 
     async fn execute(&mut self, batch: Batch) -> Result<ExecuteOutput, Error> {
         self.engine.decide(Request::Execute).map_err(refused)?;
+        let limits = self.shared.limits;
+        let statements = self.used.statements + batch.statements.len() as u64;
+        if statements > limits.max_statements {
+            // Refused before anything runs; the branch (and its
+            // transaction) cannot finish within its bound.
+            if self.conn.is_some() {
+                self.abort_after_failure(Step::RunStatements, false).await;
+            } else {
+                self.engine.failed(Step::RunStatements, false);
+            }
+            return Err(Error::Aborted(format!(
+                "branch {} on participant {} would run {statements} statements; at most {} per branch are allowed \
+                 (--max-statements-per-branch)",
+                self.xid.gtrid(),
+                self.shared.name,
+                limits.max_statements
+            )));
+        }
+        self.used.statements = statements;
+        let mut budget = {
+            let branch_left = limits.max_result_bytes.saturating_sub(self.used.bytes);
+            let (bytes, bytes_limit, bytes_by) = if batch.max_result_bytes != 0 && batch.max_result_bytes < branch_left
+            {
+                (
+                    batch.max_result_bytes,
+                    batch.max_result_bytes,
+                    "the coordinator's --max-result-bytes for this call",
+                )
+            } else {
+                (
+                    branch_left,
+                    limits.max_result_bytes,
+                    "the participant's --max-result-bytes per branch",
+                )
+            };
+            Budget {
+                bytes,
+                bytes_limit,
+                bytes_by,
+                rows: limits.max_result_rows.saturating_sub(self.used.rows),
+                rows_limit: limits.max_result_rows,
+            }
+        };
         let deadline = Instant::now() + batch.timeout;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         let starting = self.conn.is_none();
@@ -218,7 +284,7 @@ impl BranchActor {
             if *access == Access::Write {
                 self.engine.note_write();
             }
-            match self.run_statement(i + 1, statement).await {
+            match self.run_statement(i + 1, statement, &mut budget).await {
                 Ok(result) => out.results.push(result),
                 Err(err) => {
                     self.abort_after_failure(Step::RunStatements, false).await;
@@ -406,8 +472,20 @@ impl BranchActor {
                 describe_sql(e)
             ))
         };
-        let busy = || Error::Unavailable(format!("no MySQL connection free on participant {}", self.shared.name));
-        let mut session = tokio::time::timeout(batch.timeout, sessions.acquire())
+        // Waits for a free session for part of the time left only, so that
+        // a full pool is reported as such, not as the deadline passing.
+        let wait = batch.timeout * 3 / 4;
+        // Nothing began: the branch is over, for a definite reason.
+        let busy = || {
+            Error::Aborted(format!(
+                "all {} MySQL sessions of participant {} stayed busy for {} ms (--max-connections bounds the \
+                 concurrent branches there)",
+                sessions.max(),
+                self.shared.name,
+                wait.as_millis()
+            ))
+        };
+        let mut session = tokio::time::timeout(wait, sessions.acquire())
             .await
             .map_err(|_| busy())?
             .map_err(|e| unavailable(&e))?;
@@ -418,7 +496,7 @@ impl BranchActor {
         {
             // The server closed it while it was idle; nothing began.
             drop(session);
-            session = tokio::time::timeout(batch.timeout, sessions.open())
+            session = tokio::time::timeout(wait, sessions.open())
                 .await
                 .map_err(|_| busy())?
                 .map_err(|e| unavailable(&e))?;
@@ -435,7 +513,14 @@ impl BranchActor {
         }
     }
 
-    async fn run_statement(&mut self, n: usize, statement: &Statement) -> Result<StatementResult, Error> {
+    async fn run_statement(
+        &mut self,
+        n: usize,
+        statement: &Statement,
+        budget: &mut Budget,
+    ) -> Result<StatementResult, Error> {
+        let name = &self.shared.name;
+        let used = &mut self.used;
         let conn = self
             .conn
             .as_mut()
@@ -447,11 +532,7 @@ impl BranchActor {
         let mut result = StatementResult::default();
         let mut stream = conn.conn().fetch_many(query);
         let outcome: Result<(), Error> = async {
-            while let Some(item) = stream
-                .try_next()
-                .await
-                .map_err(|e| statement_failed(n, &self.shared.name, &e))?
-            {
+            while let Some(item) = stream.try_next().await.map_err(|e| statement_failed(n, name, &e))? {
                 match item {
                     Either::Left(done) => {
                         result.rows_affected += done.rows_affected();
@@ -462,8 +543,21 @@ impl BranchActor {
                     Either::Right(row) => {
                         if result.columns.is_empty() {
                             result.columns = values::columns(&row);
+                            budget.spend(
+                                n,
+                                name,
+                                result.columns.iter().map(|c| c.len() as u64 + 2).sum(),
+                                0,
+                                used,
+                            )?;
                         }
-                        result.rows.push(values::decode_row(&row)?);
+                        let row = values::decode_row(&row)?;
+                        // As it will be sent, with its field tag and length.
+                        let bytes = prost::Message::encoded_len(&row) as u64 + 5;
+                        budget.spend(n, name, bytes, 1, used)?;
+                        // Not buffered past the bound: the rest of the
+                        // result is drained, never held.
+                        result.rows.push(row);
                     }
                 }
             }
@@ -528,6 +622,32 @@ impl BranchActor {
         } else {
             Error::Aborted(msg)
         }
+    }
+}
+
+impl Budget {
+    /// Takes `bytes` and `rows` of the results from what is left, or
+    /// aborts the branch: results past a bound are never returned.
+    fn spend(&mut self, n: usize, participant: &str, bytes: u64, rows: u64, used: &mut Used) -> Result<(), Error> {
+        if bytes > self.bytes {
+            return Err(Error::Aborted(format!(
+                "statement {n} on participant {participant}: its results pass {} bytes, the limit of {} \
+                 (ask for less, or raise the limit)",
+                self.bytes_limit, self.bytes_by
+            )));
+        }
+        if rows > self.rows {
+            return Err(Error::Aborted(format!(
+                "statement {n} on participant {participant}: its results pass {} rows, the participant's \
+                 --max-result-rows per branch",
+                self.rows_limit
+            )));
+        }
+        self.bytes -= bytes;
+        self.rows -= rows;
+        used.bytes += bytes;
+        used.rows += rows;
+        Ok(())
     }
 }
 
