@@ -219,6 +219,23 @@ impl Client {
         Ok(self.inner.get_transaction(request).await?.into_inner())
     }
 
+    /// Every transaction the request selects, following its pages (see
+    /// `ListTransactionsRequest`).
+    pub async fn list_transactions(
+        &mut self,
+        mut request: pb::ListTransactionsRequest,
+    ) -> Result<Vec<pb::TransactionInfo>, Status> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.inner.list_transactions(request.clone()).await?.into_inner();
+            all.extend(page.transactions);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            request.page_token = page.next_page_token;
+        }
+    }
+
     pub async fn list_participants(&mut self) -> Result<Vec<pb::ParticipantInfo>, Status> {
         let request = pb::ListParticipantsRequest {};
         Ok(self.inner.list_participants(request).await?.into_inner().participants)

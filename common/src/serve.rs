@@ -1,13 +1,21 @@
 //! What every tandem gRPC listener shares: TLS from the process's
-//! [`Transport`], HTTP/2 keep-alive so dead peers are noticed, and bounded
-//! handshakes.
+//! [`Transport`], HTTP/2 keep-alive so dead peers are noticed, bounded
+//! handshakes, and a bounded number of open connections ([`bind`]).
 
+use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::warn;
 
 use crate::tls::{TlsError, Transport};
 
@@ -33,9 +41,23 @@ pub fn server(transport: &Transport, require_client_cert: bool) -> Result<Server
     }
 }
 
+/// How long accepting pauses after an error (out of file descriptors):
+/// retrying at once would spin a core while nothing can be accepted.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Incoming connections of a listener.
+pub type Incoming = Pin<Box<dyn Stream<Item = Result<Conn, io::Error>> + Send>>;
+
 /// Binds a listener (refusing plaintext off loopback) and returns its
-/// incoming connections and the address it got.
-pub async fn bind(transport: &Transport, what: &str, addr: SocketAddr) -> Result<(TcpIncoming, SocketAddr), TlsError> {
+/// incoming connections and the address it got. At most
+/// `max_connections` are open at once: at the bound, new ones wait in the
+/// kernel's backlog until one closes.
+pub async fn bind(
+    transport: &Transport,
+    what: &'static str,
+    addr: SocketAddr,
+    max_connections: usize,
+) -> Result<(Incoming, SocketAddr), TlsError> {
     transport.check_listen(addr)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -43,5 +65,92 @@ pub async fn bind(transport: &Transport, what: &str, addr: SocketAddr) -> Result
     let local = listener
         .local_addr()
         .map_err(|e| TlsError::Invalid(format!("{what} listener address: {e}")))?;
-    Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), local))
+    let state = Accept {
+        listener,
+        permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        what,
+        warned: None,
+    };
+    let incoming = futures::stream::unfold(state, |mut state| async move {
+        let permit = Arc::clone(&state.permits).acquire_owned().await.ok()?;
+        loop {
+            match state.listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((
+                        Ok(Conn {
+                            stream,
+                            _permit: permit,
+                        }),
+                        state,
+                    ));
+                }
+                Err(err) => {
+                    if state.warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        warn!(listener = state.what, error = %err, "cannot accept connections; backing off");
+                        state.warned = Some(Instant::now());
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    });
+    Ok((Box::pin(incoming), local))
+}
+
+struct Accept {
+    listener: TcpListener,
+    /// One per open connection.
+    permits: Arc<Semaphore>,
+    what: &'static str,
+    /// When an accept error was last logged (once per 10 s).
+    warned: Option<Instant>,
+}
+
+/// An accepted connection; its place under the bound is freed when it
+/// closes.
+pub struct Conn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Conn {
+    // What tonic's TLS layer expects, so `Request::peer_certs` works.
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub max_live: usize,
     /// Most live transactions one principal may hold at once.
     pub max_live_per_principal: usize,
+    /// Most open client connections; more wait in the kernel's backlog.
+    pub max_client_connections: usize,
     /// Most bytes of results in one answer to a client (Execute or
     /// Submit); clients must accept messages this large (plus 64 KiB).
     pub max_result_bytes: u64,
@@ -77,6 +79,7 @@ pub struct FileConfig {
     pub max_live_transactions: Option<usize>,
     pub max_live_per_principal: Option<usize>,
     pub max_result_bytes: Option<u64>,
+    pub max_client_connections: Option<usize>,
     #[serde(default)]
     pub participants: std::collections::BTreeMap<String, String>,
     pub default_timeout_ms: Option<u64>,

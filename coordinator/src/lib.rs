@@ -28,6 +28,7 @@ pub mod server;
 pub mod txn;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::Config;
 use tandem_common::{Transport, serve};
@@ -44,6 +45,12 @@ use crate::error::Error;
 use crate::ids::IdGen;
 use crate::participants::Participants;
 use crate::txn::Txns;
+
+/// Open connections to the internal API (participants' recovery and
+/// health traffic) at least this many.
+const INTERNAL_CONNECTIONS: usize = 64;
+/// A client connection is closed (gracefully) after this long.
+const CLIENT_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 
 /// State shared by the gRPC services and every transaction actor.
 pub struct Shared {
@@ -107,10 +114,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 
     let transport = &shared.config.transport;
     let tls_error = |e: tandem_common::TlsError| Error::Unavailable(e.to_string());
-    let (incoming, local) = serve::bind(transport, "client API", listen).await.map_err(tls_error)?;
-    let (internal_incoming, internal_local) = serve::bind(transport, "internal API", internal_listen)
+    let max_connections = shared.config.max_client_connections;
+    let (incoming, local) = serve::bind(transport, "client API", listen, max_connections)
         .await
         .map_err(tls_error)?;
+    let (internal_incoming, internal_local) = serve::bind(
+        transport,
+        "internal API",
+        internal_listen,
+        INTERNAL_CONNECTIONS.max(shared.config.participants.len() * 4),
+    )
+    .await
+    .map_err(tls_error)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Coordinator"])
@@ -126,8 +141,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     if plaintext {
         tracing::warn!("--insecure-plaintext: no TLS and no authentication; for development only");
     }
+    // Client connections are recycled (gracefully: in-flight calls get
+    // longer than any deadline) so none is held forever.
+    let grace = shared.config.max_timeout + Duration::from_secs(10);
     let router = serve::server(transport, false)
         .map_err(tls_error)?
+        .max_connection_age(CLIENT_CONNECTION_AGE)
+        .max_connection_age_grace(grace)
         .add_service(health_service.clone())
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -38,6 +38,10 @@ struct Args {
     /// Most live transactions at once [default: 10000].
     #[arg(long, env = "TANDEM_MAX_LIVE_TRANSACTIONS")]
     max_live_transactions: Option<usize>,
+    /// Most open client connections; more wait until one closes (keep it
+    /// well below the process's open-file limit) [default: 512].
+    #[arg(long, env = "TANDEM_MAX_CLIENT_CONNECTIONS")]
+    max_client_connections: Option<usize>,
     /// Most bytes of results in one answer to a client; a transaction
     /// whose results would pass it aborts [default: 4194304, gRPC's usual
     /// message limit].
@@ -112,6 +116,10 @@ async fn main() -> anyhow::Result<()> {
             .max_live_transactions
             .or(file.max_live_transactions)
             .unwrap_or(10_000),
+        max_client_connections: args
+            .max_client_connections
+            .or(file.max_client_connections)
+            .unwrap_or(512),
         max_result_bytes: args.max_result_bytes.or(file.max_result_bytes).unwrap_or(4 << 20),
         max_live_per_principal: args
             .max_live_per_principal

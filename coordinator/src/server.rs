@@ -26,6 +26,8 @@ use crate::txn::{Lookup, ended_status};
 /// Most statements in one Execute or Submit branch.
 const MAX_STATEMENTS: usize = 1_000;
 const MAX_LABEL_LEN: usize = 256;
+/// Most transactions in one ListTransactions page.
+const MAX_PAGE: u32 = 1_000;
 
 pub struct CoordinatorService {
     shared: Arc<Shared>,
@@ -233,9 +235,25 @@ impl Coordinator for CoordinatorService {
         let req = request.into_inner();
         let filter = TxnFilter::try_from(req.filter)
             .map_err(|_| Error::InvalidArgument(format!("unknown filter {}", req.filter)))?;
-        let limit = if req.limit == 0 { 1_000 } else { req.limit as usize };
+        let limit = match req.limit {
+            0 => 100,
+            n if n > MAX_PAGE => {
+                return Err(
+                    Error::InvalidArgument(format!("limit {n} is more than a page may hold ({MAX_PAGE})")).into(),
+                );
+            }
+            n => n as usize,
+        };
+        let before = match req.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<u64>().map_err(|_| {
+                Error::InvalidArgument(format!("page_token {token:?} is not one this coordinator gave"))
+            })?),
+        };
+        let (transactions, next) = self.shared.txns.list(&caller, filter, &req.label, limit, before);
         Ok(Response::new(ListTransactionsResponse {
-            transactions: self.shared.txns.list(&caller, filter, &req.label, limit),
+            transactions,
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -944,3 +944,142 @@ async fn a_full_session_pool_is_named_as_the_cause() {
         1
     );
 }
+
+#[tokio::test]
+async fn idle_connections_are_bounded_and_closed() {
+    use tokio::io::AsyncReadExt;
+    let cluster = Cluster::start(ClusterConfig {
+        coordinator_args: ["--max-client-connections", "3"].map(str::to_owned).to_vec(),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    // Three connections that never say anything fill the coordinator.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(
+            tokio::net::TcpStream::connect(cluster.coordinator_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    let access = cluster.access("tester").unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut client = access.connect().await?;
+        client.begin().await
+    })
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a fourth connection was served: {refused:?}"
+    );
+    // They are closed when their TLS handshake does not come (10 s); then
+    // a real client gets in.
+    for stream in &mut idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "an idle connection stayed open: {closed:?}"
+        );
+    }
+    let mut client = access.connect().await.unwrap();
+    let done = client
+        .submit(vec![("alpha", vec![insert_note(1, "after")])])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+}
+
+#[tokio::test]
+async fn transactions_are_listed_a_bounded_page_at_a_time() {
+    let cluster = cluster().await;
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    let mut mine = Vec::new();
+    for i in 0..25 {
+        let done = alice
+            .submit(vec![("alpha", vec![Statement::new("SELECT 1")])])
+            .await
+            .unwrap();
+        mine.push(done.txn_id);
+        // Bob's in between: never on Alice's pages.
+        if i % 5 == 0 {
+            bob.submit(vec![("beta", vec![Statement::new("SELECT 1")])])
+                .await
+                .unwrap();
+        }
+    }
+    let mut seen = Vec::new();
+    let mut request = pb::ListTransactionsRequest {
+        limit: 10,
+        ..Default::default()
+    };
+    let mut pages = 0;
+    loop {
+        let page = alice
+            .raw()
+            .list_transactions(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.transactions.len() <= 10);
+        seen.extend(page.transactions.into_iter().map(|t| t.txn_id));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    mine.reverse();
+    assert_eq!(seen, mine, "newest first, each once, only alice's");
+    let err = expect_code(
+        alice
+            .raw()
+            .list_transactions(pb::ListTransactionsRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(err.message().contains("page_token"), "{err:?}");
+    expect_code(
+        alice
+            .raw()
+            .list_transactions(pb::ListTransactionsRequest {
+                limit: 100_000,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test]
+async fn an_id_no_coordinator_issued_touches_no_participant() {
+    let mut cluster = cluster().await;
+    let mut client = cluster.client().await.unwrap();
+    let done = client.submit(vec![("alpha", vec![insert_note(1, "a")])]).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    cluster.restart_coordinator().await.unwrap();
+    let mut ops = cluster.operator().await.unwrap();
+    // Beyond what the first run reserved, and ahead of this run.
+    for invented in ["tc-1-50000", "tc-2-999", "tc-99-1", "other-1-1"] {
+        let err = expect_code(ops.get_transaction(invented).await, Code::NotFound);
+        assert!(err.message().contains(invented), "{err:?}");
+        for node in cluster.nodes() {
+            let fences = format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{invented}'");
+            assert_eq!(
+                scalar(node.pool(), &fences).await,
+                0,
+                "{invented} fenced on {}",
+                node.name
+            );
+        }
+    }
+    // The committed one is still known, from its participant's marker.
+    let info = ops.get_transaction(&done.txn_id).await.unwrap();
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+}

@@ -168,7 +168,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         allow_non_transactional: config.allow_non_transactional,
     });
 
-    let (incoming, local) = serve::bind(&config.transport, "participant API", config.listen)
+    // Its callers are a few coordinators, each with one channel.
+    let (incoming, local) = serve::bind(&config.transport, "participant API", config.listen, 256)
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?;
 

@@ -8,7 +8,7 @@
 pub mod actor;
 pub mod engine;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +25,9 @@ use crate::ids::{IdGen, Origin};
 
 /// How many finished transactions GetTransaction still knows.
 const REMEMBER_FINISHED: usize = 100_000;
+/// Most transactions one ListTransactions page looks at (under the
+/// registry's lock), whatever it finds.
+const LIST_SCAN: usize = 10_000;
 
 use self::engine::AbortKind;
 
@@ -58,15 +61,21 @@ struct Inner {
     live: HashMap<String, Live>,
     /// Live transactions per owner, for the per-principal limit.
     per_principal: HashMap<Identity, usize>,
+    /// Every remembered transaction (live and finished) by the order it
+    /// was registered in, for ListTransactions' pages.
+    order: BTreeMap<u64, String>,
+    next_ordinal: u64,
     finished: HashMap<String, Record>,
-    /// Order of `finished`, oldest first, to bound its size.
-    finished_order: VecDeque<String>,
+    /// Order of `finished` (with ordinals), oldest first, to bound its size.
+    finished_order: VecDeque<(u64, String)>,
 }
 
 struct Live {
     handle: TxnHandle,
     record: Arc<Mutex<Record>>,
     owner: Option<Identity>,
+    /// Its place in `Inner::order`.
+    ordinal: u64,
 }
 
 impl Txns {
@@ -105,7 +114,7 @@ impl Txns {
                 )));
             }
         }
-        let id = self.ids.next();
+        let id = self.ids.next()?;
         let now = SystemTime::now();
         let info = TransactionInfo {
             txn_id: id.clone(),
@@ -164,12 +173,16 @@ impl Txns {
         if let Some(owner) = &owner {
             *inner.per_principal.entry(owner.clone()).or_insert(0) += 1;
         }
+        inner.next_ordinal += 1;
+        let ordinal = inner.next_ordinal;
+        inner.order.insert(ordinal, id.clone());
         inner.live.insert(
             id,
             Live {
                 handle: handle.clone(),
                 record,
                 owner,
+                ordinal,
             },
         );
         handle
@@ -234,39 +247,53 @@ impl Txns {
         }
     }
 
-    /// The transactions `caller` may see, newest first; `label` (if not
-    /// empty) must match exactly.
-    pub fn list(&self, caller: &Caller, filter: TxnFilter, label: &str, limit: usize) -> Vec<TransactionInfo> {
+    /// A page of the transactions `caller` may see, newest first, below
+    /// `before` (a previous page's token); `label` (if not empty) must
+    /// match exactly. Looks at no more than [`LIST_SCAN`] transactions, so
+    /// the registry's lock is held briefly whatever the filter; returns
+    /// where the next page starts, if anywhere.
+    pub fn list(
+        &self,
+        caller: &Caller,
+        filter: TxnFilter,
+        label: &str,
+        limit: usize,
+        before: Option<u64>,
+    ) -> (Vec<TransactionInfo>, Option<u64>) {
         let inner = self.lock();
-        let mut out: Vec<TransactionInfo> = inner
-            .live
-            .values()
-            .filter(|l| caller.sees(l.owner.as_ref()))
-            .map(|l| lock(&l.record).info.clone())
-            .collect();
-        if matches!(filter, TxnFilter::All | TxnFilter::Hazard) {
-            out.extend(
-                inner
-                    .finished_order
-                    .iter()
-                    .rev()
-                    .filter_map(|id| inner.finished.get(id))
-                    .filter(|r| caller.sees(r.owner.as_ref()))
-                    .map(|r| r.info.clone()),
-            );
+        let mut out = Vec::new();
+        for (scanned, (&ordinal, id)) in inner.order.range(..before.unwrap_or(u64::MAX)).rev().enumerate() {
+            if scanned == LIST_SCAN {
+                // Not looked at yet: the next page starts with it.
+                return (out, Some(ordinal + 1));
+            }
+            let (owner, info) = match inner.live.get(id) {
+                Some(live) => (live.owner.as_ref(), lock(&live.record).info.clone()),
+                None => match inner.finished.get(id) {
+                    // Only the live ones are in flight or in doubt.
+                    Some(record) if matches!(filter, TxnFilter::All | TxnFilter::Hazard) => {
+                        (record.owner.as_ref(), record.info.clone())
+                    }
+                    _ => continue,
+                },
+            };
+            let wanted = caller.sees(owner)
+                && (label.is_empty() || info.label == label)
+                && match filter {
+                    TxnFilter::InDoubt => {
+                        info.state == TxnState::Committing as i32 || info.state == TxnState::Aborting as i32
+                    }
+                    TxnFilter::Hazard => !info.hazard.is_empty(),
+                    TxnFilter::All | TxnFilter::InFlight => true,
+                };
+            if wanted {
+                out.push(info);
+                if out.len() == limit {
+                    return (out, Some(ordinal));
+                }
+            }
         }
-        if filter == TxnFilter::InDoubt {
-            out.retain(|i| i.state == TxnState::Committing as i32 || i.state == TxnState::Aborting as i32);
-        }
-        if filter == TxnFilter::Hazard {
-            out.retain(|i| !i.hazard.is_empty());
-        }
-        if !label.is_empty() {
-            out.retain(|i| i.label == label);
-        }
-        out.sort_by_key(|i| std::cmp::Reverse(i.started_unix_ms));
-        out.truncate(limit);
-        out
+        (out, None)
     }
 
     /// Called by the actor when its transaction is over.
@@ -285,10 +312,11 @@ impl Txns {
         }
         let record = lock(&live.record).clone();
         inner.finished.insert(id.to_owned(), record);
-        inner.finished_order.push_back(id.to_owned());
+        inner.finished_order.push_back((live.ordinal, id.to_owned()));
         while inner.finished_order.len() > REMEMBER_FINISHED {
-            if let Some(old) = inner.finished_order.pop_front() {
+            if let Some((ordinal, old)) = inner.finished_order.pop_front() {
                 inner.finished.remove(&old);
+                inner.order.remove(&ordinal);
             }
         }
     }

@@ -214,15 +214,16 @@ async fn settle(cluster: &Cluster, limit: Duration) {
     }
 }
 
-/// The coordinator's in-flight transactions (`None` if it does not answer).
+/// The coordinator's in-flight transactions (`None` if it does not answer),
+/// as an operator sees them: also those a restart resumed, whose owner it
+/// no longer knows.
 async fn in_flight(cluster: &Cluster) -> Option<Vec<pb::TransactionInfo>> {
-    let mut client = cluster.client().await.ok()?;
+    let mut client = cluster.operator().await.ok()?;
     let request = pb::ListTransactionsRequest {
         filter: TxnFilter::InFlight as i32,
         ..pb::ListTransactionsRequest::default()
     };
-    let list = client.raw().list_transactions(request).await.ok()?;
-    Some(list.into_inner().transactions)
+    client.list_transactions(request).await.ok()
 }
 
 /// For each heal, the time until the next transfer that committed.
