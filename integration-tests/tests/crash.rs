@@ -369,10 +369,14 @@ async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
     assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
     assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100));
 
-    // A transaction of the earlier run that never committed is ABORTED.
+    // An id of the earlier run that never committed is ABORTED (it is
+    // within what that run reserved, so it may have been issued); one
+    // beyond the reservation was never issued.
     let mut client = cluster.client().await.unwrap();
-    let never = id.rsplit_once('-').map(|(run, _)| format!("{run}-999999")).unwrap();
+    let never = id.rsplit_once('-').map(|(run, _)| format!("{run}-9999")).unwrap();
     assert_eq!(outcome_of(&cluster, &never).await.outcome(), Outcome::Aborted);
+    let beyond = id.rsplit_once('-').map(|(run, _)| format!("{run}-999999")).unwrap();
+    expect_code(client.get_transaction(&beyond).await, tonic::Code::NotFound);
     // Ids this coordinator never issued are unknown.
     expect_code(client.get_transaction("tc-999-1").await, tonic::Code::NotFound);
     expect_code(client.get_transaction("other-1-1").await, tonic::Code::NotFound);
