@@ -531,6 +531,33 @@ async fn misconfiguration_is_refused_loudly() {
     args[3] = "0.0.0.0:0".to_owned();
     let log = refuses_to_start("tandem-participant", &args, dir.path()).await;
     assert!(log.contains("loopback addresses only"), "{log}");
+    // MySQL refusing the login, a database that does not exist, a closed
+    // port: the participant keeps trying, and its log says why.
+    let socket = cluster.node("alpha").db.socket().display().to_string();
+    for (url, cause) in [
+        (format!("mysql://nobody@localhost/app?socket={socket}"), "Access denied"),
+        (
+            format!("mysql://root@localhost/no_such_db?socket={socket}"),
+            "Unknown database",
+        ),
+        ("mysql://root@127.0.0.1:1/app".to_owned(), "Connection refused"),
+    ] {
+        let mut args = participant(&["--mysql-url", &url]);
+        args.extend(files(&id(Role::Participant, "alpha")));
+        let mut command = Command::new(tandem_binaries().unwrap().join("tandem-participant"));
+        command.args(&args).env("NO_COLOR", "1");
+        let log = dir.path().join("unreachable.log");
+        let _participant = Process::spawn("participant", command, &log).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("MySQL unreachable") && text.contains(cause) {
+                break;
+            }
+            assert!(Instant::now() < until, "{url}: no cause {cause:?} logged:\n{text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // A coordinator given an http:// URL under TLS.
     let mut args: Vec<String> = [
         "--listen",
@@ -1082,4 +1109,89 @@ async fn an_id_no_coordinator_issued_touches_no_participant() {
     // The committed one is still known, from its participant's marker.
     let info = ops.get_transaction(&done.txn_id).await.unwrap();
     assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+}
+
+#[tokio::test]
+async fn a_participant_reaches_mysql_over_verified_tls() {
+    use tandem_integration_tests::mariadb::MariaDb;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::create(&dir.path().join("tls"), "test CA").unwrap();
+    // The database's own certificate (127.0.0.1 among its names).
+    let server = ca.issue(&id(Role::Participant, "mysql")).unwrap();
+    let port = tandem_integration_tests::cluster::free_addr().unwrap().port();
+    let db = MariaDb::start(
+        "tls",
+        &dir.path().join("db"),
+        &[
+            "--skip-networking=0".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--port={port}"),
+            format!("--ssl-ca={}", ca.ca_path().display()),
+            format!("--ssl-cert={}", server.cert.display()),
+            format!("--ssl-key={}", server.key.display()),
+        ],
+    )
+    .unwrap();
+    db.setup(&["CREATE TABLE notes (id BIGINT PRIMARY KEY, body VARCHAR(255)) ENGINE=InnoDB"])
+        .await
+        .unwrap();
+    let root = db.pool(None).await.unwrap();
+    for sql in [
+        "CREATE USER 'tandem'@'127.0.0.1' IDENTIFIED BY 'pw' REQUIRE SSL",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'tandem'@'127.0.0.1'",
+        "GRANT CREATE, ALTER, SELECT, INSERT, DELETE ON tandem.* TO 'tandem'@'127.0.0.1'",
+    ] {
+        exec(&root, sql).await;
+    }
+    let url = format!(
+        "mysql://tandem:pw@127.0.0.1:{port}/app?ssl-mode=verify_identity&ssl-ca={}",
+        ca.ca_path().display()
+    );
+    let addr = tandem_integration_tests::cluster::free_addr().unwrap();
+    let files = ca.files(&id(Role::Participant, "alpha")).unwrap();
+    let mut command = Command::new(tandem_binaries().unwrap().join("tandem-participant"));
+    command
+        .args(["--name", "alpha", "--listen", &addr.to_string(), "--mysql-url", &url])
+        .arg("--tls-ca")
+        .arg(&files.ca)
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .env("NO_COLOR", "1");
+    let log = dir.path().join("participant.log");
+    let _participant = Process::spawn("participant alpha", command, &log).unwrap();
+    // It serves (health asked as a coordinator would) once MySQL answered
+    // over TLS: the account can log in no other way.
+    let coordinator = coordinator_identity();
+    let issued = ca.issue(&coordinator).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca.ca_pem()))
+        .identity(tonic::transport::Identity::from_pem(&issued.cert_pem, &issued.key_pem))
+        .domain_name("alpha.participant.tandem");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !tandem_integration_tests::cluster::serving(addr, Some(tls.clone())).await {
+        assert!(
+            Instant::now() < until,
+            "the participant never served:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        scalar(&root, "SELECT COUNT(*) FROM tandem.xa_markers").await,
+        0,
+        "the marker table exists"
+    );
+    let ssl: String = sqlx::query_scalar(
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'SSL_ACCEPTS'",
+    )
+    .fetch_one(&root)
+    .await
+    .unwrap();
+    assert!(ssl.parse::<u64>().unwrap() > 0, "no TLS session was accepted");
+    // The least-privilege account draws no warning.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("more than a participant needs"), "{text}");
+    drop(db);
 }

@@ -257,8 +257,15 @@ async fn watch_mysql(
         }
         if let Err(err) = &probe {
             // The cause, each time it changes: a refused login, a missing
-            // database and a closed port need different fixes.
-            let cause = error::describe_sql(err);
+            // database and a closed port need different fixes. A pool that
+            // timed out hides it: a connection of its own shows it.
+            let cause = match err {
+                sqlx::Error::PoolTimedOut => match shared.sessions.probe().await {
+                    Err(direct) => error::describe_sql(&direct),
+                    Ok(()) => error::describe_sql(err),
+                },
+                other => error::describe_sql(other),
+            };
             if cause != last_cause {
                 warn!(cause = %cause, "MySQL unreachable: {cause}");
                 last_cause = cause;

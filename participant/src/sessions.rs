@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{AssertSqlSafe, ConnectOptions, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tandem_proto::v1::Isolation;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -131,6 +131,16 @@ impl Sessions {
             reused: false,
             _permit: permit,
         })
+    }
+
+    /// Opens and closes one connection, outside the bound: why MySQL
+    /// cannot be reached, where a pool only says it timed out.
+    pub async fn probe(&self) -> Result<(), sqlx::Error> {
+        let conn = tokio::time::timeout(Duration::from_secs(5), self.options.connect())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let _ = conn.close().await;
+        Ok(())
     }
 
     /// Keeps a session whose branch ended cleanly for the next branch.
