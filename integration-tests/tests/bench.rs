@@ -30,6 +30,7 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
         skew: Skew::Uniform,
         participants: 3,
         binlog: vec![false],
+        tls: vec![true],
         single_client: true,
         coordinator_only: true,
         timeout: Duration::from_secs(5),

@@ -75,6 +75,9 @@ pub struct Options {
     pub participants: usize,
     /// MariaDB binlog modes to run, each on a fresh cluster.
     pub binlog: Vec<bool>,
+    /// TLS between every process (as deployed) and/or plaintext
+    /// (`--insecure-plaintext`), each on a fresh cluster: what TLS costs.
+    pub tls: Vec<bool>,
     /// Also measure latency with a single client (tandem and B1).
     pub single_client: bool,
     /// Also measure the coordinator alone against null participants.
@@ -110,9 +113,11 @@ pub async fn run(options: &Options) -> Result<Report> {
                 None => crate::cluster::production_binaries()?,
             };
             for &binlog in &options.binlog {
-                let section = launched(options, &bins, binlog).await?;
-                report.print_section(&section);
-                report.sections.push(section);
+                for &tls in &options.tls {
+                    let section = launched(options, &bins, binlog, tls).await?;
+                    report.print_section(&section);
+                    report.sections.push(section);
+                }
             }
             if options.coordinator_only {
                 let alone = coordinator_alone(options, &bins).await?;
@@ -129,6 +134,9 @@ pub async fn run(options: &Options) -> Result<Report> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
     pub binlog: bool,
+    /// Whether tandem's processes talked TLS (always, when attached to a
+    /// running cluster: unknown, reported as true).
+    pub tls: bool,
     pub runs: Vec<RunResult>,
     /// Single-client runs of the cross-participant transfer.
     pub single_client: Vec<RunResult>,
@@ -146,7 +154,7 @@ impl Section {
     }
 }
 
-async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Result<Section> {
+async fn launched(options: &Options, bins: &std::path::Path, binlog: bool, tls: bool) -> Result<Section> {
     let names = crate::cluster::participant_names(options.participants);
     let mariadb_options = if binlog {
         crate::mariadb::binlog_options()
@@ -154,10 +162,11 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Re
         Vec::new()
     };
     eprintln!(
-        "starting a cluster: {} MariaDB instances (binlog {}), {} participants, a coordinator",
+        "starting a cluster: {} MariaDB instances (binlog {}), {} participants, a coordinator, TLS {}",
         names.len(),
         if binlog { "on, sync_binlog=1" } else { "off" },
-        names.len()
+        names.len(),
+        if tls { "on" } else { "off" }
     );
     let cluster = Cluster::start(ClusterConfig {
         participants: names.clone(),
@@ -166,6 +175,7 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Re
         log_filter: options.log_filter.clone(),
         keep_dir: options.keep,
         bin_dir: Some(bins.to_owned()),
+        tls,
         ..ClusterConfig::default()
     })
     .await?;
@@ -191,6 +201,7 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool) -> Re
     let urls: Vec<String> = cluster.nodes().iter().map(|n| n.db.url()).collect();
     let client = cluster.client().await?;
     let mut section = measure_all(options, &names, &urls, client, &watched, binlog).await?;
+    section.tls = tls;
     section.leftover_xids = cluster
         .prepared_branches()
         .await?
@@ -249,6 +260,7 @@ async fn measure_all(
     };
     let mut section = Section {
         binlog,
+        tls: true,
         runs: Vec::new(),
         single_client: Vec::new(),
         leftover_xids: Vec::new(),

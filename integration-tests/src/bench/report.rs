@@ -142,8 +142,9 @@ impl Report {
         let s = &self.settings;
         println!();
         println!(
-            "=== binlog {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up, median of {} rounds ===",
+            "=== binlog {}, TLS {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up, median of {} rounds ===",
             if section.binlog { "on (sync_binlog=1)" } else { "off" },
+            if section.tls { "on" } else { "off" },
             s.clients,
             s.participants,
             s.accounts,
@@ -190,13 +191,77 @@ impl Report {
         }
     }
 
+    /// tandem with TLS against tandem without, for each binlog mode that
+    /// ran both: throughput (each also as a ratio to B1 of its own
+    /// cluster, which takes the clusters' own difference out) and the CPU
+    /// of tandem's processes per transaction.
+    fn print_tls_cost(&self) {
+        for binlog in [false, true] {
+            let find = |tls: bool| self.sections.iter().find(|s| s.binlog == binlog && s.tls == tls);
+            let (Some(on), Some(off)) = (find(true), find(false)) else {
+                continue;
+            };
+            println!();
+            println!(
+                "what TLS costs (binlog {}): tandem with TLS / without",
+                if binlog { "on" } else { "off" }
+            );
+            let b1 = |section: &Section, workload: Workload| {
+                section
+                    .runs
+                    .iter()
+                    .find(|r| r.workload == workload && r.system == System::B1)
+                    .map(|r| r.tx_per_s)
+            };
+            for run in on.runs.iter().filter(|r| r.system == System::Tandem) {
+                let Some(plain) = off
+                    .runs
+                    .iter()
+                    .find(|r| r.workload == run.workload && r.system == System::Tandem)
+                else {
+                    continue;
+                };
+                let cpu = |r: &RunResult, role: &str| r.cpu_ms_per_tx_by_role.get(role).copied().unwrap_or(0.0);
+                let per_b1 = |r: &RunResult, section: &Section| {
+                    b1(section, r.workload).map_or_else(|| "-".to_owned(), |b| format!("{:.2}", r.tx_per_s / b))
+                };
+                println!(
+                    "  {:<10} tx/s {:>8.0} / {:>8.0} = {:.2}   tandem/B1 {} / {}   CPU ms/tx coordinator {:.3} / {:.3}, participants {:.3} / {:.3}",
+                    run.workload.name(),
+                    run.tx_per_s,
+                    plain.tx_per_s,
+                    run.tx_per_s / plain.tx_per_s.max(f64::MIN_POSITIVE),
+                    per_b1(run, on),
+                    per_b1(plain, off),
+                    cpu(run, "coordinator"),
+                    cpu(plain, "coordinator"),
+                    cpu(run, "participant"),
+                    cpu(plain, "participant"),
+                );
+            }
+            if let (Some(t), Some(p)) = (
+                on.single_client_p50(System::Tandem),
+                off.single_client_p50(System::Tandem),
+            ) {
+                println!(
+                    "  one client p50: {t:.3} ms with TLS, {p:.3} ms without ({:+.3} ms)",
+                    t - p
+                );
+            }
+        }
+    }
+
     /// The targets of the benchmark issue, as measured (information, not
     /// assertions).
     pub fn print_summary(&self) {
         println!();
         println!("=== summary ===");
         for section in &self.sections {
-            let mode = if section.binlog { "binlog on " } else { "binlog off" };
+            let mode = format!(
+                "{} {}",
+                if section.binlog { "binlog on " } else { "binlog off" },
+                if section.tls { "TLS on " } else { "TLS off" }
+            );
             for r in Self::ratios(section) {
                 let f = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
                 println!(
@@ -227,6 +292,7 @@ impl Report {
                 );
             }
         }
+        self.print_tls_cost();
         if let Some(alone) = &self.coordinator_only {
             let cpu = alone.cpu_ms_per_tx_by_role.get("coordinator").copied().unwrap_or(0.0);
             let per_core = if cpu > 0.0 { 1000.0 / cpu } else { 0.0 };

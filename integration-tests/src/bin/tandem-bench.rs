@@ -27,6 +27,13 @@ enum Binlog {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Tls {
+    On,
+    Off,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SkewArg {
     Uniform,
     Zipf,
@@ -70,6 +77,10 @@ struct Args {
     /// MariaDB's binary log: off, on (sync_binlog=1), or both (one cluster each).
     #[arg(long, value_enum, default_value_t = Binlog::Both)]
     binlog: Binlog,
+    /// TLS between tandem's processes: on (as deployed), off
+    /// (--insecure-plaintext), or both (one cluster each, to see its cost).
+    #[arg(long, value_enum, default_value_t = Tls::On)]
+    tls: Tls,
     /// Skip the single-client latency runs.
     #[arg(long)]
     no_single_client: bool,
@@ -180,6 +191,11 @@ fn main() -> Result<()> {
             Binlog::Off => vec![false],
             Binlog::On => vec![true],
             Binlog::Both => vec![false, true],
+        },
+        tls: match args.tls {
+            Tls::On => vec![true],
+            Tls::Off => vec![false],
+            Tls::Both => vec![true, false],
         },
         single_client: !args.no_single_client,
         coordinator_only: !args.no_coordinator_only,
