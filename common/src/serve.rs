@@ -41,6 +41,16 @@ pub fn server(transport: &Transport, require_client_cert: bool) -> Result<Server
     }
 }
 
+/// What an interceptor put into a request's extensions (who the caller
+/// is); its absence is a bug, reported as INTERNAL rather than a panic.
+pub fn extension<T: Clone + Send + Sync + 'static, R>(request: &tonic::Request<R>) -> Result<T, tonic::Status> {
+    request
+        .extensions()
+        .get::<T>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::internal("request reached a handler without authentication"))
+}
+
 /// How long accepting pauses after an error (out of file descriptors):
 /// retrying at once would spin a core while nothing can be accepted.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -124,6 +124,24 @@ impl Transport {
         }
     }
 
+    /// Refuses a certificate that names anyone but `role` `name`: a
+    /// process must not start with another's identity.
+    pub fn check_me(&self, role: crate::Role, name: &str) -> Result<(), TlsError> {
+        let Some(me) = self.me() else {
+            return Ok(());
+        };
+        let want = Identity::new(role, name).map_err(TlsError::Invalid)?;
+        if *me == want {
+            Ok(())
+        } else {
+            Err(TlsError::Invalid(format!(
+                "the TLS certificate names {me} ({}), but this is {role} {name} and needs {}",
+                me.dns_name(),
+                want.dns_name()
+            )))
+        }
+    }
+
     /// This process's identity, when it has one.
     pub fn me(&self) -> Option<&Identity> {
         match self {

@@ -37,11 +37,7 @@ impl Caller {
 
     /// The caller the interceptor found.
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
-        request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+        tandem_common::serve::extension(request)
     }
 }
 
@@ -115,11 +111,7 @@ pub struct Asker(pub Option<String>);
 
 impl Asker {
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
-        request
-            .extensions()
-            .get::<Asker>()
-            .cloned()
-            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+        tandem_common::serve::extension(request)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tandem_common::tokens::Tokens;
-use tandem_common::{Identity, Role, Transport};
+use tandem_common::{Role, Transport};
 
 use crate::error::Error;
 use crate::ids;
@@ -133,17 +133,9 @@ impl Config {
                 .check_listen(addr)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         }
-        if let Some(me) = self.transport.me() {
-            let want = Identity::new(Role::Coordinator, &self.name).map_err(Error::InvalidArgument)?;
-            if *me != want {
-                return Err(Error::InvalidArgument(format!(
-                    "the TLS certificate names {me} ({}), but this is coordinator {} and needs {}",
-                    me.dns_name(),
-                    self.name,
-                    want.dns_name()
-                )));
-            }
-        }
+        self.transport
+            .check_me(Role::Coordinator, &self.name)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if self.max_live == 0 || self.max_live_per_principal == 0 {
             return Err(Error::InvalidArgument(
                 "the live-transaction limits must be positive".to_owned(),

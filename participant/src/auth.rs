@@ -23,11 +23,7 @@ pub struct Calling(pub Option<String>);
 
 impl Calling {
     pub fn of<T>(request: &Request<T>) -> Result<Self, Status> {
-        request
-            .extensions()
-            .get::<Calling>()
-            .cloned()
-            .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+        tandem_common::serve::extension(request)
     }
 }
 

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use sqlx::MySqlPool;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use tandem_common::{Identity, Role, Transport, serve};
+use tandem_common::{Role, Transport, serve};
 use tandem_proto::v1::participant_server::ParticipantServer;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -129,17 +129,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     xa::validate_id("participant name", &config.name)?;
     tandem_common::identity::validate_name(&config.name)
         .map_err(|e| Error::InvalidArgument(format!("participant name: {e}")))?;
-    if let Some(me) = config.transport.me() {
-        let want = Identity::new(Role::Participant, &config.name).map_err(Error::InvalidArgument)?;
-        if *me != want {
-            return Err(Error::InvalidArgument(format!(
-                "the TLS certificate names {me} ({}), but this is participant {} and needs {}",
-                me.dns_name(),
-                config.name,
-                want.dns_name()
-            )));
-        }
-    }
+    config
+        .transport
+        .check_me(Role::Participant, &config.name)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     for (name, url) in &config.coordinators {
         tandem_common::identity::validate_name(name)
             .map_err(|e| Error::InvalidArgument(format!("coordinator {name:?}: {e}")))?;
