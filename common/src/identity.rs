@@ -90,7 +90,7 @@ impl Identity {
     /// must already be verified (the TLS handshake did that).
     pub fn from_cert(der: &CertificateDer<'_>) -> Option<Self> {
         let cert = webpki::EndEntityCert::try_from(der).ok()?;
-        cert.valid_dns_names().find_map(Identity::from_dns_name)
+        one_identity(cert.valid_dns_names())
     }
 
     /// The identity of the TLS peer of a request, if it presented a
@@ -105,6 +105,28 @@ impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.role, self.name)
     }
+}
+
+/// The one tandem identity among a certificate's DNS names. A certificate
+/// that names two (say a client and a coordinator), or any wildcard under
+/// `.tandem`, names none: whoever issued it, it must not pass as either.
+fn one_identity<'a>(names: impl Iterator<Item = &'a str>) -> Option<Identity> {
+    let mut found = None;
+    for name in names {
+        let tandem = name
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.eq_ignore_ascii_case(DOMAIN));
+        if !tandem {
+            // Host names and addresses for tools that dial by address.
+            continue;
+        }
+        let identity = Identity::from_dns_name(name)?;
+        if found.replace(identity).is_some() {
+            return None;
+        }
+    }
+    found
 }
 
 /// Identity names: 1 to 63 ASCII letters, digits, '-' and '_' (what a DNS
@@ -141,6 +163,19 @@ mod tests {
             Identity::from_dns_name("alpha.Participant.TANDEM"),
             Some(Identity::new(Role::Participant, "alpha").unwrap())
         );
+    }
+
+    #[test]
+    fn a_certificate_names_one_identity_or_none() {
+        let one = |names: &[&str]| one_identity(names.iter().copied());
+        assert_eq!(
+            one(&["localhost", "tc.coordinator.tandem", "10.0.0.1"]),
+            Some(Identity::new(Role::Coordinator, "tc").unwrap())
+        );
+        assert_eq!(one(&["x.client.tandem", "tc.coordinator.tandem"]), None);
+        assert_eq!(one(&["tc.coordinator.tandem", "*.coordinator.tandem"]), None);
+        assert_eq!(one(&["bad.name.here.tandem", "tc.coordinator.tandem"]), None);
+        assert_eq!(one(&["localhost"]), None);
     }
 
     #[test]

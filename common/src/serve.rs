@@ -2,10 +2,11 @@
 //! [`Transport`], HTTP/2 keep-alive so dead peers are noticed, bounded
 //! handshakes, and a bounded number of open connections ([`bind`]).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -61,13 +62,16 @@ pub type Incoming = Pin<Box<dyn Stream<Item = Result<Conn, io::Error>> + Send>>;
 /// Binds a listener (refusing plaintext off loopback) and returns its
 /// incoming connections and the address it got. At most
 /// `max_connections` are open at once: at the bound, new ones wait in the
-/// kernel's backlog until one closes.
+/// kernel's backlog until one closes. One source address holds at most
+/// half of them (more are closed at once), so a single host cannot take
+/// every place.
 pub async fn bind(
     transport: &Transport,
     what: &'static str,
     addr: SocketAddr,
     max_connections: usize,
 ) -> Result<(Incoming, SocketAddr), TlsError> {
+    let max_connections = max_connections.max(2);
     transport.check_listen(addr)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -77,7 +81,9 @@ pub async fn bind(
         .map_err(|e| TlsError::Invalid(format!("{what} listener address: {e}")))?;
     let state = Accept {
         listener,
-        permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        permits: Arc::new(Semaphore::new(max_connections)),
+        per_source: Arc::new(Mutex::new(HashMap::new())),
+        max_per_source: max_connections / 2,
         what,
         warned: None,
     };
@@ -85,21 +91,27 @@ pub async fn bind(
         let permit = Arc::clone(&state.permits).acquire_owned().await.ok()?;
         loop {
             match state.listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Some(source) = SourceGuard::take(&state.per_source, peer.ip(), state.max_per_source) else {
+                        // Closed at once: that host holds its share.
+                        state.warn_once(&format!(
+                            "{} holds its share of connections; closing a new one",
+                            peer.ip()
+                        ));
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     return Some((
                         Ok(Conn {
                             stream,
                             _permit: permit,
+                            _source: source,
                         }),
                         state,
                     ));
                 }
                 Err(err) => {
-                    if state.warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                        warn!(listener = state.what, error = %err, "cannot accept connections; backing off");
-                        state.warned = Some(Instant::now());
-                    }
+                    state.warn_once(&format!("cannot accept connections ({err}); backing off"));
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
@@ -112,16 +124,65 @@ struct Accept {
     listener: TcpListener,
     /// One per open connection.
     permits: Arc<Semaphore>,
+    /// Open connections by source address.
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_source: usize,
     what: &'static str,
-    /// When an accept error was last logged (once per 10 s).
+    /// When a refusal was last logged (once per 10 s).
     warned: Option<Instant>,
 }
 
-/// An accepted connection; its place under the bound is freed when it
+impl Accept {
+    fn warn_once(&mut self, what: &str) {
+        if self.warned.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+            warn!(listener = self.what, "{what}");
+            self.warned = Some(Instant::now());
+        }
+    }
+}
+
+/// A connection's place in its source address's share.
+struct SourceGuard {
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceGuard {
+    fn take(per_source: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut counts = per_source.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            per_source: Arc::clone(per_source),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An accepted connection; its place under the bounds is freed when it
 /// closes.
 pub struct Conn {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _source: SourceGuard,
 }
 
 impl Connected for Conn {

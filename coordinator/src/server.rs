@@ -259,8 +259,15 @@ impl Coordinator for CoordinatorService {
 
     async fn list_participants(
         &self,
-        _request: Request<ListParticipantsRequest>,
+        request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
+        // Addresses, errors and in-doubt counts are the operators' view.
+        if !Caller::of(&request)?.is_operator() {
+            return Err(Error::PermissionDenied(
+                "ListParticipants is for operator identities (<name>.operator.tandem)".to_owned(),
+            )
+            .into());
+        }
         Ok(Response::new(ListParticipantsResponse {
             participants: self.shared.participants.all().map(|p| p.info()).collect(),
         }))

@@ -399,7 +399,9 @@ async fn a_participant_that_is_down_aborts_the_transaction() {
         0
     );
     assert_unlocked(cluster.node("alpha").pool(), "notes", "id = 1").await;
-    let participants = client.list_participants().await.unwrap();
+    // Participants' health is the operators' view.
+    expect_code(client.list_participants().await, Code::PermissionDenied);
+    let participants = cluster.operator().await.unwrap().list_participants().await.unwrap();
     let gamma = participants.iter().find(|p| p.name == "gamma").unwrap();
     assert!(!gamma.reachable, "{gamma:?}");
     assert_no_prepared(&cluster).await;
@@ -643,7 +645,7 @@ async fn the_demo_runs() {
     };
     demo.run().await.unwrap();
     assert_no_prepared(&cluster).await;
-    let participants = cluster.client().await.unwrap().list_participants().await.unwrap();
+    let participants = cluster.operator().await.unwrap().list_participants().await.unwrap();
     assert_eq!(participants.len(), 3);
 }
 

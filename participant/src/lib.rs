@@ -136,6 +136,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     for (name, url) in &config.coordinators {
         tandem_common::identity::validate_name(name)
             .map_err(|e| Error::InvalidArgument(format!("coordinator {name:?}: {e}")))?;
+        // A gtrid is `<coordinator>-<epoch>-<seq>`: a name with '-' would
+        // never match its own gtrids.
+        if name.contains('-') {
+            return Err(Error::InvalidArgument(format!(
+                "coordinator name {name:?} contains '-', which no coordinator name may"
+            )));
+        }
         config
             .transport
             .check_url(&format!("coordinator {name}"), url)
@@ -157,7 +164,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         sessions: Sessions::new(options, config.max_connections),
         branches: Registry::default(),
         limits: config.limits,
-        refusal: std::sync::RwLock::new(None),
+        // Closed until the first check found the tables safe.
+        refusal: std::sync::RwLock::new(Some(format!(
+            "participant {} has not yet checked that its tables can roll back",
+            config.name
+        ))),
         allow_non_transactional: config.allow_non_transactional,
     });
 
@@ -270,6 +281,7 @@ async fn watch_mysql(
                 last_cause.clear();
                 warn_if_unsafe_binlog(&shared.pool).await;
                 schema::warn_about_privileges(&shared.pool).await;
+                schema::warn_about_stored_code(&shared.pool).await;
                 health.set_service_status("", ServingStatus::Serving).await;
                 mysql_back.notify_one();
             } else {
@@ -292,17 +304,21 @@ async fn watch_mysql(
 /// Looks for tables that cannot roll back; while there are any (and they
 /// are not allowed), no branch may begin and health is NOT_SERVING.
 async fn check_tables(shared: &Shared) -> bool {
-    let tables = match schema::non_transactional_tables(&shared.pool).await {
-        Ok(tables) => tables,
-        Err(err) => {
-            warn!(error = %error::describe_sql(&err), "cannot list the tables' engines; not serving");
-            return false;
+    let (tables, refusal) = match schema::non_transactional_tables(&shared.pool).await {
+        Ok(tables) if shared.allow_non_transactional => (tables, None),
+        Ok(tables) => {
+            let refusal = schema::refusal(&shared.name, &tables);
+            (tables, refusal)
         }
-    };
-    let refusal = if shared.allow_non_transactional {
-        None
-    } else {
-        schema::refusal(&shared.name, &tables)
+        // Fails closed: a table that cannot roll back may be there.
+        Err(err) => (
+            Vec::new(),
+            Some(format!(
+                "participant {} cannot check that its tables can roll back: {}",
+                shared.name,
+                error::describe_sql(&err)
+            )),
+        ),
     };
     let mut current = shared
         .refusal

@@ -45,6 +45,37 @@ pub fn refusal(participant: &str, tables: &[String]) -> Option<String> {
     ))
 }
 
+/// Warns about code the lexer cannot see into: stored functions client SQL
+/// may call, and triggers its writes fire. Either could write a table that
+/// cannot roll back or take an advisory lock.
+pub async fn warn_about_stored_code(pool: &MySqlPool) {
+    let sql = format!(
+        "SELECT CONCAT(ROUTINE_TYPE, ' ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) FROM information_schema.ROUTINES \
+         WHERE ROUTINE_SCHEMA NOT IN ({SYSTEM_SCHEMAS}) \
+         UNION ALL \
+         SELECT CONCAT('TRIGGER ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) FROM information_schema.TRIGGERS \
+         WHERE TRIGGER_SCHEMA NOT IN ({SYSTEM_SCHEMAS}) \
+         LIMIT 20"
+    );
+    let found: Vec<String> = match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.try_get_unchecked::<String, _>(0).ok())
+            .collect(),
+        Err(err) => {
+            warn!(error = %crate::error::describe_sql(&err), "cannot list stored routines and triggers");
+            return;
+        }
+    };
+    if !found.is_empty() {
+        warn!(
+            code = %found.join(", "),
+            "stored code runs inside branches where tandem cannot check it: make sure it writes only \
+             transactional tables and takes no advisory locks (its effects would survive an abort)"
+        );
+    }
+}
+
 /// Warns when the MySQL account can do more than the participant needs.
 pub async fn warn_about_privileges(pool: &MySqlPool) {
     let grants = match sqlx::raw_sql("SHOW GRANTS FOR CURRENT_USER()").fetch_all(pool).await {

@@ -281,8 +281,14 @@ impl Participant for ParticipantService {
         Ok(Response::new(BranchRollbackResponse {}))
     }
 
-    async fn recover(&self, _request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
-        let gtrids = recovery::prepared(&self.shared).await?;
+    async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        // A coordinator learns only of its own transactions' branches.
+        let gtrids = recovery::prepared(&self.shared)
+            .await?
+            .into_iter()
+            .filter(|gtrid| self.auth.check_gtrid(&calling, gtrid).is_ok())
+            .collect();
         Ok(Response::new(RecoverResponse { gtrids }))
     }
 

@@ -98,21 +98,22 @@ impl Txns {
         isolation: Isolation,
         timeout: Duration,
     ) -> Result<(TxnHandle, TransactionInfo), Error> {
-        {
-            let inner = self.lock();
-            if inner.live.len() >= self.max_live {
-                return Err(Error::ResourceExhausted(format!(
-                    "the coordinator has {} live transactions, its limit (--max-live-transactions); retry later",
-                    inner.live.len()
-                )));
-            }
-            let mine = inner.per_principal.get(&owner).copied().unwrap_or(0);
-            if mine >= self.max_live_per_principal {
-                return Err(Error::ResourceExhausted(format!(
-                    "{owner} has {mine} live transactions, the limit per principal (--max-live-per-principal); \
-                     finish some first"
-                )));
-            }
+        // Checked, issued and registered under one lock: concurrent
+        // Begins cannot all pass a limit, and no id is ever issued without
+        // being findable (a GetTransaction in between would fence it).
+        let mut inner = self.lock();
+        if inner.live.len() >= self.max_live {
+            return Err(Error::ResourceExhausted(format!(
+                "the coordinator has {} live transactions, its limit (--max-live-transactions); retry later",
+                inner.live.len()
+            )));
+        }
+        let mine = inner.per_principal.get(&owner).copied().unwrap_or(0);
+        if mine >= self.max_live_per_principal {
+            return Err(Error::ResourceExhausted(format!(
+                "{owner} has {mine} live transactions, the limit per principal (--max-live-per-principal); \
+                 finish some first"
+            )));
         }
         let id = self.ids.next()?;
         let now = SystemTime::now();
@@ -130,7 +131,8 @@ impl Txns {
             timeout,
             recovered: None,
         };
-        Ok((self.spawn(shared, params, info.clone(), Some(owner)), info))
+        let handle = Self::spawn(&mut inner, shared, params, info.clone(), Some(owner));
+        Ok((handle, info))
     }
 
     /// Resumes phase 2 of every COMMIT a restart found unfinished in the
@@ -150,12 +152,14 @@ impl Txns {
                 timeout: Duration::ZERO,
                 recovered: Some(participants),
             };
-            self.spawn(shared, params, info, None);
+            Self::spawn(&mut self.lock(), shared, params, info, None);
         }
     }
 
+    /// Starts the actor and registers it, before it can run, so it can
+    /// always find itself.
     fn spawn(
-        &self,
+        inner: &mut Inner,
         shared: &Arc<Shared>,
         params: actor::Params,
         info: TransactionInfo,
@@ -167,8 +171,6 @@ impl Txns {
             abort: None,
             owner: owner.clone(),
         }));
-        // Registered before the actor can run, so it can always find itself.
-        let mut inner = self.lock();
         let handle = TxnHandle::spawn(Arc::clone(shared), params, Arc::clone(&record));
         if let Some(owner) = &owner {
             *inner.per_principal.entry(owner.clone()).or_insert(0) += 1;

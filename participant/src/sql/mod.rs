@@ -30,7 +30,8 @@
 //! - what the session remembers of earlier statements, which on a pooled
 //!   session may be another principal's transaction: `LAST_INSERT_ID()`,
 //!   `FOUND_ROWS()`, `ROW_COUNT()`, `@@last_insert_id`, `@@insert_id`,
-//!   `@@identity` (each result carries rows affected and the insert id);
+//!   `@@identity`, `@@last_gtid`, `@@warning_count`, `@@error_count` (each
+//!   result carries rows affected and the insert id);
 //! - a NUL byte outside quotes and `/* */` comments. The server stops
 //!   reading there, so it would run something other than what was checked.
 //!
@@ -131,7 +132,14 @@ const FUNCTIONS: [(&str, &str); 13] = [
 
 /// System variables that hold what an earlier statement on the session
 /// left (lower case, matched without their `session.` or `local.` part).
-const SESSION_MEMORY: [&str; 3] = ["last_insert_id", "insert_id", "identity"];
+const SESSION_MEMORY: [&str; 6] = [
+    "last_insert_id",
+    "insert_id",
+    "identity",
+    "last_gtid",
+    "warning_count",
+    "error_count",
+];
 
 /// Checks one statement. See the module docs for what is refused.
 pub fn check(sql: &str) -> Result<Checked<'_>, SqlError> {

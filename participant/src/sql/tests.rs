@@ -448,6 +448,8 @@ fn what_the_session_remembers_of_earlier_statements_is_refused() {
         ("SELECT @@session.insert_id", "@@SESSION.INSERT_ID"),
         ("SELECT @@IDENTITY", "@@IDENTITY"),
         ("SELECT @@`identity`", "@@IDENTITY"),
+        ("SELECT @@session.last_gtid", "@@SESSION.LAST_GTID"),
+        ("SELECT @@warning_count, @@error_count", "@@WARNING_COUNT"),
     ] {
         assert_eq!(forbidden(sql), keyword, "{sql}");
     }
