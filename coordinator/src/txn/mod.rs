@@ -25,6 +25,10 @@ use crate::ids::{IdGen, Origin};
 
 /// How many finished transactions GetTransaction still knows.
 const REMEMBER_FINISHED: usize = 100_000;
+/// Most GetTransactions at once that must ask every participant (the
+/// transaction is no longer in memory): each takes a MySQL session and a
+/// fence row on each participant.
+const PARTICIPANT_LOOKUPS: usize = 4;
 /// Most transactions one ListTransactions page looks at (under the
 /// registry's lock), whatever it finds.
 const LIST_SCAN: usize = 10_000;
@@ -51,6 +55,8 @@ pub struct Record {
 pub struct Txns {
     ids: IdGen,
     inner: Mutex<Inner>,
+    /// Bounds the GetTransactions that ask the participants.
+    participant_lookups: tokio::sync::Semaphore,
     /// Most live transactions, in all and per principal.
     max_live: usize,
     max_live_per_principal: usize,
@@ -83,6 +89,7 @@ impl Txns {
         Self {
             ids,
             inner: Mutex::default(),
+            participant_lookups: tokio::sync::Semaphore::new(PARTICIPANT_LOOKUPS),
             max_live,
             max_live_per_principal,
         }
@@ -396,7 +403,14 @@ impl Txns {
         }
         // Not logged: it aborted, unless it had one branch and committed it
         // in one phase (never logged). The participants' marker rows tell;
-        // each fences the gtrid off, so their answers are final.
+        // each fences the gtrid off, so their answers are final. A few at a
+        // time: each costs every participant a session and a row.
+        let _lookup = self.participant_lookups.try_acquire().map_err(|_| {
+            Status::unavailable(format!(
+                "too many lookups of transactions the coordinator no longer holds are in progress; ask about \
+                 {id} again"
+            ))
+        })?;
         let asked = futures::future::join_all(
             shared
                 .participants

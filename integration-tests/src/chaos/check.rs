@@ -321,11 +321,11 @@ async fn reported_outcome(client: &mut Client, event: &Event) -> Result<Option<O
                 label: event.op.clone(),
                 ..pb::ListTransactionsRequest::default()
             };
+            // Every page: a page may be empty and still have a next one.
             client
-                .raw()
                 .list_transactions(request)
                 .await
-                .map(|list| list.into_inner().transactions.first().map(pb::TransactionInfo::outcome))
+                .map(|list| list.first().map(pb::TransactionInfo::outcome))
         } else {
             client
                 .get_transaction(&event.txn)
