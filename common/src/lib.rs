@@ -7,8 +7,9 @@
 //!   server and client TLS settings; the plaintext development mode.
 //! - [`tokens`]: bearer tokens for clients without certificates, kept
 //!   hashed in a file.
-//! - [`serve`]: the settings every tandem gRPC listener shares (TLS,
-//!   keep-alive, idle and handshake timeouts).
+//! - [`serve`]: what every tandem gRPC listener shares (TLS, keep-alive,
+//!   the handshake timeout, a bound on open connections and a per-host
+//!   share of it), and who the caller of a request is.
 //!
 //! The trust model is DESIGN.md §8: clients call the coordinator's client
 //! API, only coordinators call participants, and only participants call

@@ -1,6 +1,9 @@
 //! What every tandem gRPC listener shares: TLS from the process's
 //! [`Transport`], HTTP/2 keep-alive so dead peers are noticed, bounded
-//! handshakes, and a bounded number of open connections ([`bind`]).
+//! handshakes, and a bounded number of open connections with a per-host
+//! share ([`bind`]). A connection that completed its handshake and then
+//! idles is not closed here (tonic exposes no hook for it); the
+//! coordinator recycles client connections after an hour.
 
 use std::collections::HashMap;
 use std::io;
