@@ -30,6 +30,8 @@ pub struct Config {
     pub max_live: usize,
     /// Most live transactions one principal may hold at once.
     pub max_live_per_principal: usize,
+    /// Most open branches one principal may hold on one participant.
+    pub max_branches_per_principal: usize,
     /// Most open client connections; more wait in the kernel's backlog.
     pub max_client_connections: usize,
     /// Most bytes of results in one answer to a client (Execute or
@@ -78,6 +80,7 @@ pub struct FileConfig {
     pub tokens: Option<PathBuf>,
     pub max_live_transactions: Option<usize>,
     pub max_live_per_principal: Option<usize>,
+    pub max_branches_per_principal: Option<usize>,
     pub max_result_bytes: Option<u64>,
     pub max_client_connections: Option<usize>,
     #[serde(default)]
@@ -136,7 +139,7 @@ impl Config {
         self.transport
             .check_me(Role::Coordinator, &self.name)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        if self.max_live == 0 || self.max_live_per_principal == 0 {
+        if self.max_live == 0 || self.max_live_per_principal == 0 || self.max_branches_per_principal == 0 {
             return Err(Error::InvalidArgument(
                 "the live-transaction limits must be positive".to_owned(),
             ));

@@ -98,12 +98,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let plaintext = matches!(config.transport, Transport::Plaintext);
     let client_auth = ClientAuth::new(config.tokens.clone(), plaintext);
     let participant_auth = ParticipantAuth::new(config.participants.iter().map(|(n, _)| n.clone()), plaintext);
-    let (max_live, per_principal) = (config.max_live, config.max_live_per_principal);
+    let limits = txn::Limits {
+        max_live: config.max_live,
+        max_live_per_principal: config.max_live_per_principal,
+        max_branches_per_principal: config.max_branches_per_principal,
+    };
     let shared = Arc::new(Shared {
         config,
         participants: Arc::clone(&participants),
         log: Box::new(log),
-        txns: Txns::new(ids, max_live, per_principal),
+        txns: Txns::new(ids, limits),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));

@@ -47,6 +47,12 @@ struct Args {
     /// message limit].
     #[arg(long, env = "TANDEM_MAX_RESULT_BYTES")]
     max_result_bytes: Option<u64>,
+    /// Most open branches one principal may hold on one participant. Each
+    /// pins one of its MySQL sessions: keep it below the participants'
+    /// --max-connections (64 by default), so others always find one
+    /// [default: 48].
+    #[arg(long, env = "TANDEM_MAX_BRANCHES_PER_PRINCIPAL")]
+    max_branches_per_principal: Option<usize>,
     /// Most live transactions one principal may hold [default: 1000].
     #[arg(long, env = "TANDEM_MAX_LIVE_PER_PRINCIPAL")]
     max_live_per_principal: Option<usize>,
@@ -121,6 +127,10 @@ async fn main() -> anyhow::Result<()> {
             .or(file.max_client_connections)
             .unwrap_or(512),
         max_result_bytes: args.max_result_bytes.or(file.max_result_bytes).unwrap_or(4 << 20),
+        max_branches_per_principal: args
+            .max_branches_per_principal
+            .or(file.max_branches_per_principal)
+            .unwrap_or(48),
         max_live_per_principal: args
             .max_live_per_principal
             .or(file.max_live_per_principal)

@@ -146,6 +146,9 @@ impl Coordinator for CoordinatorService {
             ))
             .into());
         }
+        self.shared
+            .txns
+            .open_branches(&req.txn_id, std::slice::from_ref(&req.participant))?;
         let results = handle
             .execute(req.participant, req.statements)
             .await
@@ -207,6 +210,12 @@ impl Coordinator for CoordinatorService {
             check_statements(&branch.participant, &branch.statements)?;
         }
         let (handle, info) = self.start(caller, req.label, req.isolation, req.timeout_ms)?;
+        let participants: Vec<String> = req.branches.iter().map(|b| b.participant.clone()).collect();
+        if let Err(refused) = self.shared.txns.open_branches(&info.txn_id, &participants) {
+            // Nothing ran: end the transaction that was just begun.
+            let _ = handle.rollback().await;
+            return Err(refused.into());
+        }
         let response = handle
             .submit(req.branches)
             .await

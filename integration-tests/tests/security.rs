@@ -1215,3 +1215,59 @@ async fn a_participant_reaches_mysql_over_verified_tls() {
     assert!(!text.contains("more than a participant needs"), "{text}");
     drop(db);
 }
+
+#[tokio::test]
+async fn one_principal_cannot_pin_every_session_of_a_participant() {
+    let cluster = Cluster::start(ClusterConfig {
+        coordinator_args: ["--max-branches-per-principal", "2"].map(str::to_owned).to_vec(),
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
+    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    // Alice leaves two branches open on alpha, each holding a session.
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let txn = alice.begin().await.unwrap();
+        alice
+            .execute(&txn, "alpha", vec![insert_note(i, "held")])
+            .await
+            .unwrap();
+        open.push(txn);
+    }
+    let third = alice.begin().await.unwrap();
+    let err = expect_code(
+        alice.execute(&third, "alpha", vec![insert_note(9, "third")]).await,
+        Code::ResourceExhausted,
+    );
+    assert!(err.message().contains("--max-branches-per-principal"), "{err:?}");
+    // Her share elsewhere, and everyone else's on alpha, are untouched.
+    alice
+        .execute(&third, "beta", vec![insert_note(9, "beta")])
+        .await
+        .unwrap();
+    let refused = alice.submit(vec![("alpha", vec![insert_note(10, "submit")])]).await;
+    expect_code(refused, Code::ResourceExhausted);
+    let done = bob.submit(vec![("alpha", vec![insert_note(20, "bob")])]).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    // Ending one gives its place back (when its actor ends, just after).
+    alice.rollback(&open[0]).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match alice.execute(&third, "alpha", vec![insert_note(9, "third")]).await {
+            Err(status) if status.code() == Code::ResourceExhausted && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => {
+                other.unwrap();
+                break;
+            }
+        }
+    }
+    let done = alice.commit(&third).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    let alpha = cluster.node("alpha").pool();
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id IN (9, 20)").await, 2);
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id = 10").await, 0);
+}

@@ -57,9 +57,20 @@ pub struct Txns {
     inner: Mutex<Inner>,
     /// Bounds the GetTransactions that ask the participants.
     participant_lookups: tokio::sync::Semaphore,
-    /// Most live transactions, in all and per principal.
-    max_live: usize,
-    max_live_per_principal: usize,
+    limits: Limits,
+}
+
+/// What principals may hold at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live transactions, over all principals.
+    pub max_live: usize,
+    /// Live transactions of one principal.
+    pub max_live_per_principal: usize,
+    /// Open branches of one principal on one participant: each pins one
+    /// of that participant's MySQL sessions, so one principal must not
+    /// take them all.
+    pub max_branches_per_principal: usize,
 }
 
 #[derive(Default)]
@@ -67,6 +78,8 @@ struct Inner {
     live: HashMap<String, Live>,
     /// Live transactions per owner, for the per-principal limit.
     per_principal: HashMap<Identity, usize>,
+    /// Open branches per (owner, participant).
+    branches: HashMap<(Identity, String), usize>,
     /// Every remembered transaction (live and finished) by the order it
     /// was registered in, for ListTransactions' pages.
     order: BTreeMap<u64, String>,
@@ -82,16 +95,18 @@ struct Live {
     owner: Option<Identity>,
     /// Its place in `Inner::order`.
     ordinal: u64,
+    /// The participants it opened a branch on (counted in
+    /// `Inner::branches` until it ends).
+    participants: Vec<String>,
 }
 
 impl Txns {
-    pub fn new(ids: IdGen, max_live: usize, max_live_per_principal: usize) -> Self {
+    pub fn new(ids: IdGen, limits: Limits) -> Self {
         Self {
             ids,
             inner: Mutex::default(),
             participant_lookups: tokio::sync::Semaphore::new(PARTICIPANT_LOOKUPS),
-            max_live,
-            max_live_per_principal,
+            limits,
         }
     }
 
@@ -109,14 +124,14 @@ impl Txns {
         // Begins cannot all pass a limit, and no id is ever issued without
         // being findable (a GetTransaction in between would fence it).
         let mut inner = self.lock();
-        if inner.live.len() >= self.max_live {
+        if inner.live.len() >= self.limits.max_live {
             return Err(Error::ResourceExhausted(format!(
                 "the coordinator has {} live transactions, its limit (--max-live-transactions); retry later",
                 inner.live.len()
             )));
         }
         let mine = inner.per_principal.get(&owner).copied().unwrap_or(0);
-        if mine >= self.max_live_per_principal {
+        if mine >= self.limits.max_live_per_principal {
             return Err(Error::ResourceExhausted(format!(
                 "{owner} has {mine} live transactions, the limit per principal (--max-live-per-principal); \
                  finish some first"
@@ -192,6 +207,7 @@ impl Txns {
                 record,
                 owner,
                 ordinal,
+                participants: Vec::new(),
             },
         );
         handle
@@ -212,6 +228,40 @@ impl Txns {
             Some(record) if caller.sees(record.owner.as_ref()) => Lookup::Finished(record.clone()),
             _ => Lookup::Unknown,
         }
+    }
+
+    /// Counts the branches transaction `id` is about to open on
+    /// `participants`, or refuses (before anything runs) when its owner
+    /// already holds its share of one of them.
+    pub fn open_branches(&self, id: &str, participants: &[String]) -> Result<(), Error> {
+        let max = self.limits.max_branches_per_principal;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(live) = inner.live.get_mut(id) else {
+            return Ok(());
+        };
+        let Some(owner) = live.owner.clone() else {
+            return Ok(());
+        };
+        let new: Vec<&String> = participants.iter().filter(|p| !live.participants.contains(p)).collect();
+        for participant in &new {
+            let held = inner
+                .branches
+                .get(&(owner.clone(), (*participant).clone()))
+                .copied()
+                .unwrap_or(0);
+            if held >= max {
+                return Err(Error::ResourceExhausted(format!(
+                    "{owner} holds {held} open branches on participant {participant}, its share \
+                     (--max-branches-per-principal); finish some first"
+                )));
+            }
+        }
+        for participant in new {
+            *inner.branches.entry((owner.clone(), participant.clone())).or_insert(0) += 1;
+            live.participants.push(participant.clone());
+        }
+        Ok(())
     }
 
     /// Whether `caller` began transaction `id` (live).
@@ -311,12 +361,21 @@ impl Txns {
         let Some(live) = inner.live.remove(id) else {
             return;
         };
-        if let Some(owner) = &live.owner
-            && let Some(count) = inner.per_principal.get_mut(owner)
-        {
-            *count -= 1;
-            if *count == 0 {
-                inner.per_principal.remove(owner);
+        if let Some(owner) = &live.owner {
+            if let Some(count) = inner.per_principal.get_mut(owner) {
+                *count -= 1;
+                if *count == 0 {
+                    inner.per_principal.remove(owner);
+                }
+            }
+            for participant in &live.participants {
+                let key = (owner.clone(), participant.clone());
+                if let Some(count) = inner.branches.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        inner.branches.remove(&key);
+                    }
+                }
             }
         }
         let record = lock(&live.record).clone();
