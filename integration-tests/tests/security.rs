@@ -22,6 +22,16 @@ use tandem_integration_tests::{Cluster, ClusterConfig};
 use tonic::Code;
 use tonic::transport::Channel;
 
+async fn start(config: ClusterConfig) -> Cluster {
+    Cluster::start(config).await.expect("cluster starts")
+}
+
+/// A client acting as client principal `name`.
+async fn principal(cluster: &Cluster, name: &str) -> Client {
+    let access = cluster.access(name).expect("a client certificate");
+    access.connect().await.expect("the coordinator answers")
+}
+
 fn id(role: Role, name: &str) -> Identity {
     Identity::new(role, name).expect("identity")
 }
@@ -296,14 +306,13 @@ async fn only_participants_reach_the_internal_decisions_api() {
 #[tokio::test]
 async fn a_transaction_belongs_to_the_principal_that_began_it() {
     let token = "s3cret-token-for-bob";
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         tokens: vec![format!("bob client {}", tokens::hash_hex(token))],
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut mallory = cluster.access("mallory").unwrap().connect().await.unwrap();
+    .await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut mallory = principal(&cluster, "mallory").await;
     let mut ops = cluster.operator().await.unwrap();
 
     let txn = alice
@@ -430,17 +439,16 @@ async fn a_transaction_belongs_to_the_principal_that_began_it() {
 
 #[tokio::test]
 async fn live_transactions_are_bounded_per_principal_and_in_all() {
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         coordinator_args: ["--max-live-per-principal", "3", "--max-live-transactions", "5"]
             .map(str::to_owned)
             .to_vec(),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
-    let mut carol = cluster.access("carol").unwrap().connect().await.unwrap();
+    .await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut bob = principal(&cluster, "bob").await;
+    let mut carol = principal(&cluster, "carol").await;
     let mut mine = Vec::new();
     for _ in 0..3 {
         mine.push(alice.begin().await.unwrap());
@@ -703,14 +711,13 @@ const FORBIDDEN_SQL: &[(&str, &str)] = &[
 async fn client_sql_cannot_reach_tandems_state_or_leave_lasting_effects() {
     // One MySQL session per participant: every transaction reuses it, so
     // any session state left behind would show.
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         participant_max_connections: Some(1),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    .await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut bob = principal(&cluster, "bob").await;
     // A committed two-branch transaction leaves marker rows.
     let done = alice
         .submit(vec![
@@ -855,15 +862,14 @@ fn place_order(customer: &str) -> Statement {
 
 #[tokio::test]
 async fn results_past_a_bound_abort_the_transaction_and_commit_nothing() {
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         coordinator_args: ["--max-result-bytes", "1048576"].map(str::to_owned).to_vec(),
         participant_args: ["--max-result-rows", "20000", "--max-statements-per-branch", "5"]
             .map(str::to_owned)
             .to_vec(),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
+    .await;
     fill_notes(&cluster, 10_000).await; // about 2.5 MB
     let mut client = cluster.client().await.unwrap();
     let (alpha, beta) = (cluster.node("alpha").pool(), cluster.node("beta").pool());
@@ -939,14 +945,13 @@ async fn results_past_a_bound_abort_the_transaction_and_commit_nothing() {
 
 #[tokio::test]
 async fn a_full_session_pool_is_named_as_the_cause() {
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         participant_max_connections: Some(1),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    .await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut bob = principal(&cluster, "bob").await;
     // Alice's open branch holds alpha's only session.
     let txn = alice.begin().await.unwrap();
     alice
@@ -986,12 +991,11 @@ async fn a_full_session_pool_is_named_as_the_cause() {
 #[tokio::test]
 async fn idle_connections_are_bounded_and_closed() {
     use tokio::io::AsyncReadExt;
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         coordinator_args: ["--max-client-connections", "4"].map(str::to_owned).to_vec(),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
+    .await;
     let addr = cluster.coordinator_addr();
     let from = |source: [u8; 4]| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -1041,8 +1045,8 @@ async fn idle_connections_are_bounded_and_closed() {
 #[tokio::test]
 async fn transactions_are_listed_a_bounded_page_at_a_time() {
     let cluster = cluster().await;
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    let mut alice = principal(&cluster, "alice").await;
+    let mut bob = principal(&cluster, "bob").await;
     let mut mine = Vec::new();
     for i in 0..25 {
         let done = alice
@@ -1218,14 +1222,13 @@ async fn a_participant_reaches_mysql_over_verified_tls() {
 
 #[tokio::test]
 async fn one_principal_cannot_pin_every_session_of_a_participant() {
-    let cluster = Cluster::start(ClusterConfig {
+    let cluster = start(ClusterConfig {
         coordinator_args: ["--max-branches-per-principal", "2"].map(str::to_owned).to_vec(),
         ..ClusterConfig::default()
     })
-    .await
-    .expect("cluster starts");
-    let mut alice = cluster.access("alice").unwrap().connect().await.unwrap();
-    let mut bob = cluster.access("bob").unwrap().connect().await.unwrap();
+    .await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut bob = principal(&cluster, "bob").await;
     // Alice leaves two branches open on alpha, each holding a session.
     let mut open = Vec::new();
     for i in 0..2 {
