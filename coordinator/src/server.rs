@@ -88,13 +88,21 @@ impl CoordinatorService {
     }
 
     /// The live transaction `txn_id` of `caller`, or the status a request
-    /// on it gets.
-    fn live(&self, txn_id: &str, caller: &Caller) -> Result<crate::txn::TxnHandle, Status> {
+    /// on it gets. `act` names what only its owner may do to it (run
+    /// statements, commit); an operator may roll back anyone's.
+    fn live(&self, txn_id: &str, caller: &Caller, act: Option<&str>) -> Result<crate::txn::TxnHandle, Status> {
         if txn_id.is_empty() {
             return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
         }
         match self.shared.txns.lookup(txn_id, caller) {
-            Lookup::Live(handle) => Ok(handle),
+            Lookup::Live { handle, mine: true } => Ok(handle),
+            Lookup::Live { handle, mine: false } => match act {
+                None => Ok(handle),
+                Some(act) => Err(Error::PermissionDenied(format!(
+                    "an operator may see and roll back transaction {txn_id}, but only its owner may {act} it"
+                ))
+                .into()),
+            },
             Lookup::Finished(info) => Err(ended_status(&info)),
             Lookup::Unknown => Err(unknown_txn(txn_id).into()),
         }
@@ -137,15 +145,7 @@ impl Coordinator for CoordinatorService {
         let req = request.into_inner();
         self.shared.participants.get(&req.participant)?;
         check_statements(&req.participant, &req.statements)?;
-        let handle = self.live(&req.txn_id, &caller)?;
-        if caller.is_operator() && !self.shared.txns.owns(&req.txn_id, &caller) {
-            return Err(Error::PermissionDenied(format!(
-                "an operator may see and roll back transaction {}, but not run statements in another principal's \
-                 transaction",
-                req.txn_id
-            ))
-            .into());
-        }
+        let handle = self.live(&req.txn_id, &caller, Some("run statements in"))?;
         self.shared
             .txns
             .open_branches(&req.txn_id, std::slice::from_ref(&req.participant))?;
@@ -159,13 +159,7 @@ impl Coordinator for CoordinatorService {
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
         let caller = Caller::of(&request)?;
         let txn_id = request.into_inner().txn_id;
-        let handle = self.live(&txn_id, &caller)?;
-        if caller.is_operator() && !self.shared.txns.owns(&txn_id, &caller) {
-            return Err(Error::PermissionDenied(format!(
-                "an operator may see and roll back transaction {txn_id}, but only its owner commits it"
-            ))
-            .into());
-        }
+        let handle = self.live(&txn_id, &caller, Some("commit"))?;
         Ok(Response::new(
             handle.commit().await.map_err(|e| self.ended(&txn_id, e))?,
         ))
@@ -174,7 +168,7 @@ impl Coordinator for CoordinatorService {
     async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
         let caller = Caller::of(&request)?;
         let txn_id = request.into_inner().txn_id;
-        let result = match self.live(&txn_id, &caller) {
+        let result = match self.live(&txn_id, &caller, None) {
             Ok(handle) => handle.rollback().await.map_err(|e| self.ended(&txn_id, e)),
             Err(status) => Err(status),
         };

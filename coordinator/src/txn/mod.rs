@@ -36,7 +36,12 @@ const LIST_SCAN: usize = 10_000;
 use self::engine::AbortKind;
 
 pub enum Lookup {
-    Live(TxnHandle),
+    /// `mine`: the caller began it (else it is an operator looking at
+    /// another principal's).
+    Live {
+        handle: TxnHandle,
+        mine: bool,
+    },
     Finished(Record),
     Unknown,
 }
@@ -222,7 +227,10 @@ impl Txns {
             if !caller.sees(live.owner.as_ref()) {
                 return Lookup::Unknown;
             }
-            return Lookup::Live(live.handle.clone());
+            return Lookup::Live {
+                handle: live.handle.clone(),
+                mine: live.owner.as_ref() == Some(&caller.principal),
+            };
         }
         match inner.finished.get(id) {
             Some(record) if caller.sees(record.owner.as_ref()) => Lookup::Finished(record.clone()),
@@ -262,15 +270,6 @@ impl Txns {
             live.participants.push(participant.clone());
         }
         Ok(())
-    }
-
-    /// Whether `caller` began transaction `id` (live).
-    pub fn owns(&self, id: &str, caller: &Caller) -> bool {
-        let inner = self.lock();
-        inner
-            .live
-            .get(id)
-            .is_some_and(|live| live.owner.as_ref() == Some(&caller.principal))
     }
 
     /// What `caller` may see of transaction `id`, if the coordinator still
