@@ -383,6 +383,22 @@ async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
 }
 
 #[tokio::test]
+async fn a_one_phase_commit_that_took_effect_before_an_error_is_reported_committed() {
+    let (cluster, mut client) = bank(ClusterConfig::default()).await;
+    // MySQL commits; then the step fails, as when its reply is lost.
+    cluster
+        .failpoint("alpha", "participant::after_commit", "1*return(error)")
+        .await
+        .unwrap();
+    let answer = client.submit(vec![("alpha", vec![debit(1, AMOUNT)])]).await.unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{answer:?}");
+    assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100));
+    let info = outcome_of(&cluster, &answer.txn_id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    assert!(info.hazard.is_empty(), "{info:?}");
+}
+
+#[tokio::test]
 async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;

@@ -17,7 +17,7 @@ use tandem_proto::failpoints;
 use tandem_proto::v1::{self as pb, Isolation, Statement, StatementResult, Then, VoteKind, expect};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::engine::{Done, Ending, Engine, Phase, Request, Step};
 use crate::error::{Error, describe_sql, is_connection_error};
@@ -347,17 +347,24 @@ impl BranchActor {
             },
             Step::RollbackPrepared => self.finish_prepared(Op::Rollback).await,
         };
-        match (&result, step) {
+        let result = match (result, step) {
             // Prepared, and no one has heard of it yet.
             (Ok(()), Step::Prepare) => {
                 let _ = failpoints::hit("participant::after_prepare").await;
+                Ok(())
             }
+            // Committed in one phase, yet the step reports an error (as when
+            // the reply is lost after MySQL committed).
+            (Ok(()), Step::CommitOnePhase) => failpoints::hit("participant::after_commit")
+                .await
+                .map_err(Error::Internal),
             // Committed, and the coordinator has not heard of it yet.
-            (Ok(()), Step::CommitPrepared | Step::CommitOnePhase) => {
+            (Ok(()), Step::CommitPrepared) => {
                 let _ = failpoints::hit("participant::after_commit").await;
+                Ok(())
             }
-            _ => {}
-        }
+            (result, _) => result,
+        };
         match result {
             Ok(()) => {
                 self.engine.finished(step);
@@ -374,7 +381,9 @@ impl BranchActor {
                     return Err(err);
                 }
                 let lost = matches!(err, Error::Unavailable(_));
-                self.abort_after_failure(step, lost).await;
+                if let Some(hazard) = self.abort_after_failure(step, lost).await {
+                    return Err(hazard);
+                }
                 if self.engine.phase() == Phase::Unknown {
                     self.settle_one_phase().await;
                 }
@@ -578,11 +587,13 @@ impl BranchActor {
     /// connection (MySQL rolls back an unprepared XA transaction whose
     /// session ends) and checking `XA RECOVER` in case a prepare took effect
     /// although its reply was lost.
-    async fn abort_after_failure(&mut self, step: Step, connection_lost: bool) {
+    /// Returns the heuristic hazard found if the branch, which should not
+    /// have committed, did: it is reported, never logged away.
+    async fn abort_after_failure(&mut self, step: Step, connection_lost: bool) -> Option<Error> {
         self.engine.failed(step, connection_lost);
         if matches!(self.engine.phase(), Phase::Prepared | Phase::Unknown) {
             self.drop_conn();
-            return;
+            return None;
         }
         if let Some(conn) = self.conn.as_mut() {
             // XA END fails when MySQL already ended the transaction (e.g. a
@@ -590,12 +601,20 @@ impl BranchActor {
             let _ = xa::end(conn.conn(), &self.xid).await;
             if xa::exec(conn.conn(), &self.xid, Op::Rollback).await.is_ok() {
                 self.release();
-                return;
+                return None;
             }
         }
         self.drop_conn();
-        if let Err(err) = recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback, self.session).await {
-            warn!(xid = %self.xid, error = %err, "could not confirm the failed branch is rolled back");
+        match recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback, self.session).await {
+            Ok(()) => None,
+            Err(hazard @ Error::Heuristic(_)) => {
+                error!(xid = %self.xid, error = %hazard, "a failed branch was found committed");
+                Some(hazard)
+            }
+            Err(err) => {
+                warn!(xid = %self.xid, error = %err, "could not confirm the failed branch is rolled back");
+                None
+            }
         }
     }
 

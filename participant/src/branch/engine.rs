@@ -263,7 +263,10 @@ impl Engine {
     pub fn failed(&mut self, step: Step, connection_lost: bool) {
         self.phase = match (self.phase, step) {
             (Phase::Active, Step::Prepare) if connection_lost => Phase::Prepared,
-            (Phase::Active, Step::CommitOnePhase) if connection_lost => Phase::Unknown,
+            // Whatever the error, MySQL may have committed before it (the
+            // reply lost, say): the marker row tells, once the session is
+            // gone. Taking it as rolled back could report a commit ABORTED.
+            (Phase::Active, Step::CommitOnePhase) => Phase::Unknown,
             (
                 Phase::Active | Phase::HeldReadOnly,
                 Step::RunStatements
@@ -376,7 +379,7 @@ mod tests {
 
     #[test]
     fn failures_roll_back_unprepared_branches_and_keep_prepared_ones() {
-        for step in [Step::RunStatements, Step::Prepare, Step::CommitOnePhase] {
+        for step in [Step::RunStatements, Step::Prepare] {
             let mut e = Engine::new();
             e.failed(step, false);
             assert_eq!(e.phase(), Phase::RolledBack, "{step:?}");
@@ -402,10 +405,16 @@ mod tests {
         assert_eq!(e.decide(Request::Deadline), Ok(Step::Ignore));
         assert_eq!(e.decide(Request::Rollback), Ok(Step::RollbackPrepared));
 
-        let mut e = Engine::new();
-        e.failed(Step::CommitOnePhase, true);
-        assert_eq!(e.ending(), Some(Ending::Unknown(None)));
-        assert!(e.decide(Request::Commit { one_phase: true }).is_err());
+        // A one-phase commit may have taken effect before any error, lost
+        // connection or not: the marker row settles it.
+        for lost in [false, true] {
+            let mut e = Engine::new();
+            e.failed(Step::CommitOnePhase, lost);
+            assert_eq!(e.ending(), Some(Ending::Unknown(None)));
+            assert!(e.decide(Request::Commit { one_phase: true }).is_err());
+            e.settled(true);
+            assert_eq!(e.ending(), Some(Ending::Committed));
+        }
 
         let mut e = Engine::new();
         e.failed(Step::RunStatements, true);
