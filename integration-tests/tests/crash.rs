@@ -399,6 +399,69 @@ async fn a_one_phase_commit_that_took_effect_before_an_error_is_reported_committ
 }
 
 #[tokio::test]
+async fn a_session_id_from_before_a_mariadb_restart_never_kills_an_unrelated_session() {
+    use sqlx::Connection;
+    use tandem_integration_tests::cluster::Target;
+
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = client
+        .begin_with(pb::BeginRequest {
+            timeout_ms: 30_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client.execute(&id, "beta", vec![credit(1, AMOUNT)]).await.unwrap();
+    // The session running the branch, by its id in this run of MariaDB.
+    let owner = scalar(
+        cluster.node("beta").pool(),
+        "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX",
+    )
+    .await;
+    // The one-phase commit waits on beta while its MariaDB dies and comes
+    // back; then it runs on the dead session, and beta settles it from the
+    // marker row after ending the session that ran it.
+    cluster
+        .failpoint("beta", "participant::before_commit", "1*return(delay:5000)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    // The participant is held still meanwhile, so the new run's session ids
+    // go to this test, up to and past the dead session's.
+    let participant = Target::Participant("beta".into());
+    cluster.pause(&participant, true).unwrap();
+    cluster.kill_mariadb("beta");
+    cluster.restart_mariadb("beta").unwrap();
+    let url = cluster.node("beta").db.url();
+    let mut victims = Vec::new();
+    loop {
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+        let session: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        victims.push((session, conn));
+        if session >= owner {
+            break;
+        }
+    }
+    assert!(
+        victims.iter().any(|(session, _)| *session == owner),
+        "no session of the new run took id {owner}"
+    );
+    cluster.pause(&participant, false).unwrap();
+
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Aborted, "{}", answer.reason);
+    for (session, conn) in &mut victims {
+        let alive: Result<i64, _> = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await;
+        assert!(alive.is_ok(), "session {session} of the new run was killed: {alive:?}");
+    }
+    assert_eq!(balances(&cluster).await, (100, 100));
+    assert_no_prepared(&cluster).await;
+}
+
+#[tokio::test]
 async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;

@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use crate::Shared;
 use crate::branch::{Ending, Lookup};
 use crate::error::{Error, describe_sql};
+use crate::sessions::SessionId;
 use crate::xa::{self, Op, Xid, codes};
 
 /// gtrids of this participant's prepared branches.
@@ -50,7 +51,7 @@ pub async fn is_prepared(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
 /// A branch absent from `XA RECOVER` has ended; [`xa::fence`] says how (and
 /// makes sure it stays so). Ended as asked: done. Ended the other way:
 /// [`Error::Heuristic`].
-pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<u64>) -> Result<(), Error> {
+pub async fn finish_orphan(shared: &Shared, xid: &Xid, op: Op, owner: Option<SessionId>) -> Result<(), Error> {
     let mut conn = fencing_conn(shared).await?;
     let result = finish_orphan_on(shared, &mut conn, xid, op, owner).await;
     drop(conn.detach());
@@ -62,7 +63,7 @@ async fn finish_orphan_on(
     conn: &mut sqlx::MySqlConnection,
     xid: &Xid,
     op: Op,
-    owner: Option<u64>,
+    owner: Option<SessionId>,
 ) -> Result<(), Error> {
     // The owner may still be running the step whose reply was lost (a
     // PREPARE that has not happened yet would not be in XA RECOVER now but
@@ -123,7 +124,7 @@ async fn finish_orphan_on(
 /// session that ran it is gone (`owner`, or without one, every session
 /// still running a statement of the branch), [`xa::fence`] tells. `Err`
 /// while that cannot be known yet.
-pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<u64>) -> Result<bool, Error> {
+pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<SessionId>) -> Result<bool, Error> {
     let mut conn = fencing_conn(shared).await?;
     let settled = async {
         end_branch_sessions(shared, &mut conn, xid, owner).await?;
@@ -388,10 +389,21 @@ async fn end_branch_sessions(
     shared: &Shared,
     conn: &mut sqlx::MySqlConnection,
     xid: &Xid,
-    owner: Option<u64>,
+    owner: Option<SessionId>,
 ) -> Result<(), Error> {
     let sessions = match owner {
-        Some(session) => vec![session],
+        Some(owner) => {
+            let run = xa::server_started(conn).await.map_err(|e| unavailable(shared, &e))?;
+            if owner.server_started == run {
+                vec![owner.id]
+            } else {
+                // The server restarted since: the session ended with its
+                // run, and its id may now name an unrelated session.
+                Vec::new()
+            }
+        }
+        // No session known: end whatever session still runs one of the
+        // branch's statements.
         None => xa::sessions_naming(conn, xid)
             .await
             .map_err(|e| unavailable(shared, &e))?,

@@ -41,10 +41,23 @@ pub struct Sessions {
     released: Notify,
 }
 
+/// A MySQL session as the server that runs it knows it. Connection ids
+/// start again from 1 when the server restarts, so an id alone could name
+/// an unrelated session of a later run: the run's start goes with it, and
+/// a session is `KILL`ed by id only in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId {
+    pub id: u64,
+    /// The server run's start in Unix seconds (`UNIX_TIMESTAMP() - Uptime`,
+    /// the same value all through a run). Taken once the run is a second
+    /// old, so a later run cannot show the same second.
+    pub server_started: i64,
+}
+
 /// One MySQL connection and what tandem set on it.
 pub struct Session {
     conn: MySqlConnection,
-    id: u64,
+    id: SessionId,
     isolation: Option<Isolation>,
     limit_secs: Option<u64>,
     /// Taken from the idle list (rather than just opened).
@@ -121,8 +134,19 @@ impl Sessions {
 
     async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Session, sqlx::Error> {
         let mut conn = self.options.connect().await?;
-        let row = sqlx::raw_sql("SELECT CONNECTION_ID()").fetch_one(&mut conn).await?;
-        let id = row.try_get_unchecked::<u64, _>(0)?;
+        let id = loop {
+            let row = sqlx::raw_sql(xa::SESSION_ID_SQL).fetch_one(&mut conn).await?;
+            if row.try_get_unchecked::<i64, _>(2)? >= 1 {
+                break SessionId {
+                    id: row.try_get_unchecked::<u64, _>(0)?,
+                    server_started: row.try_get_unchecked::<i64, _>(1)?,
+                };
+            }
+            // The server started this very second: a run that replaced it
+            // within the second would show the same start. Once this
+            // session has lived into the next second, no later run can.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         Ok(Session {
             conn,
             id,
@@ -160,8 +184,8 @@ impl Sessions {
 }
 
 impl Session {
-    /// MySQL's id of this session (`CONNECTION_ID()`).
-    pub fn id(&self) -> u64 {
+    /// MySQL's id of this session (`CONNECTION_ID()`) and its server run.
+    pub fn id(&self) -> SessionId {
         self.id
     }
 

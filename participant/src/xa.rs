@@ -115,6 +115,18 @@ fn isolation_sql(isolation: Isolation) -> &'static str {
     }
 }
 
+/// A session's id, its server run's start (Unix seconds) and the run's
+/// uptime, in one query: `UNIX_TIMESTAMP()` and `Uptime` are both taken
+/// from the query's start, so their difference is exact.
+pub const SESSION_ID_SQL: &str = "SELECT CONNECTION_ID(), UNIX_TIMESTAMP() - CAST(VARIABLE_VALUE AS SIGNED), \
+     CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME'";
+
+/// When the server's current run started, in Unix seconds.
+pub async fn server_started(conn: &mut MySqlConnection) -> Result<i64, sqlx::Error> {
+    let row = sqlx::raw_sql(SESSION_ID_SQL).fetch_one(&mut *conn).await?;
+    row.try_get_unchecked::<i64, _>(1)
+}
+
 /// Whether the server still lists session `session`.
 pub async fn session_alive(conn: &mut MySqlConnection, session: u64) -> Result<bool, sqlx::Error> {
     let rows = sqlx::query("SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = ?")

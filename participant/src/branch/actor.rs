@@ -21,7 +21,7 @@ use tracing::{debug, error, warn};
 
 use super::engine::{Done, Ending, Engine, Phase, Request, Step};
 use crate::error::{Error, describe_sql, is_connection_error};
-use crate::sessions::Session;
+use crate::sessions::{Session, SessionId};
 use crate::sql::Access;
 use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
@@ -119,9 +119,9 @@ struct BranchActor {
     /// The transaction's deadline as the coordinator sent it; the branch
     /// rolls back on its own `DEADLINE_GRACE` later if still unprepared.
     deadline: Option<Instant>,
-    /// MySQL's id of the pinned session (`CONNECTION_ID()`), to `KILL` it
-    /// if it outlives its connection while still owning the branch.
-    session: Option<u64>,
+    /// The pinned session's id, to `KILL` it if it outlives its
+    /// connection while still owning the branch.
+    session: Option<SessionId>,
     /// What the branch has used so far, against [`crate::Limits`].
     used: Used,
     rx: mpsc::Receiver<Msg>,

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::sessions::SessionId;
+
 /// Where the branch is in its XA life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -83,7 +85,7 @@ pub enum Ending {
     ReadOnly,
     /// A one-phase commit whose connection broke and could not be settled
     /// yet; the MySQL session that ran it, to end before looking again.
-    Unknown(Option<u64>),
+    Unknown(Option<SessionId>),
 }
 
 /// The answer to a request that already took effect.
