@@ -39,6 +39,12 @@ async fn short_profile(binlog: bool, default_seed: u64) {
             kind.name()
         );
     }
+    // Armed is not enough: a crash failpoint fires only if a transaction
+    // reaches its step while it is armed.
+    assert!(
+        !summary.crashes_fired.is_empty(),
+        "no crash failpoint fired: no process died at a protocol step"
+    );
     let sent = summary.transfers.attempted - summary.transfers.not_sent;
     assert!(sent >= 300, "only {sent} transfers reached the coordinator");
     assert!(

@@ -90,8 +90,10 @@ pub struct Summary {
     pub transfers: Counts,
     pub audits: Counts,
     pub faults: BTreeMap<Kind, u64>,
+    /// Faults applied (failpoints armed) by protocol step.
     pub by_step: BTreeMap<String, u64>,
-    pub crashes_fired: u64,
+    /// Crash failpoints that fired, by step.
+    pub crashes_fired: BTreeMap<String, u64>,
     /// Faults that could not be applied (not counted by kind).
     pub faults_not_applied: u64,
     /// Transfers whose outcome the coordinator reported and the checker
@@ -342,10 +344,13 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "faults by protocol step (crash failpoints fired: {}):",
-            self.crashes_fired
+            self.crashes_fired.values().sum::<u64>()
         )?;
         for (step, n) in &self.by_step {
-            writeln!(f, "  {step:<36} {n}")?;
+            match self.crashes_fired.get(step) {
+                Some(fired) => writeln!(f, "  {step:<36} {n} ({fired} crashed the process)")?,
+                None => writeln!(f, "  {step:<36} {n}")?,
+            }
         }
         writeln!(f, "invariant violations: {}", self.violations.len())?;
         for v in self.violations.iter().take(20) {

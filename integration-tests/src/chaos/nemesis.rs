@@ -21,8 +21,10 @@ pub struct Log {
     /// Failpoint faults by point; other faults by the states the
     /// coordinator's in-flight transactions were in when they hit.
     pub by_step: BTreeMap<String, u64>,
-    /// Crash failpoints that fired (the process died at that step).
-    pub crashes_fired: u64,
+    /// Crash failpoints that fired (the process died at that step), by
+    /// point: an armed one fires only if a transaction reaches its step
+    /// while it is armed.
+    pub crashes_fired: BTreeMap<String, u64>,
     /// Faults that could not be applied (e.g. the process was still
     /// starting after an earlier one); not counted by kind.
     pub not_applied: u64,
@@ -78,10 +80,10 @@ async fn timeline(
             }
             // The failpoint crashed its process: it is dead, or another
             // fault's heal already restarted it.
-            if let Fault::Failpoint { process, .. } = fault
+            if let Fault::Failpoint { process, point, .. } = fault
                 && (!cluster.is_running(process) || cluster.pid(process) != pid)
             {
-                log.crashes_fired += 1;
+                *log.crashes_fired.entry((*point).to_owned()).or_default() += 1;
             }
             let restarted = restart_dead(cluster, &down)?;
             log.heals.push(start.elapsed());
