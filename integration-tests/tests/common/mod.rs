@@ -46,8 +46,42 @@ pub async fn assert_no_prepared(cluster: &Cluster) {
 }
 
 /// Asserts that a row can be updated from outside at once: no lock held.
-/// The session's lock wait is 1 s, so a held lock fails the update.
 pub async fn assert_unlocked(pool: &MySqlPool, table: &str, where_clause: &str) {
+    if let Err(why) = unlocked(pool, table, where_clause).await {
+        panic!("{why}");
+    }
+}
+
+/// Polls until nothing holds a lock on the rows and no tandem branch is
+/// prepared anywhere (a rollback on its way), or fails after `limit`.
+pub async fn wait_released(cluster: &Cluster, table: &str, where_clause: &str, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    for node in cluster.nodes() {
+        while let Err(why) = unlocked(node.pool(), table, where_clause).await {
+            assert!(std::time::Instant::now() < until, "{}: {why}", node.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_no_prepared(cluster, until.saturating_duration_since(std::time::Instant::now())).await;
+}
+
+/// Polls until no tandem branch is prepared on any database, or fails
+/// after `limit`.
+pub async fn wait_no_prepared(cluster: &Cluster, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let left = cluster.prepared_branches().await.expect("XA RECOVER");
+        if left.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "prepared branches left behind: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the rows can be updated from outside at once. The session's
+/// lock wait is 1 s, so a held lock fails the update.
+async fn unlocked(pool: &MySqlPool, table: &str, where_clause: &str) -> Result<(), String> {
     let mut conn = pool.acquire().await.expect("connection");
     exec_conn(&mut conn, "SET SESSION innodb_lock_wait_timeout = 1").await;
     let started = std::time::Instant::now();
@@ -55,11 +89,12 @@ pub async fn assert_unlocked(pool: &MySqlPool, table: &str, where_clause: &str) 
     sqlx::raw_sql(AssertSqlSafe(sql.clone()))
         .execute(&mut *conn)
         .await
-        .unwrap_or_else(|e| panic!("{sql} should not wait for a lock: {e}"));
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "{sql} waited for a lock"
-    );
+        .map_err(|e| format!("{sql} should not wait for a lock: {e}"))?;
+    if started.elapsed() < Duration::from_millis(900) {
+        Ok(())
+    } else {
+        Err(format!("{sql} waited for a lock"))
+    }
 }
 
 fn touch(table: &str) -> &'static str {
