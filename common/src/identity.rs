@@ -11,10 +11,10 @@ use std::fmt;
 
 use tonic::transport::CertificateDer;
 
+use crate::names::validate_name;
+
 /// The last label of every tandem identity name.
 pub const DOMAIN: &str = "tandem";
-/// Longest identity name (a DNS label, and at most an XA bqual).
-pub const MAX_NAME_LEN: usize = 63;
 
 /// What an identity may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,26 +127,6 @@ fn one_identity<'a>(names: impl Iterator<Item = &'a str>) -> Option<Identity> {
         }
     }
     found
-}
-
-/// Identity names: 1 to 63 ASCII letters, digits, '-' and '_' (what a DNS
-/// label and an XA bqual both take).
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "identity name {name:?} must be 1 to {MAX_NAME_LEN} ASCII letters, digits, '-' or '_' (not starting or \
-             ending with '-')"
-        ))
-    }
 }
 
 #[cfg(test)]

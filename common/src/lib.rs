@@ -1,6 +1,8 @@
 //! What tandem's coordinator and participant share: who a peer is and how
 //! a listener proves who it is.
 //!
+//! - [`names`]: the alphabet of names and ids, written once (certificate
+//!   names, XA ids, gtrids).
 //! - [`identity`]: the role and name a TLS certificate carries
 //!   (`<name>.<role>.tandem`), and the identity of the peer of a request.
 //! - [`tls`]: this process's certificate, key and cluster CA, turned into
@@ -16,6 +18,7 @@
 //! the coordinator's internal `Decisions` API; mutual TLS names decide.
 
 pub mod identity;
+pub mod names;
 pub mod serve;
 pub mod tls;
 pub mod tokens;

@@ -118,7 +118,7 @@ mod tests {
             ("shop client".to_owned(), "line 1"),
             (format!("shop coordinator {h}"), "must be client or operator"),
             (format!("shop client {}", &h[..10]), "64 hex digits"),
-            (format!("sh:op client {h}"), "identity name"),
+            (format!("sh:op client {h}"), "must be 1 to 63"),
             (format!("a client {h}\nb client {h}"), "line 2: the same token"),
         ] {
             let err = Tokens::parse(&bad).unwrap_err();

@@ -125,7 +125,7 @@ impl Config {
         }
         for (name, url) in &self.participants {
             // The name is the participant's TLS identity and its XA bqual.
-            tandem_common::identity::validate_name(name)
+            tandem_common::names::validate_name(name)
                 .map_err(|e| Error::InvalidArgument(format!("participant {name:?}: {e}")))?;
             self.transport
                 .check_url(&format!("participant {name}"), url)

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tandem_common::names;
+
 use crate::error::Error;
 
 const EPOCH_FILE: &str = "epoch";
@@ -24,8 +26,6 @@ const EPOCH_FILE: &str = "epoch";
 const ISSUED_FILE: &str = "issued";
 /// Sequence numbers reserved at a time (one fsync'd write each).
 const RESERVE_BLOCK: u64 = 10_000;
-/// Longest coordinator name: leaves room for two u64s in 64 bytes.
-pub const MAX_NAME_LEN: usize = 22;
 
 /// Where a gtrid comes from, as seen by this coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,15 +190,7 @@ pub fn epoch_and_seq(gtrid: &str) -> Option<(u64, u64)> {
 }
 
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    let ok =
-        !name.is_empty() && name.len() <= MAX_NAME_LEN && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "coordinator name {name:?} must be 1 to {MAX_NAME_LEN} ASCII letters, digits or '_'"
-        )))
-    }
+    names::validate_coordinator_name(name).map_err(Error::InvalidArgument)
 }
 
 #[cfg(test)]
@@ -239,7 +231,12 @@ mod tests {
         let b = IdGen::open(dir.path(), "tc").unwrap();
         assert_eq!(b.epoch(), 2);
         assert_ne!(b.next().unwrap(), first);
-        let longest = format!("{}-{}-{}", "n".repeat(MAX_NAME_LEN), u64::MAX, u64::MAX);
+        let longest = format!(
+            "{}-{}-{}",
+            "n".repeat(names::MAX_COORDINATOR_NAME_LEN),
+            u64::MAX,
+            u64::MAX
+        );
         assert!(longest.len() <= 64);
     }
 
@@ -278,7 +275,7 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["", "a-b", "a b", &"n".repeat(MAX_NAME_LEN + 1)] {
+        for bad in ["", "a-b", "a b", &"n".repeat(names::MAX_COORDINATOR_NAME_LEN + 1)] {
             assert!(IdGen::open(dir.path(), bad).is_err(), "{bad:?}");
         }
     }

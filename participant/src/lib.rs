@@ -126,15 +126,14 @@ pub struct Config {
 
 /// Serves the participant until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
-    xa::validate_id("participant name", &config.name)?;
-    tandem_common::identity::validate_name(&config.name)
+    tandem_common::names::validate_name(&config.name)
         .map_err(|e| Error::InvalidArgument(format!("participant name: {e}")))?;
     config
         .transport
         .check_me(Role::Participant, &config.name)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
     for (name, url) in &config.coordinators {
-        tandem_common::identity::validate_name(name)
+        tandem_common::names::validate_name(name)
             .map_err(|e| Error::InvalidArgument(format!("coordinator {name:?}: {e}")))?;
         // A gtrid is `<coordinator>-<epoch>-<seq>`: a name with '-' would
         // never match its own gtrids.

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
+use tandem_common::names;
 use tandem_proto::v1::Isolation;
 
 use crate::error::Error;
@@ -36,26 +37,9 @@ const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
      ) ENGINE=InnoDB; \
      ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS fenced TINYINT NOT NULL DEFAULT 0 AFTER bqual";
 
-/// MySQL's limit for gtrid and bqual, each.
-pub const MAX_ID_LEN: usize = 64;
-
 /// Checks an identifier that will be embedded in XA SQL text.
 pub fn validate_id(kind: &str, id: &str) -> Result<(), Error> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "{kind} must be 1 to {MAX_ID_LEN} bytes, got {}",
-            id.len()
-        )));
-    }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
-    {
-        return Err(Error::InvalidArgument(format!(
-            "{kind} {id:?} contains {bad:?}; allowed are ASCII letters, digits, '-', '_', '.', ':'"
-        )));
-    }
-    Ok(())
+    names::validate_xa_id(kind, id).map_err(Error::InvalidArgument)
 }
 
 /// The XID of one branch: (FORMAT_ID, gtrid, bqual = participant name).
@@ -369,11 +353,21 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_the_sql_text_are_refused() {
-        for bad in ["", "a'b", "a b", "x\\", "a;XA COMMIT", &"g".repeat(65), "é"] {
+        for bad in [
+            "",
+            "a'b",
+            "a b",
+            "x\\",
+            "a;XA COMMIT",
+            &"g".repeat(65),
+            "é",
+            "a.b",
+            "a:b",
+        ] {
             assert!(Xid::new(bad, "p").is_err(), "{bad:?}");
             assert!(Xid::new("g", bad).is_err(), "{bad:?}");
         }
-        assert!(Xid::new(&"g".repeat(64), "p_1.x:y-z").is_ok());
+        assert!(Xid::new(&"g".repeat(64), "p_1-z").is_ok());
     }
 
     #[test]
