@@ -74,7 +74,10 @@ pub async fn wait_no_prepared(cluster: &Cluster, limit: Duration) {
         if left.is_empty() {
             return;
         }
-        assert!(std::time::Instant::now() < until, "prepared branches left behind: {left:?}");
+        assert!(
+            std::time::Instant::now() < until,
+            "prepared branches left behind: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
