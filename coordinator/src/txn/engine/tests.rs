@@ -405,11 +405,28 @@ fn concurrent_executes_on_one_branch_and_commit_during_execute_are_refused() {
     assert_eq!(e.execute("a"), Ok(false));
 }
 
-/// Random event orders: the engine never logs a commit after an abort,
-/// never sends Commit before Logged, never sends both Commit and Rollback
-/// to one branch, and replies at most once.
+fn failure(reason: &str, rolled_back: bool, invalid_argument: bool, heuristic: bool) -> Failure {
+    Failure {
+        reason: s(reason),
+        invalid_argument,
+        rolled_back,
+        heuristic,
+    }
+}
+
+/// Random event orders and random answers, every kind a participant can
+/// give: YES, NO, READ_ONLY held or not, a failure that rolled the branch
+/// back, a refused request, a lost reply; phase-2 answers that fail and
+/// are retried, or find a heuristic hazard; one-phase commits that are
+/// lost or rolled back. Whatever the order: the engine never logs a
+/// commit after an abort, never sends Commit before the decision is
+/// durable, never sends both Commit and Rollback to one branch, confirms
+/// every held read-only branch before deciding COMMIT, ends, replies
+/// exactly once, and the reply agrees with how every branch ended.
 #[test]
 fn exhaustive_random_interleavings_keep_the_invariants() {
+    use std::collections::BTreeSet;
+
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |n: u64| {
         seed ^= seed << 13;
@@ -418,75 +435,114 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
         seed % n
     };
     let names = [s("a"), s("b"), s("c")];
-    for _ in 0..20_000 {
+    let mut seen = BTreeSet::new();
+    for _ in 0..40_000 {
         let mut e = Engine::new();
         let n = 1 + next(3) as usize;
-        let mut out = e.submit(&names[..n]).unwrap();
-        let mut queue: Vec<Action> = std::mem::take(&mut out);
+        let mut queue: Vec<Action> = e.submit(&names[..n]).unwrap();
         let mut logged = false;
-        let mut committed_sent = std::collections::BTreeSet::new();
-        let mut rolled_sent = std::collections::BTreeSet::new();
-        let mut replies_seen = 0;
+        let mut committed_sent = BTreeSet::new();
+        let mut rolled_sent = BTreeSet::new();
+        let mut held = BTreeSet::new();
+        let mut confirmed = BTreeSet::new();
+        let mut replies = Vec::new();
         let mut steps = 0;
-        while !queue.is_empty() && steps < 200 {
+        while !queue.is_empty() && steps < 300 {
             steps += 1;
             let i = next(queue.len() as u64) as usize;
             let action = queue.swap_remove(i);
             let event = match action {
+                // A held read-only branch asked again: it confirms its
+                // locks, or its session is gone.
+                Action::Prepare(p) if held.contains(&p) => {
+                    let result = match next(3) {
+                        0 => Err(failure("session gone", true, false, false)),
+                        1 => Err(Failure::unknown("lost")),
+                        _ => {
+                            confirmed.insert(p.clone());
+                            Ok(Vote::ReadOnly { held: false })
+                        }
+                    };
+                    seen.insert("confirm");
+                    Some(Event::Voted { participant: p, result })
+                }
                 Action::Prepare(p) => {
-                    let result = match next(4) {
+                    let result = match next(7) {
                         0 => Ok(Vote::No(s("no"))),
                         1 => Err(Failure::unknown("lost")),
-                        2 => Ok(Vote::ReadOnly { held: false }),
+                        2 => Err(failure("deadlock; rolled back", true, false, false)),
+                        3 => Err(failure("bad statement", false, true, false)),
+                        4 => Ok(Vote::ReadOnly { held: false }),
+                        5 => {
+                            held.insert(p.clone());
+                            seen.insert("held");
+                            Ok(Vote::ReadOnly { held: true })
+                        }
                         _ => Ok(Vote::Yes),
                     };
                     Some(Event::Voted { participant: p, result })
                 }
-                Action::CommitOnePhase(p) | Action::Retry(p) if e.state() == State::Committing && n == 1 => {
-                    Some(Event::OnePhaseDone {
-                        participant: p,
-                        result: if next(3) == 0 {
-                            Err(Failure::unknown("lost"))
-                        } else {
-                            Ok(())
-                        },
-                    })
-                }
+                Action::CommitOnePhase(p) | Action::Retry(p) if e.is_one_phase() => Some(Event::OnePhaseDone {
+                    participant: p,
+                    result: match next(4) {
+                        0 => Err(Failure::unknown("lost")),
+                        1 => Err(failure("rolled back", true, false, false)),
+                        _ => Ok(()),
+                    },
+                }),
                 Action::LogCommit(_) => {
                     assert!(e.abort().is_none());
+                    for p in &held {
+                        assert!(
+                            confirmed.contains(p),
+                            "COMMIT logged before held {p} confirmed its locks"
+                        );
+                    }
                     logged = true;
                     Some(Event::Logged)
                 }
-                Action::Commit(p) => {
+                Action::Commit(p) | Action::Retry(p)
+                    if committed_sent.contains(&p) || e.state() == State::Committing =>
+                {
                     assert!(logged, "commit before the decision was durable");
                     assert!(!rolled_sent.contains(&p));
                     committed_sent.insert(p.clone());
                     Some(Event::Phase2Done {
                         participant: p,
-                        result: Ok(()),
+                        result: match next(6) {
+                            0 => Err(Failure::unknown("lost")),
+                            1 => {
+                                seen.insert("heuristic rollback");
+                                Err(failure("heuristic hazard: rolled back", false, false, true))
+                            }
+                            _ => Ok(()),
+                        },
                     })
                 }
-                Action::Rollback(p) => {
+                Action::Rollback(p) | Action::Retry(p) => {
                     assert!(!committed_sent.contains(&p));
                     rolled_sent.insert(p.clone());
                     Some(Event::Phase2Done {
                         participant: p,
-                        result: if next(3) == 0 {
-                            Err(Failure::unknown("lost"))
-                        } else {
-                            Ok(())
+                        result: match next(6) {
+                            0 => Err(Failure::unknown("lost")),
+                            1 => {
+                                seen.insert("heuristic commit");
+                                Err(failure("heuristic hazard: committed", false, false, true))
+                            }
+                            _ => Ok(()),
                         },
                     })
                 }
-                Action::Retry(p) => Some(Event::Phase2Done {
-                    participant: p,
-                    result: Ok(()),
-                }),
-                Action::Reply(_) => {
-                    replies_seen += 1;
+                Action::Reply(outcome) => {
+                    replies.push(outcome);
                     None
                 }
-                Action::CommitOnePhase(_) | Action::StartReplyWait | Action::StartOnePhaseWait | Action::LogEnd => None,
+                Action::Commit(_)
+                | Action::CommitOnePhase(_)
+                | Action::StartReplyWait
+                | Action::StartOnePhaseWait
+                | Action::LogEnd => None,
             };
             if next(10) == 0 {
                 queue.extend(e.on(Event::DeadlineExpired));
@@ -499,10 +555,52 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
             }
         }
         assert!(e.is_done(), "stuck in {:?}: {e:?}", e.state());
-        assert_eq!(replies_seen, 1);
-        if e.state() == State::Committed && n > 1 && e.branches().any(|(_, b)| b == BranchState::Committed) {
-            assert!(logged);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        let ended: Vec<BranchState> = e.branches().map(|(_, b)| b).collect();
+        match &replies[0] {
+            Outcome::Committed => {
+                seen.insert("committed");
+                assert_eq!(e.state(), State::Committed);
+                assert!(
+                    ended.iter().all(|b| matches!(
+                        b,
+                        BranchState::Committed | BranchState::ReadOnly | BranchState::HeuristicRollback
+                    )),
+                    "COMMITTED with {ended:?}"
+                );
+                if n > 1 && ended.contains(&BranchState::Committed) {
+                    assert!(logged);
+                }
+            }
+            Outcome::Aborted(abort) => {
+                seen.insert("aborted");
+                assert_eq!(e.state(), State::Aborted);
+                assert_eq!(e.abort(), Some(abort));
+                assert!(!ended.contains(&BranchState::Committed), "ABORTED with {ended:?}");
+                assert!(committed_sent.is_empty());
+            }
+            Outcome::Unknown => {
+                seen.insert("unknown");
+                assert_eq!(n, 1, "only a one-phase commit can be unknown");
+            }
         }
+        let hazards = ended
+            .iter()
+            .filter(|b| matches!(b, BranchState::HeuristicRollback | BranchState::HeuristicCommit))
+            .count();
+        assert_eq!(hazards, e.hazards().len(), "every hazard is reported: {ended:?}");
+    }
+    // The draws reach every kind of answer and outcome.
+    for kind in [
+        "held",
+        "confirm",
+        "heuristic rollback",
+        "heuristic commit",
+        "committed",
+        "aborted",
+        "unknown",
+    ] {
+        assert!(seen.contains(kind), "never drew {kind}: {seen:?}");
     }
 }
 
