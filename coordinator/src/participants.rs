@@ -309,6 +309,7 @@ pub fn failure(participant: &str, status: &Status) -> Failure {
 
 pub fn vote_of(vote: Option<Vote>) -> engine::Vote {
     match vote {
+        Some(v) if v.kind == VoteKind::Yes as i32 && v.held => engine::Vote::YesHeld,
         Some(v) if v.kind == VoteKind::Yes as i32 => engine::Vote::Yes,
         Some(v) if v.kind == VoteKind::ReadOnly as i32 => engine::Vote::ReadOnly { held: v.held },
         Some(v) if v.kind == VoteKind::No as i32 => engine::Vote::No(v.reason),

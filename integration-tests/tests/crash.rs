@@ -670,3 +670,76 @@ async fn a_read_only_branch_whose_database_crashed_before_the_other_branches_loc
     assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
     assert_settled(&cluster, false).await;
 }
+
+#[tokio::test]
+async fn a_writing_branch_that_read_and_whose_database_crashed_before_the_other_branches_locked_aborts_the_submit() {
+    let (mut cluster, client) = bank(ClusterConfig::default()).await;
+    // Hold beta's row, so beta's branch waits for it after alpha's vote.
+    let mut blocker = cluster.node("beta").pool().acquire().await.expect("connection");
+    for sql in ["BEGIN", "SELECT balance FROM accounts WHERE id = 1 FOR UPDATE"] {
+        sqlx::raw_sql(sql).execute(&mut *blocker).await.expect(sql);
+    }
+    let submit = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .submit_with(pb::SubmitRequest {
+                    timeout_ms: 20_000,
+                    branches: vec![
+                        pb::Branch {
+                            participant: "alpha".into(),
+                            statements: vec![
+                                // A shared lock (SERIALIZABLE), then a write.
+                                tandem_client::Statement::new("SELECT balance FROM accounts WHERE id = 1"),
+                                insert_note(7, "read, then wrote"),
+                            ],
+                        },
+                        pb::Branch {
+                            participant: "beta".into(),
+                            statements: vec![credit(1, AMOUNT)],
+                        },
+                    ],
+                    ..pb::SubmitRequest::default()
+                })
+                .await
+        })
+    };
+    // alpha's branch has read and written, and voted; beta's waits.
+    let alpha = cluster.node("alpha").pool().clone();
+    let mut peek = alpha.acquire().await.expect("connection");
+    sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
+        .execute(&mut *peek)
+        .await
+        .expect("READ UNCOMMITTED");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notes WHERE id = 7")
+            .fetch_one(&mut *peek)
+            .await
+            .expect("peek");
+        if written > 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "alpha's branch never wrote");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(peek);
+    // Its vote follows at once (a prepare, had it not held back).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!submit.is_finished(), "beta's branch must still be waiting");
+
+    // alpha's database dies: its shared lock is gone. Then beta locks.
+    cluster.kill_mariadb("alpha");
+    cluster.restart_mariadb("alpha").expect("alpha's MariaDB restarts");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .expect("ROLLBACK");
+    drop(blocker);
+
+    let done = submit.await.expect("submit task").expect("Submit answers");
+    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+    assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
+    assert_settled(&cluster, false).await;
+    assert_eq!(scalar(&alpha, "SELECT COUNT(*) FROM notes").await, 0);
+}

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{Calling, CoordinatorAuth};
 use crate::branch::{Batch, Ending, Lookup};
 use crate::error::Error;
-use crate::sql::{self, Access};
+use crate::sql::{self, Effect};
 use crate::xa::{Op, Xid};
 use crate::{Shared, recovery, values};
 
@@ -53,7 +53,7 @@ impl ParticipantService {
 
 /// Checks every statement of a batch before any of them runs, so a bad one
 /// changes nothing.
-pub fn check_statements(statements: &[Statement]) -> Result<Vec<Access>, Error> {
+pub fn check_statements(statements: &[Statement]) -> Result<Vec<Effect>, Error> {
     if statements.len() > MAX_STATEMENTS {
         return Err(Error::InvalidArgument(format!(
             "{} statements in one request; at most {MAX_STATEMENTS} are allowed",
@@ -75,7 +75,7 @@ pub fn check_statements(statements: &[Statement]) -> Result<Vec<Access>, Error> 
                 )));
             }
             values::validate_params(n, &statement.params)?;
-            Ok(checked.access)
+            Ok(checked.effect())
         })
         .collect()
 }
@@ -86,7 +86,7 @@ impl Participant for ParticipantService {
         let calling = Calling::of(&request)?;
         let req = request.into_inner();
         let xid = self.xid(&req.gtrid, &calling)?;
-        let access = check_statements(&req.statements)?;
+        let effects = check_statements(&req.statements)?;
         if req.timeout_ms == 0 {
             return Err(Error::InvalidArgument("timeout_ms must be positive".to_owned()).into());
         }
@@ -124,7 +124,7 @@ impl Participant for ParticipantService {
         let out = handle
             .execute(Batch {
                 statements: req.statements,
-                access,
+                effects,
                 isolation,
                 timeout: Duration::from_millis(u64::from(req.timeout_ms)),
                 then,

@@ -650,7 +650,7 @@ impl TxnActor {
                 participant: name.to_owned(),
                 state: match state {
                     BranchState::Active | BranchState::RollingBack => PbBranch::Active,
-                    BranchState::Preparing => PbBranch::Preparing,
+                    BranchState::Preparing | BranchState::YesHeld => PbBranch::Preparing,
                     BranchState::Prepared | BranchState::Committing => PbBranch::Prepared,
                     BranchState::ReadOnly | BranchState::ReadOnlyHeld | BranchState::Releasing => PbBranch::ReadOnly,
                     BranchState::Committed => PbBranch::Committed,

@@ -18,6 +18,12 @@
 //!    on the session that holds its locks, and that succeeds only if the
 //!    session is still alive, i.e. the locks were held at an instant when
 //!    every branch held all of its own. Anything else aborts.
+//!
+//!    A writing branch of a Submit that also read rows votes YES held
+//!    ([`Vote::YesHeld`]) without preparing: a prepared branch whose
+//!    database restarts comes back with the exclusive locks of the rows it
+//!    changed but not the shared locks of the rows it read. It is prepared
+//!    in the same round, on the session that holds its locks.
 //! 3. Commit every YES branch, retrying until each acknowledges.
 //!    Read-only branches get no phase 2.
 //! 4. A transaction with one branch commits it in one phase, unlogged.
@@ -61,6 +67,10 @@ pub enum BranchState {
     ReadOnly,
     /// Voted READ_ONLY but still holds its locks until released.
     ReadOnlyHeld,
+    /// Voted YES but is not prepared yet: it read rows, and a prepared
+    /// branch's shared locks do not survive a restart of its database, so
+    /// it holds them unprepared until every branch has voted.
+    YesHeld,
     /// A held read-only branch being released (a rollback RPC).
     Releasing,
     Committing,
@@ -128,6 +138,8 @@ impl Branch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vote {
     Yes,
+    /// Wrote and read; holds its locks unprepared until asked again.
+    YesHeld,
     /// `held`: the branch still holds its locks and must be released.
     ReadOnly {
         held: bool,
@@ -566,6 +578,15 @@ impl Engine {
         let mut abort = None;
         match result {
             Ok(Vote::Yes) => branch.state = BranchState::Prepared,
+            Ok(Vote::YesHeld) if self.confirming => {
+                // Asked to prepare, the participant kept it unprepared.
+                branch.state = BranchState::YesHeld;
+                abort = Some(Abort {
+                    reason: format!("participant {participant} did not prepare its held branch"),
+                    kind: AbortKind::Failed,
+                });
+            }
+            Ok(Vote::YesHeld) => branch.state = BranchState::YesHeld,
             Ok(Vote::ReadOnly { held: false }) => branch.state = BranchState::ReadOnly,
             Ok(Vote::ReadOnly { held: true }) if self.confirming => {
                 // Asked to end the branch, the participant kept it open.
@@ -607,7 +628,7 @@ impl Engine {
             let confirms: Vec<Action> = self
                 .branches
                 .iter_mut()
-                .filter(|(_, b)| b.state == BranchState::ReadOnlyHeld)
+                .filter(|(_, b)| matches!(b.state, BranchState::ReadOnlyHeld | BranchState::YesHeld))
                 .map(|(name, branch)| {
                     branch.state = BranchState::Preparing;
                     branch.in_flight = true;

@@ -22,7 +22,7 @@ use tracing::{debug, error, warn};
 use super::engine::{Done, Ending, Engine, Phase, Request, Step};
 use crate::error::{Error, describe_sql, is_connection_error};
 use crate::sessions::{Session, SessionId};
-use crate::sql::Access;
+use crate::sql::{Access, Effect};
 use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
 
@@ -35,7 +35,7 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Batch {
     pub statements: Vec<Statement>,
-    pub access: Vec<Access>,
+    pub effects: Vec<Effect>,
     pub isolation: Isolation,
     /// Time left until the transaction's deadline, from the request.
     pub timeout: Duration,
@@ -280,8 +280,11 @@ impl BranchActor {
             return Err(err);
         }
         let mut out = ExecuteOutput::default();
-        for (i, (statement, access)) in batch.statements.iter().zip(&batch.access).enumerate() {
-            if *access == Access::Write {
+        for (i, (statement, effect)) in batch.statements.iter().zip(&batch.effects).enumerate() {
+            if effect.reads_rows {
+                self.engine.note_read();
+            }
+            if effect.access == Access::Write {
                 self.engine.note_write();
             }
             match self.run_statement(i + 1, statement, &mut budget).await {
@@ -312,6 +315,7 @@ impl BranchActor {
         };
         match self.step(Request::Prepare { hold }).await {
             Ok(Step::Prepare | Step::AlreadyDone(Done::VotedYes)) => Ok(vote(VoteKind::Yes, false)),
+            Ok(Step::HoldWriter | Step::AlreadyDone(Done::VotedHeld)) => Ok(vote(VoteKind::Yes, true)),
             Ok(_) => Ok(vote(VoteKind::ReadOnly, self.engine.phase() == Phase::HeldReadOnly)),
             // A prepare that failed and rolled the branch back is a NO.
             Err(Error::Aborted(reason)) => Ok(pb::Vote {
@@ -327,7 +331,7 @@ impl BranchActor {
     async fn step(&mut self, request: Request) -> Result<Step, Error> {
         let step = self.engine.decide(request).map_err(refused)?;
         let result = match step {
-            Step::RunStatements | Step::HoldReadOnly | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
+            Step::RunStatements | Step::HoldReadOnly | Step::HoldWriter | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
             Step::Prepare => {
                 match failpoints::hit("participant::before_prepare").await {
                     Err(injected) => Err(Error::Internal(injected)),
@@ -376,7 +380,10 @@ impl BranchActor {
             }
             Err(err) => {
                 warn!(xid = %self.xid, ?step, error = %err, "XA step failed");
-                if !matches!(self.engine.phase(), Phase::Active | Phase::HeldReadOnly) {
+                if !matches!(
+                    self.engine.phase(),
+                    Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter
+                ) {
                     // Prepared: the branch stays; the coordinator retries.
                     return Err(err);
                 }

@@ -20,6 +20,12 @@ pub enum Phase {
     /// running: the XA transaction stays open, holding its (read) locks,
     /// until the coordinator releases it after the decision.
     HeldReadOnly,
+    /// Wrote, and read rows (shared locks), while other branches may still
+    /// be running: not prepared yet, holding its locks. A prepared branch
+    /// loses its shared locks if its database restarts (DESIGN §4), so it
+    /// prepares only once every branch has taken its locks, on the session
+    /// that holds them (a dead session fails it).
+    HeldWriter,
     /// `XA PREPARE` done (or maybe done: the connection broke during it);
     /// only the coordinator may decide now.
     Prepared,
@@ -57,6 +63,9 @@ pub enum Step {
     /// The branch wrote nothing but must keep its locks: vote READ_ONLY
     /// without any SQL; a later rollback releases it.
     HoldReadOnly,
+    /// The branch wrote and read: vote YES, held, without any SQL; a later
+    /// prepare prepares it.
+    HoldWriter,
     /// The branch wrote nothing: `XA END; XA ROLLBACK` and vote READ_ONLY.
     /// A prepared read-only branch would be rolled back by MariaDB when its
     /// session ends anyway (DESIGN §4), so it is finished at vote time.
@@ -92,6 +101,8 @@ pub enum Ending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Done {
     VotedYes,
+    /// Voted YES, held (not prepared yet).
+    VotedHeld,
     VotedReadOnly,
     Committed,
     RolledBack,
@@ -117,6 +128,7 @@ impl fmt::Display for Refusal {
         let phase = match self.phase {
             Phase::Active => "active",
             Phase::HeldReadOnly => "read-only and voted",
+            Phase::HeldWriter => "voted and held",
             Phase::Prepared => "prepared",
             Phase::Committed => "committed",
             Phase::RolledBack => "rolled back",
@@ -132,6 +144,8 @@ pub struct Engine {
     /// Whether any statement may have written. Decides between a real
     /// prepare and the read-only shortcut.
     wrote: bool,
+    /// Whether any statement read rows, which may take shared locks.
+    read_rows: bool,
     /// Set when the branch was finished by [`Step::FinishReadOnly`], so a
     /// repeated Prepare answers READ_ONLY again.
     read_only: bool,
@@ -149,6 +163,7 @@ impl Engine {
         Self {
             phase: Phase::Active,
             wrote: false,
+            read_rows: false,
             read_only: false,
         }
     }
@@ -165,7 +180,7 @@ impl Engine {
     /// Whether the branch's own deadline may roll it back (never once
     /// prepared).
     pub fn deadline_applies(&self) -> bool {
-        matches!(self.phase, Phase::Active | Phase::HeldReadOnly)
+        matches!(self.phase, Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter)
     }
 
     /// How the branch ended, once it has.
@@ -175,7 +190,7 @@ impl Engine {
             Phase::RolledBack if self.read_only => Some(Ending::ReadOnly),
             Phase::RolledBack => Some(Ending::RolledBack),
             Phase::Unknown => Some(Ending::Unknown(None)),
-            Phase::Active | Phase::HeldReadOnly | Phase::Prepared => None,
+            Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter | Phase::Prepared => None,
         }
     }
 
@@ -197,21 +212,30 @@ impl Engine {
         self.wrote = true;
     }
 
+    /// Remembers that a statement that reads rows ran in the branch.
+    pub fn note_read(&mut self) {
+        self.read_rows = true;
+    }
+
     /// What to do for `request` in the current state.
     pub fn decide(&self, request: Request) -> Result<Step, Refusal> {
         use Phase::*;
         let step = match (self.phase, request) {
             (Active, Request::Execute) => Step::RunStatements,
+            (Active, Request::Prepare { hold: true }) if self.wrote && self.read_rows => Step::HoldWriter,
             (Active, Request::Prepare { .. }) if self.wrote => Step::Prepare,
             (Active, Request::Prepare { hold: true }) => Step::HoldReadOnly,
             (Active, Request::Prepare { hold: false }) => Step::FinishReadOnly,
             (Active, Request::Commit { one_phase: true }) => Step::CommitOnePhase,
-            (Active | HeldReadOnly, Request::Rollback | Request::Deadline) => Step::RollbackActive,
+            (Active | HeldReadOnly | HeldWriter, Request::Rollback | Request::Deadline) => Step::RollbackActive,
             (HeldReadOnly, Request::Prepare { hold: true }) => Step::AlreadyDone(Done::VotedReadOnly),
             // Every vote is in: end the branch on the session that holds its
             // locks, which proves they were still held (a dead session
             // fails it).
             (HeldReadOnly, Request::Prepare { hold: false }) => Step::FinishReadOnly,
+            (HeldWriter, Request::Prepare { hold: true }) => Step::AlreadyDone(Done::VotedHeld),
+            // Every vote is in: prepare on the session that holds the locks.
+            (HeldWriter, Request::Prepare { hold: false }) => Step::Prepare,
 
             (Prepared, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedYes),
             (Prepared, Request::Commit { one_phase: false }) => Step::CommitPrepared,
@@ -237,6 +261,7 @@ impl Engine {
                 self.phase = Phase::HeldReadOnly;
                 self.read_only = true;
             }
+            Step::HoldWriter => self.phase = Phase::HeldWriter,
             Step::FinishReadOnly => {
                 self.phase = Phase::RolledBack;
                 self.read_only = true;
@@ -264,13 +289,13 @@ impl Engine {
     /// whatever failed, since only the coordinator may decide it.
     pub fn failed(&mut self, step: Step, connection_lost: bool) {
         self.phase = match (self.phase, step) {
-            (Phase::Active, Step::Prepare) if connection_lost => Phase::Prepared,
+            (Phase::Active | Phase::HeldWriter, Step::Prepare) if connection_lost => Phase::Prepared,
             // Whatever the error, MySQL may have committed before it (the
             // reply lost, say): the marker row tells, once the session is
             // gone. Taking it as rolled back could report a commit ABORTED.
             (Phase::Active, Step::CommitOnePhase) => Phase::Unknown,
             (
-                Phase::Active | Phase::HeldReadOnly,
+                Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter,
                 Step::RunStatements
                 | Step::Prepare
                 | Step::FinishReadOnly

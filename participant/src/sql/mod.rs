@@ -63,6 +63,14 @@ pub enum Access {
     Write,
 }
 
+/// What running a statement can do to its branch's locks and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effect {
+    pub access: Access,
+    /// See [`Checked::reads_rows`].
+    pub reads_rows: bool,
+}
+
 /// A statement that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked<'a> {
@@ -70,7 +78,21 @@ pub struct Checked<'a> {
     /// and comments.
     pub sql: &'a str,
     pub access: Access,
+    /// It reads rows (a `SELECT`, also inside a write: `INSERT … SELECT`, a
+    /// subquery), which may take shared locks. A prepared branch loses
+    /// those if its database restarts (DESIGN §4), unlike the exclusive
+    /// locks of the rows it changed.
+    pub reads_rows: bool,
     pub placeholders: usize,
+}
+
+impl Checked<'_> {
+    pub fn effect(&self) -> Effect {
+        Effect {
+            access: self.access,
+            reads_rows: self.reads_rows,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -167,9 +189,17 @@ pub fn check(sql: &str) -> Result<Checked<'_>, SqlError> {
             check_reading(body, mode)?;
         }
     }
+    let reads_rows = access == Access::Read
+        || tokens.iter().any(|t| {
+            t.kind == Kind::Word
+                && body
+                    .get(t.start..t.end)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("SELECT"))
+        });
     Ok(Checked {
         sql: body,
         access,
+        reads_rows,
         placeholders: tokens.iter().filter(|t| t.kind == Kind::Placeholder).count(),
     })
 }

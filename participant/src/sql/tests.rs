@@ -29,6 +29,27 @@ fn data_statements_pass_with_access_and_placeholders() {
         1
     );
     assert_eq!(check("REPLACE INTO t VALUES (1)").unwrap().access, Access::Write);
+}
+
+#[test]
+fn statements_that_read_rows_are_told_from_plain_writes() {
+    for reads in [
+        "SELECT * FROM t",
+        "INSERT INTO t SELECT * FROM u",
+        "UPDATE t SET x = 1 WHERE id IN (select id FROM u)",
+        "WITH c AS (SELECT 1) UPDATE t SET x = 1",
+        "DELETE FROM t WHERE id = (SELECT MAX(id) FROM u)",
+    ] {
+        assert!(check(reads).unwrap().reads_rows, "{reads}");
+    }
+    for writes in [
+        "UPDATE accounts SET balance = balance - ? WHERE id = ? AND balance >= ?",
+        "INSERT INTO t (id, body) VALUES (?, 'SELECT')",
+        "DELETE FROM t WHERE id = ? /* SELECT */",
+        "INSERT INTO `select` VALUES (1)",
+    ] {
+        assert!(!check(writes).unwrap().reads_rows, "{writes}");
+    }
     assert_eq!(check("DELETE FROM t WHERE a = `?`").unwrap().placeholders, 0);
     assert_eq!(check("SELECT 5-3, 6/2").unwrap().sql, "SELECT 5-3, 6/2");
     assert_eq!(check("SELECT 1 # trailing comment").unwrap().sql, "SELECT 1");

@@ -415,13 +415,13 @@ fn failure(reason: &str, rolled_back: bool, invalid_argument: bool, heuristic: b
 }
 
 /// Random event orders and random answers, every kind a participant can
-/// give: YES, NO, READ_ONLY held or not, a failure that rolled the branch
+/// give: YES held or not, NO, READ_ONLY held or not, a failure that rolled the branch
 /// back, a refused request, a lost reply; phase-2 answers that fail and
 /// are retried, or find a heuristic hazard; one-phase commits that are
 /// lost or rolled back. Whatever the order: the engine never logs a
 /// commit after an abort, never sends Commit before the decision is
 /// durable, never sends both Commit and Rollback to one branch, confirms
-/// every held read-only branch before deciding COMMIT, ends, replies
+/// every held branch before deciding COMMIT, ends, replies
 /// exactly once, and the reply agrees with how every branch ended.
 #[test]
 fn exhaustive_random_interleavings_keep_the_invariants() {
@@ -444,6 +444,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
         let mut committed_sent = BTreeSet::new();
         let mut rolled_sent = BTreeSet::new();
         let mut held = BTreeSet::new();
+        let mut held_writers = BTreeSet::new();
         let mut confirmed = BTreeSet::new();
         let mut replies = Vec::new();
         let mut steps = 0;
@@ -454,20 +455,24 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
             let event = match action {
                 // A held read-only branch asked again: it confirms its
                 // locks, or its session is gone.
-                Action::Prepare(p) if held.contains(&p) => {
+                Action::Prepare(p) if held.contains(&p) || held_writers.contains(&p) => {
                     let result = match next(3) {
                         0 => Err(failure("session gone", true, false, false)),
                         1 => Err(Failure::unknown("lost")),
                         _ => {
                             confirmed.insert(p.clone());
-                            Ok(Vote::ReadOnly { held: false })
+                            if held_writers.contains(&p) {
+                                Ok(Vote::Yes)
+                            } else {
+                                Ok(Vote::ReadOnly { held: false })
+                            }
                         }
                     };
                     seen.insert("confirm");
                     Some(Event::Voted { participant: p, result })
                 }
                 Action::Prepare(p) => {
-                    let result = match next(7) {
+                    let result = match next(8) {
                         0 => Ok(Vote::No(s("no"))),
                         1 => Err(Failure::unknown("lost")),
                         2 => Err(failure("deadlock; rolled back", true, false, false)),
@@ -477,6 +482,11 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
                             held.insert(p.clone());
                             seen.insert("held");
                             Ok(Vote::ReadOnly { held: true })
+                        }
+                        6 => {
+                            held_writers.insert(p.clone());
+                            seen.insert("held writer");
+                            Ok(Vote::YesHeld)
                         }
                         _ => Ok(Vote::Yes),
                     };
@@ -492,7 +502,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
                 }),
                 Action::LogCommit(_) => {
                     assert!(e.abort().is_none());
-                    for p in &held {
+                    for p in held.iter().chain(&held_writers) {
                         assert!(
                             confirmed.contains(p),
                             "COMMIT logged before held {p} confirmed its locks"
@@ -593,6 +603,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
     // The draws reach every kind of answer and outcome.
     for kind in [
         "held",
+        "held writer",
         "confirm",
         "heuristic rollback",
         "heuristic commit",
@@ -654,4 +665,32 @@ fn a_heuristic_rollback_is_recorded_and_keeps_the_commit_unended() {
     assert_eq!(e.state(), State::Committed);
     assert_eq!(e.branch("b"), Some(BranchState::HeuristicRollback));
     assert_eq!(e.hazards(), ["b: heuristic hazard: rolled back"]);
+}
+
+#[test]
+fn a_held_writing_branch_is_prepared_once_every_vote_is_in_and_a_dead_one_aborts() {
+    for confirmed in [true, false] {
+        let mut e = Engine::new();
+        e.submit(&[s("a"), s("b")]).unwrap();
+        assert!(e.on(ok_vote("a", Vote::YesHeld)).is_empty());
+        assert_eq!(e.branch("a"), Some(BranchState::YesHeld));
+        // b takes its locks and votes: now a prepares, before any decision.
+        assert_eq!(e.on(ok_vote("b", Vote::Yes)), vec![Action::Prepare(s("a"))]);
+        assert_eq!(e.state(), State::Preparing);
+        let actions = e.on(Event::Voted {
+            participant: s("a"),
+            result: if confirmed {
+                Ok(Vote::Yes)
+            } else {
+                Err(failure("session gone: its database restarted", true, false, false))
+            },
+        });
+        if confirmed {
+            assert_eq!(actions, vec![Action::LogCommit(vec![s("a"), s("b")])]);
+        } else {
+            assert_eq!(e.state(), State::Aborting);
+            assert!(actions.contains(&Action::Rollback(s("b"))), "{actions:?}");
+            assert!(!actions.iter().any(|a| matches!(a, Action::LogCommit(_))));
+        }
+    }
 }

@@ -182,6 +182,57 @@ fn a_held_read_only_branch_is_confirmed_by_ending_it_on_its_session() {
     assert_ne!(e.ending(), Some(Ending::ReadOnly));
 }
 
+#[test]
+fn a_submit_branch_that_wrote_and_read_votes_yes_held_and_prepares_when_asked_again() {
+    let mut e = Engine::new();
+    e.note_read();
+    e.note_write();
+    // In a Submit: holds its locks unprepared.
+    assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::HoldWriter));
+    assert_eq!(e.phase(), Phase::HeldWriter);
+    assert!(e.deadline_applies());
+    assert_eq!(e.ending(), None);
+    assert_eq!(
+        e.decide(Request::Prepare { hold: true }),
+        Ok(Step::AlreadyDone(Done::VotedHeld))
+    );
+    // Every vote is in: it prepares on the session that holds its locks.
+    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
+    assert_eq!(e.phase(), Phase::Prepared);
+
+    // A dead session fails the prepare: rolled back, or maybe prepared
+    // when the connection broke during it.
+    for (lost, phase) in [(false, Phase::RolledBack), (true, Phase::Prepared)] {
+        let mut e = Engine::new();
+        e.note_read();
+        e.note_write();
+        run(&mut e, Request::Prepare { hold: true }).unwrap();
+        e.failed(Step::Prepare, lost);
+        assert_eq!(e.phase(), phase);
+    }
+
+    // Held, it is still rolled back by its deadline or the coordinator.
+    let mut e = Engine::new();
+    e.note_read();
+    e.note_write();
+    run(&mut e, Request::Prepare { hold: true }).unwrap();
+    assert_eq!(e.decide(Request::Deadline), Ok(Step::RollbackActive));
+    assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackActive));
+    assert_eq!(e.ending(), Some(Ending::RolledBack));
+}
+
+#[test]
+fn a_branch_that_only_wrote_or_is_not_in_a_submit_prepares_at_once() {
+    let mut e = Engine::new();
+    e.note_write();
+    assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::Prepare));
+    let mut e = Engine::new();
+    e.note_read();
+    e.note_write();
+    // An interactive Commit: every statement has run, every lock is held.
+    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
+}
+
 /// Every (state, request) pair: a finished branch never runs SQL again
 /// except as an idempotent repeat, and a committed branch can never be
 /// rolled back (nor the reverse).
@@ -192,6 +243,7 @@ fn exhaustive_finished_states_are_final() {
             let e = Engine {
                 phase,
                 wrote: !read_only,
+                read_rows: true,
                 read_only,
             };
             for request in ALL {
