@@ -596,6 +596,61 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
     assert_settled(&cluster, true).await;
 }
 
+/// A Submit of `alpha`'s statements and a credit on beta, with beta's row
+/// held by another transaction, so beta's branch waits after alpha voted.
+struct HeldSubmit {
+    blocker: sqlx::pool::PoolConnection<sqlx::MySql>,
+    submit: tokio::task::JoinHandle<Result<pb::SubmitResponse, tonic::Status>>,
+}
+
+async fn submit_with_beta_held(cluster: &Cluster, client: &Client, alpha: Vec<tandem_client::Statement>) -> HeldSubmit {
+    let mut blocker = cluster.node("beta").pool().acquire().await.expect("connection");
+    for sql in ["BEGIN", "SELECT balance FROM accounts WHERE id = 1 FOR UPDATE"] {
+        sqlx::raw_sql(sql).execute(&mut *blocker).await.expect(sql);
+    }
+    let mut client = client.clone();
+    let submit = tokio::spawn(async move {
+        client
+            .submit_with(pb::SubmitRequest {
+                timeout_ms: 20_000,
+                branches: vec![
+                    pb::Branch {
+                        participant: "alpha".into(),
+                        statements: alpha,
+                    },
+                    pb::Branch {
+                        participant: "beta".into(),
+                        statements: vec![credit(1, AMOUNT)],
+                    },
+                ],
+                ..pb::SubmitRequest::default()
+            })
+            .await
+    });
+    HeldSubmit { blocker, submit }
+}
+
+impl HeldSubmit {
+    /// alpha's database dies, and with it the locks alpha's branch held;
+    /// then beta's row is freed and beta's branch takes its locks. The
+    /// Submit must abort, naming alpha, and leave nothing behind.
+    async fn crash_alpha_then_free_beta(self, cluster: &mut Cluster) {
+        let Self { mut blocker, submit } = self;
+        assert!(!submit.is_finished(), "beta's branch must still be waiting");
+        cluster.kill_mariadb("alpha");
+        cluster.restart_mariadb("alpha").expect("alpha's MariaDB restarts");
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *blocker)
+            .await
+            .expect("ROLLBACK");
+        drop(blocker);
+        let done = submit.await.expect("submit task").expect("Submit answers");
+        assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
+        assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
+        assert_settled(cluster, false).await;
+    }
+}
+
 /// Found by the chaos suite (seed 2211, binlog off: an audit committed with
 /// a total 21 short). A Submit's read-only branch votes while the other
 /// branches still run and keeps its read locks; its database crashed after
@@ -606,34 +661,14 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
 #[tokio::test]
 async fn a_read_only_branch_whose_database_crashed_before_the_other_branches_locked_aborts_the_submit() {
     let (mut cluster, client) = bank(ClusterConfig::default()).await;
-    // Hold beta's row, so beta's branch waits for it after alpha's vote.
-    let mut blocker = cluster.node("beta").pool().acquire().await.expect("connection");
-    for sql in ["BEGIN", "SELECT balance FROM accounts WHERE id = 1 FOR UPDATE"] {
-        sqlx::raw_sql(sql).execute(&mut *blocker).await.expect(sql);
-    }
-    let submit = {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            client
-                .submit_with(pb::SubmitRequest {
-                    timeout_ms: 20_000,
-                    branches: vec![
-                        pb::Branch {
-                            participant: "alpha".into(),
-                            statements: vec![tandem_client::Statement::new(
-                                "SELECT balance FROM accounts WHERE id = 1",
-                            )],
-                        },
-                        pb::Branch {
-                            participant: "beta".into(),
-                            statements: vec![credit(1, AMOUNT)],
-                        },
-                    ],
-                    ..pb::SubmitRequest::default()
-                })
-                .await
-        })
-    };
+    let held = submit_with_beta_held(
+        &cluster,
+        &client,
+        vec![tandem_client::Statement::new(
+            "SELECT balance FROM accounts WHERE id = 1",
+        )],
+    )
+    .await;
     // alpha's branch has read and voted READ_ONLY, keeping its lock;
     // beta's waits for the row.
     let until = Instant::now() + Duration::from_secs(10);
@@ -654,56 +689,22 @@ async fn a_read_only_branch_whose_database_crashed_before_the_other_branches_loc
         assert!(Instant::now() < until, "alpha's branch never voted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!submit.is_finished(), "beta's branch must still be waiting");
-
-    // alpha's database dies: its read lock is gone. Then beta locks.
-    cluster.kill_mariadb("alpha");
-    cluster.restart_mariadb("alpha").expect("alpha's MariaDB restarts");
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut *blocker)
-        .await
-        .expect("ROLLBACK");
-    drop(blocker);
-
-    let done = submit.await.expect("submit task").expect("Submit answers");
-    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
-    assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
-    assert_settled(&cluster, false).await;
+    held.crash_alpha_then_free_beta(&mut cluster).await;
 }
 
 #[tokio::test]
 async fn a_writing_branch_that_read_and_whose_database_crashed_before_the_other_branches_locked_aborts_the_submit() {
     let (mut cluster, client) = bank(ClusterConfig::default()).await;
-    // Hold beta's row, so beta's branch waits for it after alpha's vote.
-    let mut blocker = cluster.node("beta").pool().acquire().await.expect("connection");
-    for sql in ["BEGIN", "SELECT balance FROM accounts WHERE id = 1 FOR UPDATE"] {
-        sqlx::raw_sql(sql).execute(&mut *blocker).await.expect(sql);
-    }
-    let submit = {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            client
-                .submit_with(pb::SubmitRequest {
-                    timeout_ms: 20_000,
-                    branches: vec![
-                        pb::Branch {
-                            participant: "alpha".into(),
-                            statements: vec![
-                                // A shared lock (SERIALIZABLE), then a write.
-                                tandem_client::Statement::new("SELECT balance FROM accounts WHERE id = 1"),
-                                insert_note(7, "read, then wrote"),
-                            ],
-                        },
-                        pb::Branch {
-                            participant: "beta".into(),
-                            statements: vec![credit(1, AMOUNT)],
-                        },
-                    ],
-                    ..pb::SubmitRequest::default()
-                })
-                .await
-        })
-    };
+    let held = submit_with_beta_held(
+        &cluster,
+        &client,
+        vec![
+            // A shared lock (SERIALIZABLE), then a write.
+            tandem_client::Statement::new("SELECT balance FROM accounts WHERE id = 1"),
+            insert_note(7, "read, then wrote"),
+        ],
+    )
+    .await;
     // alpha's branch has read and written, and voted; beta's waits.
     let alpha = cluster.node("alpha").pool().clone();
     let mut peek = alpha.acquire().await.expect("connection");
@@ -726,20 +727,6 @@ async fn a_writing_branch_that_read_and_whose_database_crashed_before_the_other_
     drop(peek);
     // Its vote follows at once (a prepare, had it not held back).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!submit.is_finished(), "beta's branch must still be waiting");
-
-    // alpha's database dies: its shared lock is gone. Then beta locks.
-    cluster.kill_mariadb("alpha");
-    cluster.restart_mariadb("alpha").expect("alpha's MariaDB restarts");
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut *blocker)
-        .await
-        .expect("ROLLBACK");
-    drop(blocker);
-
-    let done = submit.await.expect("submit task").expect("Submit answers");
-    assert_eq!(done.outcome(), Outcome::Aborted, "{done:?}");
-    assert!(done.reason.contains("alpha"), "the reason names alpha: {}", done.reason);
-    assert_settled(&cluster, false).await;
+    held.crash_alpha_then_free_beta(&mut cluster).await;
     assert_eq!(scalar(&alpha, "SELECT COUNT(*) FROM notes").await, 0);
 }

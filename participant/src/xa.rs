@@ -352,21 +352,10 @@ mod tests {
     }
 
     #[test]
-    fn ids_that_could_escape_the_sql_text_are_refused() {
-        for bad in [
-            "",
-            "a'b",
-            "a b",
-            "x\\",
-            "a;XA COMMIT",
-            &"g".repeat(65),
-            "é",
-            "a.b",
-            "a:b",
-        ] {
-            assert!(Xid::new(bad, "p").is_err(), "{bad:?}");
-            assert!(Xid::new("g", bad).is_err(), "{bad:?}");
-        }
+    fn xids_are_checked_by_the_xa_id_rule() {
+        // The rule itself is tested in tandem_common::names.
+        assert!(Xid::new("a'b", "p").is_err());
+        assert!(Xid::new("g", "a;XA COMMIT").is_err());
         assert!(Xid::new(&"g".repeat(64), "p_1-z").is_ok());
     }
 

@@ -414,6 +414,23 @@ fn failure(reason: &str, rolled_back: bool, invalid_argument: bool, heuristic: b
     }
 }
 
+/// A phase-2 answer drawn from `draw` (0 to 5): mostly done, sometimes
+/// lost (retried), sometimes a heuristic hazard of kind `hazard`.
+fn phase2_answer(
+    draw: u64,
+    hazard: &'static str,
+    seen: &mut std::collections::BTreeSet<&'static str>,
+) -> Result<(), Failure> {
+    match draw {
+        0 => Err(Failure::unknown("lost")),
+        1 => {
+            seen.insert(hazard);
+            Err(failure(&format!("{hazard} hazard"), false, false, true))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Random event orders and random answers, every kind a participant can
 /// give: YES held or not, NO, READ_ONLY held or not, a failure that rolled the branch
 /// back, a refused request, a lost reply; phase-2 answers that fail and
@@ -519,14 +536,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
                     committed_sent.insert(p.clone());
                     Some(Event::Phase2Done {
                         participant: p,
-                        result: match next(6) {
-                            0 => Err(Failure::unknown("lost")),
-                            1 => {
-                                seen.insert("heuristic rollback");
-                                Err(failure("heuristic hazard: rolled back", false, false, true))
-                            }
-                            _ => Ok(()),
-                        },
+                        result: phase2_answer(next(6), "heuristic rollback", &mut seen),
                     })
                 }
                 Action::Rollback(p) | Action::Retry(p) => {
@@ -534,14 +544,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
                     rolled_sent.insert(p.clone());
                     Some(Event::Phase2Done {
                         participant: p,
-                        result: match next(6) {
-                            0 => Err(Failure::unknown("lost")),
-                            1 => {
-                                seen.insert("heuristic commit");
-                                Err(failure("heuristic hazard: committed", false, false, true))
-                            }
-                            _ => Ok(()),
-                        },
+                        result: phase2_answer(next(6), "heuristic commit", &mut seen),
                     })
                 }
                 Action::Reply(outcome) => {
