@@ -179,9 +179,17 @@ impl Client {
         Ok(self.inner.execute(request).await?.into_inner().results)
     }
 
+    /// Commits, answered once the writes are visible (`ACK_VISIBLE`).
     pub async fn commit(&mut self, txn_id: &str) -> Result<pb::CommitResponse, Status> {
+        self.commit_with(txn_id, pb::Ack::Visible).await
+    }
+
+    /// Commits, answered when `ack` says (`ACK_DURABLE`: as soon as every
+    /// branch is durably prepared, before phase 2).
+    pub async fn commit_with(&mut self, txn_id: &str, ack: pb::Ack) -> Result<pb::CommitResponse, Status> {
         let request = pb::CommitRequest {
             txn_id: txn_id.to_owned(),
+            ack: ack as i32,
         };
         Ok(self.inner.commit(request).await?.into_inner())
     }

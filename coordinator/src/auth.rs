@@ -30,7 +30,7 @@ impl Caller {
     }
 
     /// Whether this caller may see a transaction owned by `owner` (`None`:
-    /// its owner is not known, e.g. it was resumed from the decision log).
+    /// its owner is not known).
     pub fn sees(&self, owner: Option<&Identity>) -> bool {
         self.is_operator() || owner == Some(&self.principal)
     }

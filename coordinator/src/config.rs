@@ -37,8 +37,6 @@ pub struct Config {
     /// Most bytes of results in one answer to a client (Execute or
     /// Submit); clients must accept messages this large (plus 64 KiB).
     pub max_result_bytes: u64,
-    /// Where the decision log and the epoch live; must survive restarts.
-    pub data_dir: PathBuf,
     /// (name, URL) of every participant.
     pub participants: Vec<(String, String)>,
     /// Deadline of a transaction that does not ask for one.
@@ -48,8 +46,6 @@ pub struct Config {
     /// How long a committing client waits for phase 2 before it is answered
     /// with the participants still pending named.
     pub reply_wait: Duration,
-    /// How long a COMMIT stays in the decision log after its END.
-    pub decision_retention: Duration,
 }
 
 /// The TOML file: every key optional; flags win.
@@ -61,7 +57,6 @@ pub struct Config {
 /// tls_ca = "/etc/tandem/ca.pem"
 /// tls_cert = "/etc/tandem/tc.pem"
 /// tls_key = "/etc/tandem/tc.key"
-/// data_dir = "/var/lib/tandem"
 /// default_timeout_ms = 10000
 /// [participants]
 /// orders = "https://127.0.0.1:7501"
@@ -73,7 +68,6 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub listen: Option<SocketAddr>,
     pub internal_listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -88,7 +82,6 @@ pub struct FileConfig {
     pub default_timeout_ms: Option<u64>,
     pub max_timeout_ms: Option<u64>,
     pub reply_wait_ms: Option<u64>,
-    pub decision_retention_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -113,9 +106,11 @@ pub fn parse_participant(spec: &str) -> Result<(String, String), String> {
 impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         ids::validate_name(&self.name)?;
-        if self.participants.len() > 255 {
+        if self.participants.len() > 256 {
             return Err(Error::InvalidArgument(
-                "at most 255 participants (the decision log stores the count in a byte)".to_owned(),
+                "at most 256 participants (a transaction's participant set is written into each branch's marker \
+                 row)"
+                    .to_owned(),
             ));
         }
         if self.participants.is_empty() {

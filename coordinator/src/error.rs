@@ -3,8 +3,6 @@
 use thiserror::Error;
 use tonic::{Code, Status};
 
-use crate::decision_log::LogError;
-
 #[derive(Debug, Error)]
 pub enum Error {
     /// Malformed request or configuration.
@@ -32,8 +30,6 @@ pub enum Error {
     /// A limit was reached (live transactions, result size).
     #[error("{0}")]
     ResourceExhausted(String),
-    #[error(transparent)]
-    Log(#[from] LogError),
     #[error("{0}")]
     Internal(String),
 }
@@ -49,7 +45,7 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::Log(_) | Error::Internal(_) => Code::Internal,
+            Error::Internal(_) => Code::Internal,
         };
         Status::new(code, err.to_string())
     }

@@ -11,19 +11,25 @@
 //! - [`txn`]: one actor per global transaction ([`txn::actor`]) running the
 //!   pure 2PC state machine ([`txn::engine`]); [`txn::Txns`] finds them.
 //! - [`participants`]: one long-lived gRPC channel per participant and the
-//!   RPCs the actor sends over it (Execute, Prepare, Commit, Rollback).
-//! - [`decision_log`]: COMMIT decisions, fsync'd (group commit) before any
-//!   phase-2 message goes out; replayed at start, where every COMMIT
-//!   without an END gets an actor again ([`txn::Txns::recover`]).
-//! - [`ids`]: gtrids that never repeat across restarts (a durable epoch).
+//!   RPCs the actor sends over it (Execute, Prepare, Inquire, Commit,
+//!   Rollback).
+//! - [`resolve`]: how a transaction this replica does not hold ended, from
+//!   the participants alone (for `Decisions` and `GetTransaction`).
+//! - [`ids`]: gtrids that never repeat across restarts or replicas (a
+//!   random epoch per run).
 //! - [`config`]: settings from flags and an optional TOML file.
+//!
+//! A coordinator keeps no state on disk: a transaction is committed iff
+//! every branch of its participant set is durably prepared (or, for a
+//! read-only one, its marker row committed), so any replica, or a
+//! restarted one, resolves any transaction from the participants.
 
 pub mod auth;
 pub mod config;
-pub mod decision_log;
 pub mod error;
 pub mod ids;
 pub mod participants;
+pub mod resolve;
 pub mod server;
 pub mod txn;
 
@@ -39,8 +45,6 @@ use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::auth::{ClientAuth, ParticipantAuth};
-
-use crate::decision_log::{DecisionLog, FileLog, LogOptions};
 use crate::error::Error;
 use crate::ids::IdGen;
 use crate::participants::Participants;
@@ -56,7 +60,6 @@ const CLIENT_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 pub struct Shared {
     pub config: Config,
     pub participants: Arc<Participants>,
-    pub log: Box<dyn DecisionLog>,
     pub txns: Txns,
     /// Cancelled when the coordinator stops taking new transactions.
     pub shutdown: CancellationToken,
@@ -65,35 +68,12 @@ pub struct Shared {
 /// Serves the coordinator until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
-    // Held until this function returns: a second coordinator on the same
-    // data dir would answer ABORT for the first one's COMMITs.
-    let _lock = lock_data_dir(&config.data_dir)?;
-    let ids = IdGen::open(&config.data_dir, &config.name)?;
-    let options = LogOptions {
-        retention: config.decision_retention,
-        ..LogOptions::default()
-    };
-    // Replayed before anything is served: Decisions answers ABORT for a
-    // gtrid without a COMMIT, which is only true once the log is read.
-    let (log, unfinished) = FileLog::open(&config.data_dir, options)?;
+    let ids = IdGen::new(&config.name)?;
     let participants = Arc::new(Participants::new(
         &config.participants,
         &config.transport,
         config.max_result_bytes,
     )?);
-    for u in &unfinished {
-        for p in &u.participants {
-            participants.get(p).map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "the decision log holds COMMIT {} for participant {p}, which is not configured; \
-                     configure it so phase 2 can finish",
-                    u.gtrid
-                ))
-            })?;
-        }
-    }
     let (listen, internal_listen) = (config.listen, config.internal_listen);
     let plaintext = matches!(config.transport, Transport::Plaintext);
     let client_auth = ClientAuth::new(config.tokens.clone(), plaintext);
@@ -106,15 +86,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let shared = Arc::new(Shared {
         config,
         participants: Arc::clone(&participants),
-        log: Box::new(log),
         txns: Txns::new(ids, limits),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));
-    if !unfinished.is_empty() {
-        info!(count = unfinished.len(), "resuming phase 2 of logged COMMITs");
-    }
-    shared.txns.recover(&shared, unfinished);
 
     let transport = &shared.config.transport;
     let tls_error = |e: tandem_common::TlsError| Error::Unavailable(e.to_string());
@@ -178,39 +153,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     tokio::try_join!(client_api, internal_api).map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     info!(live = shared.txns.live(), "tandem-coordinator stopped");
     Ok(())
-}
-
-/// Takes the data dir's exclusive lock (released when the file closes, also
-/// when the process dies).
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
-            "another coordinator is running on data dir {}; two must never share one",
-            dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Internal(format!("cannot lock {}: {e}", path.display()))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_data_dir_serves_one_coordinator_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = lock_data_dir(dir.path()).unwrap();
-        let err = lock_data_dir(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("another coordinator"), "{err}");
-        drop(first);
-        lock_data_dir(dir.path()).unwrap();
-    }
 }

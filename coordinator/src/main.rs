@@ -56,9 +56,6 @@ struct Args {
     /// Most live transactions one principal may hold [default: 1000].
     #[arg(long, env = "TANDEM_MAX_LIVE_PER_PRINCIPAL")]
     max_live_per_principal: Option<usize>,
-    /// Directory for the decision log and epoch; must survive restarts.
-    #[arg(long, env = "TANDEM_DATA_DIR")]
-    data_dir: Option<PathBuf>,
     /// A participant as NAME=URL, e.g. orders=https://10.0.0.11:7501; its
     /// certificate must carry NAME.participant.tandem.
     /// Repeatable; the environment takes a comma-separated list.
@@ -74,10 +71,6 @@ struct Args {
     /// participants still pending named [default: 5000].
     #[arg(long, env = "TANDEM_REPLY_WAIT_MS")]
     reply_wait_ms: Option<u64>,
-    /// How long a COMMIT decision is kept after every participant confirmed
-    /// it, for participants and clients that ask late [default: 600].
-    #[arg(long, env = "TANDEM_DECISION_RETENTION_SECS")]
-    decision_retention_secs: Option<u64>,
 }
 
 #[tokio::main]
@@ -135,19 +128,10 @@ async fn main() -> anyhow::Result<()> {
             .max_live_per_principal
             .or(file.max_live_per_principal)
             .unwrap_or(1_000),
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .context("--data-dir is required: the decision log must survive restarts")?,
         participants,
         default_timeout: ms(args.default_timeout_ms.or(file.default_timeout_ms).unwrap_or(10_000)),
         max_timeout: ms(args.max_timeout_ms.or(file.max_timeout_ms).unwrap_or(600_000)),
         reply_wait: ms(args.reply_wait_ms.or(file.reply_wait_ms).unwrap_or(5_000)),
-        decision_retention: Duration::from_secs(
-            args.decision_retention_secs
-                .or(file.decision_retention_secs)
-                .unwrap_or(600),
-        ),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -38,7 +38,7 @@ fn max_answer_bytes(max_result_bytes: u64) -> usize {
 pub const PARTICIPANT_HEADER: &str = "x-tandem-participant";
 
 /// How a branch's statements are to run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExecuteCall {
     /// Starts the branch (`XA START`).
     pub begin: bool,
@@ -48,6 +48,18 @@ pub struct ExecuteCall {
     pub then: Then,
     /// Most bytes of results the answer may carry.
     pub max_result_bytes: u64,
+    /// With a `then` that ends the statements: the participant set.
+    pub participants: Vec<String>,
+}
+
+/// A participant's answer to `Inquire`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inquired {
+    pub fate: BranchFate,
+    /// The participant set from the branch's marker row.
+    pub participants: Vec<String>,
+    /// COMMITTED by a read-only branch's confirmation (no data written).
+    pub read_only: bool,
 }
 
 pub struct Participant {
@@ -123,6 +135,7 @@ impl Participant {
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1),
             then: call.then as i32,
             max_result_bytes: call.max_result_bytes,
+            participants: call.participants,
         });
         // The transport waits a little longer than the branch's own limits
         // so the participant's answer (e.g. a lock wait timeout) arrives.
@@ -131,9 +144,15 @@ impl Participant {
             .map(tonic::Response::into_inner)
     }
 
-    pub async fn prepare(&self, gtrid: &str, timeout: Duration) -> Result<Option<Vote>, Status> {
+    pub async fn prepare(
+        &self,
+        gtrid: &str,
+        participants: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Option<Vote>, Status> {
         let mut request = self.request(PrepareRequest {
             gtrid: gtrid.to_owned(),
+            participants,
         });
         request.set_timeout(timeout.max(Duration::from_secs(1)));
         Ok(self.note(self.client.clone().prepare(request).await)?.into_inner().vote)
@@ -156,14 +175,21 @@ impl Participant {
         self.note(self.client.clone().rollback(request).await).map(|_| ())
     }
 
-    /// How the branch of `gtrid` ended on this participant.
-    pub async fn inquire(&self, gtrid: &str) -> Result<BranchFate, Status> {
+    /// How the branch of `gtrid` ended on this participant, fencing it if
+    /// it is not there, and what its marker row says.
+    pub async fn inquire(&self, gtrid: &str) -> Result<Inquired, Status> {
         let mut request = self.request(InquireRequest {
             gtrid: gtrid.to_owned(),
         });
         request.set_timeout(PHASE2_TIMEOUT);
-        let fate = self.note(self.client.clone().inquire(request).await)?.into_inner().fate;
-        BranchFate::try_from(fate).map_err(|_| Status::internal(format!("participant {} sent fate {fate}", self.name)))
+        let answer = self.note(self.client.clone().inquire(request).await)?.into_inner();
+        let fate = BranchFate::try_from(answer.fate)
+            .map_err(|_| Status::internal(format!("participant {} sent fate {}", self.name, answer.fate)))?;
+        Ok(Inquired {
+            fate,
+            participants: answer.participants,
+            read_only: answer.read_only,
+        })
     }
 
     pub fn info(&self) -> ParticipantInfo {
@@ -288,6 +314,25 @@ fn is_transport(status: &Status) -> bool {
     )
 }
 
+/// The request never left: the connection to the participant could not be
+/// made (refused, no route, name not found, or a TLS handshake that
+/// failed, as when the server is not the participant named).
+fn not_delivered(status: &Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let text = describe_transport(status);
+    [
+        "tcp connect error",
+        "error trying to connect",
+        "dns error",
+        "invalid peer certificate",
+        "received fatal alert",
+    ]
+    .iter()
+    .any(|cause| text.contains(cause))
+}
+
 /// What an RPC failure tells the 2PC engine.
 pub fn failure(participant: &str, status: &Status) -> Failure {
     let message = status.message();
@@ -301,7 +346,10 @@ pub fn failure(participant: &str, status: &Status) -> Failure {
         invalid_argument: status.code() == Code::InvalidArgument,
         // ABORTED: the participant rolled the branch back itself.
         // INVALID_ARGUMENT: it refused the request before running anything.
-        rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument),
+        // Not delivered: no connection was made, so the request that would
+        // have begun or prepared the branch never arrived, and it is never
+        // sent again (tonic does not retry).
+        rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument) || not_delivered(status),
         // DATA_LOSS: phase 2 found the branch finished the other way.
         heuristic: status.code() == Code::DataLoss,
     }

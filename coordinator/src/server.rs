@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tandem_proto::v1::coordinator_server::Coordinator;
 use tandem_proto::v1::decisions_server::Decisions;
+use tandem_proto::v1::{self as pb, DecisionKind};
 use tandem_proto::v1::{
     BeginRequest, BeginResponse, CommitRequest, CommitResponse, DecisionRequest, DecisionResponse, ExecuteRequest,
     ExecuteResponse, GetTransactionRequest, Isolation, ListParticipantsRequest, ListParticipantsResponse,
@@ -20,7 +21,9 @@ use tonic::{Request, Response, Status};
 use crate::Shared;
 use crate::auth::{Asker, Caller};
 use crate::error::Error;
+use crate::resolve::Resolved;
 use crate::txn::actor::CallError;
+use crate::txn::engine::Ack;
 use crate::txn::{Lookup, ended_status};
 
 /// Most statements in one Execute or Submit branch.
@@ -113,6 +116,14 @@ fn unknown_txn(txn_id: &str) -> Error {
     Error::NotFound(format!("unknown transaction {txn_id:?}"))
 }
 
+fn ack_of(ack: i32) -> Result<Ack, Error> {
+    match pb::Ack::try_from(ack) {
+        Ok(pb::Ack::Visible) => Ok(Ack::Visible),
+        Ok(pb::Ack::Durable) => Ok(Ack::Durable),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown ack {ack}"))),
+    }
+}
+
 fn check_statements(participant: &str, statements: &[Statement]) -> Result<(), Error> {
     if statements.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -158,10 +169,11 @@ impl Coordinator for CoordinatorService {
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
         let caller = Caller::of(&request)?;
-        let txn_id = request.into_inner().txn_id;
+        let CommitRequest { txn_id, ack } = request.into_inner();
+        let ack = ack_of(ack)?;
         let handle = self.live(&txn_id, &caller, Some("commit"))?;
         Ok(Response::new(
-            handle.commit().await.map_err(|e| self.ended(&txn_id, e))?,
+            handle.commit(ack).await.map_err(|e| self.ended(&txn_id, e))?,
         ))
     }
 
@@ -188,6 +200,7 @@ impl Coordinator for CoordinatorService {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
+        let ack = ack_of(req.ack)?;
         if req.branches.is_empty() {
             return Err(Error::InvalidArgument("a Submit needs at least one branch".to_owned()).into());
         }
@@ -211,7 +224,7 @@ impl Coordinator for CoordinatorService {
             return Err(refused.into());
         }
         let response = handle
-            .submit(req.branches)
+            .submit(req.branches, ack)
             .await
             .map_err(|e| self.ended(&info.txn_id, e))?;
         Ok(Response::new(response))
@@ -291,14 +304,41 @@ impl DecisionService {
 impl Decisions for DecisionService {
     async fn decision(&self, request: Request<DecisionRequest>) -> Result<Response<DecisionResponse>, Status> {
         let asker = Asker::of(&request)?;
-        let gtrid = request.into_inner().gtrid;
-        if gtrid.is_empty() {
-            return Err(Error::InvalidArgument("gtrid is required".to_owned()).into());
+        let DecisionRequest { gtrid, participants } = request.into_inner();
+        if crate::ids::parse(&gtrid).is_none() {
+            return Err(Error::InvalidArgument(format!("{gtrid:?} is not a tandem gtrid")).into());
         }
-        let decision = self
-            .shared
-            .txns
-            .decision(self.shared.log.as_ref(), &gtrid, asker.0.as_deref())?;
+        for name in &participants {
+            self.shared.participants.get(name).map_err(|_| {
+                Status::failed_precondition(format!(
+                    "transaction {gtrid}'s participant set names participant {name}, which this coordinator \
+                     does not know; configure it so the transaction can be resolved"
+                ))
+            })?;
+        }
+        let txns = &self.shared.txns;
+        let decision = match txns.decision(&gtrid, asker.0.as_deref()) {
+            Some(decision) => decision,
+            // No replica may hold it: the participants tell. Asked without
+            // a set (a marker row written before sets were kept), only a
+            // fence on every participant can decide it.
+            None => match txns.resolve(&self.shared, &gtrid, &participants).await? {
+                Resolved::Committed { hazard } => {
+                    if !hazard.is_empty() {
+                        tracing::error!(gtrid, "{hazard}");
+                    }
+                    DecisionKind::Commit
+                }
+                Resolved::Aborted(_) => DecisionKind::Abort,
+                Resolved::Pending(why) => {
+                    tracing::debug!(gtrid, why, "cannot resolve yet");
+                    DecisionKind::Pending
+                }
+                // The asker holds a branch of it, so some participant must
+                // accept it: ask again rather than guess.
+                Resolved::NotOurs => DecisionKind::Pending,
+            },
+        };
         Ok(Response::new(DecisionResponse {
             decision: decision as i32,
         }))

@@ -1,5 +1,6 @@
 //! A local tandem cluster: N private MariaDB instances, one participant per
-//! instance, and a coordinator, all real processes, owned by one value.
+//! instance, and one or more coordinator replicas, all real processes,
+//! owned by one value.
 //!
 //! Every process gets a certificate from a throwaway CA ([`crate::certs`])
 //! and the cluster runs with TLS and identities, as deployed; tests reach
@@ -44,12 +45,16 @@ pub struct ClusterConfig {
     pub mariadb_options: Vec<String>,
     /// Default transaction timeout of the coordinator.
     pub default_timeout_ms: u64,
+    /// Coordinator replicas (`tc`, `tc2`, `tc3`, …); every participant is
+    /// configured with all of them.
+    pub replicas: usize,
     /// Keep the cluster's directory (data and logs) instead of deleting it.
     pub keep_dir: bool,
     /// `RUST_LOG` for the tandem binaries.
     pub log_filter: String,
     /// `FAILPOINTS` for a process's first start, by process: `coordinator`
-    /// or a participant's name (the binaries are built with failpoints).
+    /// (the first replica), a replica's name, or a participant's name (the
+    /// binaries are built with failpoints).
     pub failpoints: Vec<(String, String)>,
     /// How often participants look for prepared branches to recover.
     pub recovery_interval_ms: u64,
@@ -82,6 +87,7 @@ impl Default for ClusterConfig {
             schema: crate::schema::DEMO.iter().map(|s| (*s).to_owned()).collect(),
             mariadb_options: Vec::new(),
             default_timeout_ms: 10_000,
+            replicas: 1,
             keep_dir: false,
             log_filter: "info".to_owned(),
             failpoints: Vec::new(),
@@ -108,18 +114,30 @@ pub struct Node {
     links: Option<Links>,
 }
 
-/// The proxies between the coordinator and one participant.
+/// The proxies between the coordinator replicas and one participant.
 struct Links {
-    /// The coordinator's channel to the participant.
+    /// The replicas' channel to the participant.
     to_participant: Proxy,
-    /// The participant's `Decisions` channel to the coordinator.
-    to_coordinator: Proxy,
+    /// The participant's `Decisions` channel to each replica.
+    to_coordinator: Vec<Proxy>,
+}
+
+/// One coordinator replica.
+struct Replica {
+    name: String,
+    process: Option<Process>,
+    starts: u32,
+    /// Its client API.
+    addr: SocketAddr,
+    /// Its internal API (participants' `Decisions` calls).
+    internal_addr: SocketAddr,
 }
 
 /// A process of the cluster, for faults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Coordinator,
+    /// Coordinator replica `i` (0 is `tc`).
+    Coordinator(usize),
     Participant(String),
     MariaDb(String),
 }
@@ -127,7 +145,7 @@ pub enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Coordinator => write!(f, "coordinator"),
+            Self::Coordinator(i) => write!(f, "coordinator {}", replica_name(*i)),
             Self::Participant(name) => write!(f, "participant {name}"),
             Self::MariaDb(name) => write!(f, "mariadb {name}"),
         }
@@ -143,8 +161,18 @@ impl Node {
 
 /// The principal tests act as unless they say otherwise.
 pub const TEST_PRINCIPAL: &str = "tester";
-/// The coordinator's name, hence its identity `tc.coordinator.tandem`.
+/// The first coordinator replica's name, hence its identity
+/// `tc.coordinator.tandem`.
 pub const COORDINATOR_NAME: &str = "tc";
+
+/// Replica `i`'s name: `tc`, `tc2`, `tc3`, ….
+pub fn replica_name(i: usize) -> String {
+    if i == 0 {
+        COORDINATOR_NAME.to_owned()
+    } else {
+        format!("{COORDINATOR_NAME}{}", i + 1)
+    }
+}
 
 /// How a client reaches the coordinator as some principal.
 #[derive(Debug, Clone)]
@@ -167,11 +195,7 @@ impl Access {
 }
 
 pub struct Cluster {
-    coordinator: Option<Process>,
-    coordinator_starts: u32,
-    coordinator_addr: SocketAddr,
-    /// The coordinator's internal API (participants' `Decisions` calls).
-    internal_addr: SocketAddr,
+    replicas: Vec<Replica>,
     /// Signs every identity of this cluster; `None` without TLS.
     ca: Option<Ca>,
     nodes: Vec<Node>,
@@ -227,8 +251,16 @@ impl Cluster {
             db.setup(&schema).await?;
         }
 
-        let coordinator_addr = free_addr()?;
-        let internal_addr = free_addr()?;
+        let mut replicas = Vec::new();
+        for i in 0..config.replicas.max(1) {
+            replicas.push(Replica {
+                name: replica_name(i),
+                process: None,
+                starts: 0,
+                addr: free_addr()?,
+                internal_addr: free_addr()?,
+            });
+        }
         let ca = if config.tls {
             Some(Ca::create(&root.join("tls"), "tandem local CA (throwaway)")?)
         } else {
@@ -238,9 +270,13 @@ impl Cluster {
         for (name, db) in config.participants.iter().zip(dbs) {
             let addr = free_addr()?;
             let links = if config.network_proxies {
+                let mut to_coordinator = Vec::new();
+                for replica in &replicas {
+                    to_coordinator.push(Proxy::start(replica.internal_addr).await?);
+                }
                 Some(Links {
                     to_participant: Proxy::start(addr).await?,
-                    to_coordinator: Proxy::start(internal_addr).await?,
+                    to_coordinator,
                 })
             } else {
                 None
@@ -256,10 +292,7 @@ impl Cluster {
             });
         }
         let mut cluster = Self {
-            coordinator: None,
-            coordinator_starts: 0,
-            coordinator_addr,
-            internal_addr,
+            replicas,
             ca,
             nodes,
             config,
@@ -269,12 +302,10 @@ impl Cluster {
         for i in 0..cluster.nodes.len() {
             cluster.start_participant(i)?;
         }
-        cluster.start_coordinator()?;
-        for i in 0..cluster.nodes.len() {
-            let (addr, name) = (cluster.nodes[i].addr, cluster.nodes[i].name.clone());
-            cluster.wait_healthy(&format!("participant {name}"), addr).await?;
+        for i in 0..cluster.replicas.len() {
+            cluster.start_coordinator(i)?;
         }
-        cluster.wait_healthy("coordinator", coordinator_addr).await?;
+        cluster.wait_serving().await?;
         Ok(cluster)
     }
 
@@ -283,8 +314,19 @@ impl Cluster {
         if self.ca.is_some() { "https" } else { "http" }
     }
 
+    /// The first replica's client API URL.
     pub fn coordinator_url(&self) -> String {
-        format!("{}://{}", self.scheme(), self.coordinator_addr)
+        self.replica_url(0)
+    }
+
+    /// Replica `i`'s client API URL.
+    pub fn replica_url(&self, i: usize) -> String {
+        format!("{}://{}", self.scheme(), self.replicas[i].addr)
+    }
+
+    /// How many coordinator replicas the cluster runs.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
     }
 
     /// The CA that signs this cluster's identities (with TLS).
@@ -295,19 +337,30 @@ impl Cluster {
     /// How to reach the coordinator as `identity` (a client or operator;
     /// without TLS every caller is the same anonymous client).
     pub fn access_as(&self, identity: &Identity) -> Result<Access> {
+        self.replica_access_as(0, identity)
+    }
+
+    /// How to reach replica `i` as client principal `principal`.
+    pub fn replica_access(&self, i: usize, principal: &str) -> Result<Access> {
+        let identity = Identity::new(Role::Client, principal).map_err(anyhow::Error::msg)?;
+        self.replica_access_as(i, &identity)
+    }
+
+    /// How to reach replica `i` as `identity`.
+    pub fn replica_access_as(&self, i: usize, identity: &Identity) -> Result<Access> {
         let tls = match &self.ca {
             Some(ca) => {
                 let issued = ca.issue(identity)?;
                 Some(Tls::new(
                     ca.ca_pem().as_bytes(),
                     Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
-                    &coordinator_identity().dns_name(),
+                    &replica_identity(i).dns_name(),
                 ))
             }
             None => None,
         };
         Ok(Access {
-            url: self.coordinator_url(),
+            url: self.replica_url(i),
             tls,
             token: None,
         })
@@ -385,14 +438,14 @@ impl Cluster {
         })
     }
 
-    /// The coordinator's client API address.
+    /// The first replica's client API address.
     pub fn coordinator_addr(&self) -> SocketAddr {
-        self.coordinator_addr
+        self.replicas[0].addr
     }
 
-    /// The coordinator's internal API address (participants' decisions).
+    /// The first replica's internal API address (participants' decisions).
     pub fn internal_addr(&self) -> SocketAddr {
-        self.internal_addr
+        self.replicas[0].internal_addr
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -436,13 +489,20 @@ impl Cluster {
             .arg("--mysql-url")
             .arg(node.db.url())
             .arg("--coordinator")
-            .arg(format!(
-                "{COORDINATOR_NAME}={}://{}",
-                self.scheme(),
-                node.links
-                    .as_ref()
-                    .map_or(self.internal_addr, |l| l.to_coordinator.addr())
-            ))
+            .arg(
+                self.replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(r, replica)| {
+                        let addr = node
+                            .links
+                            .as_ref()
+                            .map_or(replica.internal_addr, |l| l.to_coordinator[r].addr());
+                        format!("{}={}://{addr}", replica.name, self.scheme())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .arg("--recovery-interval-ms")
             .arg(self.config.recovery_interval_ms.to_string())
             .arg("--marker-retention-secs")
@@ -499,21 +559,24 @@ impl Cluster {
         (!specs.is_empty()).then(|| specs.join(";"))
     }
 
-    fn start_coordinator(&mut self) -> Result<()> {
+    fn start_coordinator(&mut self, i: usize) -> Result<()> {
         let mut command = Command::new(self.bins.join("tandem-coordinator"));
-        if let Some(spec) = self.first_failpoints("coordinator", self.coordinator_starts == 0) {
-            command.env("FAILPOINTS", spec);
+        let replica = &self.replicas[i];
+        let first = replica.starts == 0;
+        let mut specs: Vec<String> = self.first_failpoints(&replica.name, first).into_iter().collect();
+        if i == 0 {
+            specs.extend(self.first_failpoints("coordinator", first));
         }
-        self.coordinator_starts += 1;
+        if !specs.is_empty() {
+            command.env("FAILPOINTS", specs.join(";"));
+        }
         command
             .arg("--name")
-            .arg(COORDINATOR_NAME)
+            .arg(&replica.name)
             .arg("--listen")
-            .arg(self.coordinator_addr.to_string())
+            .arg(replica.addr.to_string())
             .arg("--internal-listen")
-            .arg(self.internal_addr.to_string())
-            .arg("--data-dir")
-            .arg(self.dir().join("coordinator"))
+            .arg(replica.internal_addr.to_string())
             .arg("--default-timeout-ms")
             .arg(self.config.default_timeout_ms.to_string())
             .env("RUST_LOG", &self.config.log_filter)
@@ -529,22 +592,29 @@ impl Cluster {
             std::fs::write(&path, self.config.tokens.join("\n"))?;
             command.arg("--tokens").arg(path);
         }
-        self.transport_args(&mut command, &coordinator_identity())?;
+        self.transport_args(&mut command, &replica_identity(i))?;
         command.args(&self.config.coordinator_args);
-        let log = self.dir().join("coordinator.log");
-        self.coordinator = Some(Process::spawn("coordinator", command, &log)?);
+        let log = self.dir().join(replica_log(i));
+        let process = Process::spawn(&format!("coordinator {}", self.replicas[i].name), command, &log)?;
+        self.replicas[i].process = Some(process);
+        self.replicas[i].starts += 1;
         Ok(())
     }
 
-    /// The identity serving `addr` (a participant's or the coordinator's).
+    /// The identity serving `addr` (a participant's or a replica's).
     fn identity_at(&self, addr: SocketAddr) -> Identity {
-        match self.nodes.iter().find(|n| n.addr == addr) {
-            Some(node) => Identity {
+        if let Some(node) = self.nodes.iter().find(|n| n.addr == addr) {
+            return Identity {
                 role: Role::Participant,
                 name: node.name.clone(),
-            },
-            None => coordinator_identity(),
+            };
         }
+        let i = self
+            .replicas
+            .iter()
+            .position(|r| r.addr == addr || r.internal_addr == addr)
+            .unwrap_or(0);
+        replica_identity(i)
     }
 
     async fn wait_healthy(&mut self, what: &str, addr: SocketAddr) -> Result<()> {
@@ -566,8 +636,9 @@ impl Cluster {
 
     fn exited_process(&mut self) -> Option<(String, String)> {
         let processes = self
-            .coordinator
+            .replicas
             .iter_mut()
+            .filter_map(|r| r.process.as_mut())
             .chain(self.nodes.iter_mut().filter_map(|n| n.participant.as_mut()));
         for p in processes {
             if p.exited().is_some() {
@@ -578,7 +649,9 @@ impl Cluster {
     }
 
     fn logs(&self) -> Vec<PathBuf> {
-        let mut logs = vec![self.dir().join("coordinator.log")];
+        let mut logs: Vec<PathBuf> = (0..self.replicas.len())
+            .map(|i| self.dir().join(replica_log(i)))
+            .collect();
         for node in &self.nodes {
             logs.push(self.dir().join(format!("participant-{}.log", node.name)));
             logs.push(node.db.log_path());
@@ -595,20 +668,31 @@ impl Cluster {
         }
     }
 
-    /// `kill -9` the coordinator.
+    /// `kill -9` the first replica.
     pub fn kill_coordinator(&mut self) {
-        if let Some(mut c) = self.coordinator.take() {
+        self.kill_replica(0);
+    }
+
+    /// `kill -9` replica `i`.
+    pub fn kill_replica(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].process.take() {
             c.kill();
         }
     }
 
-    /// Starts the coordinator again (same data dir and address) and waits
-    /// until it is healthy.
+    /// Starts the first replica again (same address) and waits until it is
+    /// healthy. It keeps nothing on disk: it starts empty.
     pub async fn restart_coordinator(&mut self) -> Result<()> {
-        self.kill_coordinator();
-        self.start_coordinator()?;
-        let addr = self.coordinator_addr;
-        self.wait_healthy("coordinator", addr).await
+        self.restart_replica(0).await
+    }
+
+    /// Starts replica `i` again and waits until it is healthy.
+    pub async fn restart_replica(&mut self, i: usize) -> Result<()> {
+        self.kill_replica(i);
+        self.start_coordinator(i)?;
+        let addr = self.replicas[i].addr;
+        self.wait_healthy(&format!("coordinator {}", self.replicas[i].name), addr)
+            .await
     }
 
     /// Starts a participant again and waits until it is healthy.
@@ -640,21 +724,23 @@ impl Cluster {
         self.nodes[i].db.restart()
     }
 
-    /// Waits until the coordinator process exits (a failpoint crashed it).
+    /// Waits until the first replica's process exits (a failpoint crashed
+    /// it).
     pub async fn wait_coordinator_exit(&mut self, limit: Duration) -> Result<()> {
+        self.wait_replica_exit(0, limit).await
+    }
+
+    /// Waits until replica `i`'s process exits.
+    pub async fn wait_replica_exit(&mut self, i: usize, limit: Duration) -> Result<()> {
         let until = Instant::now() + limit;
         loop {
-            if let Some(c) = self.coordinator.as_mut()
-                && c.exited().is_some()
-            {
-                self.coordinator = None;
-                return Ok(());
-            }
-            if self.coordinator.is_none() {
+            let replica = &mut self.replicas[i];
+            if replica.process.as_mut().is_none_or(|c| c.exited().is_some()) {
+                replica.process = None;
                 return Ok(());
             }
             if Instant::now() > until {
-                bail!("the coordinator did not exit within {limit:?}");
+                bail!("coordinator {} did not exit within {limit:?}", replica.name);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -678,10 +764,13 @@ impl Cluster {
     }
 
     /// Arms (or with empty `actions` disarms) a failpoint in a running
-    /// process: `coordinator` or a participant's name.
+    /// process: `coordinator` (the first replica), a replica's name, or a
+    /// participant's name.
     pub async fn failpoint(&self, process: &str, name: &str, actions: &str) -> Result<()> {
         let addr = if process == "coordinator" {
-            self.coordinator_addr
+            self.replicas[0].addr
+        } else if let Some(replica) = self.replicas.iter().find(|r| r.name == process) {
+            replica.addr
         } else {
             self.node(process).addr
         };
@@ -708,7 +797,9 @@ impl Cluster {
             bail!("the cluster was started without network_proxies");
         };
         links.to_participant.set(link);
-        links.to_coordinator.set(link);
+        for proxy in &links.to_coordinator {
+            proxy.set(link);
+        }
         Ok(())
     }
 
@@ -727,7 +818,7 @@ impl Cluster {
     /// The process id of a running (or paused) process.
     pub fn pid(&self, target: &Target) -> Option<u32> {
         match target {
-            Target::Coordinator => self.coordinator.as_ref().and_then(Process::pid),
+            Target::Coordinator(i) => self.replicas[*i].process.as_ref().and_then(Process::pid),
             Target::Participant(name) => self.node(name).participant.as_ref().and_then(Process::pid),
             Target::MariaDb(name) => self.node(name).db.pid(),
         }
@@ -736,7 +827,7 @@ impl Cluster {
     /// Whether a process is running (a crash failpoint may have ended it).
     pub fn is_running(&mut self, target: &Target) -> bool {
         let process = match target {
-            Target::Coordinator => self.coordinator.as_mut(),
+            Target::Coordinator(i) => self.replicas[*i].process.as_mut(),
             Target::Participant(name) => {
                 let i = self.index(name);
                 self.nodes[i].participant.as_mut()
@@ -752,7 +843,7 @@ impl Cluster {
     /// `kill -9` a process.
     pub fn kill(&mut self, target: &Target) {
         match target {
-            Target::Coordinator => self.kill_coordinator(),
+            Target::Coordinator(i) => self.kill_replica(*i),
             Target::Participant(name) => self.kill_participant(name),
             Target::MariaDb(name) => self.kill_mariadb(name),
         }
@@ -762,23 +853,26 @@ impl Cluster {
     /// until it serves (a database is waited for: it needs no one else).
     pub fn start_again(&mut self, target: &Target) -> Result<()> {
         match target {
-            Target::Coordinator => {
-                self.kill_coordinator();
-                self.start_coordinator()
+            Target::Coordinator(i) => {
+                self.kill_replica(*i);
+                self.start_coordinator(*i)
             }
             Target::Participant(name) => self.start_participant_again(name),
             Target::MariaDb(name) => self.restart_mariadb(name),
         }
     }
 
-    /// Waits until every participant and the coordinator serve.
+    /// Waits until every participant and every replica serve.
     pub async fn wait_serving(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
             let (addr, name) = (self.nodes[i].addr, self.nodes[i].name.clone());
             self.wait_healthy(&format!("participant {name}"), addr).await?;
         }
-        let addr = self.coordinator_addr;
-        self.wait_healthy("coordinator", addr).await
+        for i in 0..self.replicas.len() {
+            let (addr, name) = (self.replicas[i].addr, self.replicas[i].name.clone());
+            self.wait_healthy(&format!("coordinator {name}"), addr).await?;
+        }
+        Ok(())
     }
 
     fn index(&self, name: &str) -> usize {
@@ -791,8 +885,10 @@ impl Cluster {
     /// Stops every process (SIGTERM, then SIGKILL) and keeps the directory
     /// if the configuration asks for it. Dropping does the same with SIGKILL.
     pub fn shutdown(mut self) {
-        if let Some(mut c) = self.coordinator.take() {
-            c.stop(Duration::from_secs(5));
+        for replica in &mut self.replicas {
+            if let Some(mut c) = replica.process.take() {
+                c.stop(Duration::from_secs(5));
+            }
         }
         for node in &mut self.nodes {
             if let Some(mut p) = node.participant.take() {
@@ -809,8 +905,10 @@ impl Drop for Cluster {
                 eprintln!("===== {} =====\n{}", log.display(), process::tail(&log, 6000));
             }
         }
-        if let Some(mut c) = self.coordinator.take() {
-            c.kill();
+        for replica in &mut self.replicas {
+            if let Some(mut c) = replica.process.take() {
+                c.kill();
+            }
         }
         for node in &mut self.nodes {
             if let Some(mut p) = node.participant.take() {
@@ -827,11 +925,25 @@ impl Drop for Cluster {
     }
 }
 
-/// The identity of the cluster's coordinator.
+/// The identity of the cluster's first coordinator replica.
 pub fn coordinator_identity() -> Identity {
+    replica_identity(0)
+}
+
+/// The identity of replica `i`.
+pub fn replica_identity(i: usize) -> Identity {
     Identity {
         role: Role::Coordinator,
-        name: COORDINATOR_NAME.to_owned(),
+        name: replica_name(i),
+    }
+}
+
+/// Replica `i`'s log file in the cluster's directory.
+fn replica_log(i: usize) -> String {
+    if i == 0 {
+        "coordinator.log".to_owned()
+    } else {
+        format!("coordinator-{}.log", replica_name(i))
     }
 }
 

@@ -127,15 +127,67 @@ async fn outcome_of(cluster: &Cluster, id: &str) -> pb::TransactionInfo {
     }
 }
 
+/// GetTransaction at replica `i`, retried while the answer is not known
+/// yet (UNAVAILABLE).
+async fn outcome_at(cluster: &Cluster, i: usize, id: &str) -> pb::TransactionInfo {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut client = cluster
+            .replica_access(i, TEST_PRINCIPAL)
+            .unwrap()
+            .connect()
+            .await
+            .expect("client connects");
+        match client.get_transaction(id).await {
+            Ok(info) if info.outcome() != Outcome::Unspecified => return info,
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::Unavailable => {}
+            Err(status) => panic!("GetTransaction({id}) at replica {i}: {status:?}"),
+        }
+        assert!(Instant::now() < until, "no outcome for {id} at replica {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two coordinator replicas.
+fn replicated() -> ClusterConfig {
+    ClusterConfig {
+        replicas: 2,
+        ..ClusterConfig::default()
+    }
+}
+
+/// Commits `id` on the first replica with beta's prepare held back and then
+/// failing (a NO), and kills that replica once alpha is prepared: it dies
+/// with the votes out. Returns once beta has voted NO to nobody.
+async fn kill_coordinator_while_beta_votes_no(cluster: &mut Cluster, id: &str) {
+    cluster
+        .failpoint("beta", "participant::before_prepare", "1*return(delay:1500,error)")
+        .await
+        .expect("failpoint armed");
+    let commit = commit_in_background(cluster, id);
+    wait_prepared(cluster, &[("alpha", id)], Duration::from_secs(5)).await;
+    cluster.kill_coordinator();
+    assert!(
+        commit.await.expect("commit task").is_err(),
+        "the Commit call dies with the coordinator"
+    );
+    // beta's prepare fails and its branch rolls back.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+}
+
 #[tokio::test]
-async fn coordinator_crash_after_the_decision_is_durable_commits_everywhere_after_restart() {
+async fn coordinator_crash_after_every_branch_prepared_commits_everywhere_after_a_restart_with_no_state() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
-    // The crash point: both prepared, no commit sent.
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_phase2", "return(crash)").await;
+    // The crash point: both prepared, no commit sent. Every branch of the
+    // participant set is prepared, so the transaction is committed.
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
     assert_eq!(balances(&cluster).await, (100, 100));
 
+    // The restarted coordinator keeps nothing on disk: the participants,
+    // asking it, resolve the transaction from their marker rows.
     cluster.restart_coordinator().await.unwrap();
     assert_settled(&cluster, true).await;
     let info = outcome_of(&cluster, &id).await;
@@ -143,18 +195,88 @@ async fn coordinator_crash_after_the_decision_is_durable_commits_everywhere_afte
 }
 
 #[tokio::test]
-async fn coordinator_crash_after_all_votes_before_the_decision_is_durable_rolls_back_everywhere() {
-    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+async fn a_replica_killed_after_every_branch_prepared_is_resolved_through_another_without_a_restart() {
+    let (mut cluster, mut client) = bank(replicated()).await;
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_log", "return(crash)").await;
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_phase2", "return(crash)").await;
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    // tc stays dead: the participants' recovery asks tc2, which never saw
+    // the transaction and resolves it from the participants.
+    assert_settled(&cluster, true).await;
+    let info = outcome_at(&cluster, 1, &id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    assert!(info.hazard.is_empty(), "{info:?}");
+}
 
-    // Presumed abort: no COMMIT record, so the participants, asking the
-    // restarted coordinator, roll back.
-    cluster.restart_coordinator().await.unwrap();
+#[tokio::test]
+async fn a_replica_killed_while_a_branch_votes_no_aborts_through_another() {
+    let (mut cluster, mut client) = bank(replicated()).await;
+    let id = open_transfer(&mut client).await;
+    kill_coordinator_while_beta_votes_no(&mut cluster, &id).await;
+    // alpha's recovery asks tc2: beta has no branch and is fenced, so the
+    // transaction aborted and alpha rolls back.
     assert_settled(&cluster, false).await;
-    let info = outcome_of(&cluster, &id).await;
+    let info = outcome_at(&cluster, 1, &id).await;
     assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+}
+
+#[tokio::test]
+async fn every_replica_killed_then_one_restarted_resolves_everything() {
+    let (mut cluster, mut client) = bank(replicated()).await;
+    let id = open_transfer(&mut client).await;
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_phase2", "return(crash)").await;
+    cluster.kill_replica(1);
+    // Several recovery passes with no replica to ask: nothing is decided.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(1)).await;
+    cluster.restart_replica(1).await.unwrap();
+    assert_settled(&cluster, true).await;
+    assert_eq!(outcome_at(&cluster, 1, &id).await.outcome(), Outcome::Committed);
+}
+
+#[tokio::test]
+async fn a_submit_whose_replica_died_mid_call_is_resolved_by_another_replica() {
+    let (mut cluster, _) = bank(replicated()).await;
+    cluster
+        .failpoint("coordinator", "coordinator::before_phase2", "return(crash)")
+        .await
+        .unwrap();
+    let access = cluster.access(TEST_PRINCIPAL).unwrap();
+    let submit = tokio::spawn(async move {
+        let mut client = access.connect().await?;
+        client
+            .submit_with(pb::SubmitRequest {
+                label: "died-mid-call".into(),
+                branches: vec![
+                    pb::Branch {
+                        participant: "alpha".into(),
+                        statements: vec![debit(1, AMOUNT)],
+                    },
+                    pb::Branch {
+                        participant: "beta".into(),
+                        statements: vec![credit(1, AMOUNT)],
+                    },
+                ],
+                ..Default::default()
+            })
+            .await
+    });
+    cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(submit.await.unwrap().is_err(), "the call died with its replica");
+    assert_settled(&cluster, true).await;
+    // The client never learned the id (finding it by a client key is the
+    // next step); the test reads it from a marker row. tc2 never saw the
+    // transaction and answers from the participants.
+    let prepared_or_marked = format!(
+        "SELECT CAST(gtrid AS CHAR) FROM tandem.xa_markers WHERE gtrid LIKE '{}-%' ORDER BY created_at DESC LIMIT 1",
+        tandem_integration_tests::cluster::COORDINATOR_NAME
+    );
+    let id: String = sqlx::query_scalar(sqlx::AssertSqlSafe(prepared_or_marked))
+        .fetch_one(cluster.node("beta").pool())
+        .await
+        .unwrap();
+    let info = outcome_at(&cluster, 1, &id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
 }
 
 #[tokio::test]
@@ -179,27 +301,34 @@ async fn coordinator_crash_between_the_commits_of_two_participants_commits_the_s
 }
 
 #[tokio::test]
-async fn participant_crash_after_prepare_before_its_vote_is_heard_rolls_back_after_restart() {
+async fn participant_crash_after_prepare_before_its_vote_is_heard_is_never_presumed_aborted() {
     // Armed by the environment at start, as an operator would.
     let (mut cluster, mut client) = bank(ClusterConfig {
         failpoints: vec![("beta".into(), "participant::after_prepare=return(crash)".into())],
+        default_timeout_ms: 2_000,
         ..ClusterConfig::default()
     })
     .await;
     let id = open_transfer(&mut client).await;
-    let commit = client.commit(&id).await.unwrap();
-    // beta's vote never arrived: ABORT.
-    assert_eq!(commit.outcome(), Outcome::Aborted, "{}", commit.reason);
+    // beta prepared, then died before its vote was heard. Its branch may
+    // be prepared, and every other branch is: aborting on silence could
+    // contradict a resolver. It is fenced first, and beta cannot answer,
+    // so past the deadline the client is told the outcome is unknown.
+    let err = client.commit(&id).await.expect_err("not known yet");
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    assert!(err.message().contains("beta"), "{err:?}");
     cluster
         .wait_participant_exit("beta", Duration::from_secs(5))
         .await
         .unwrap();
     // The crash point: beta's branch is prepared in its MariaDB.
-    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
 
+    // Back, beta says its branch is prepared: every branch is, so the
+    // transaction committed.
     cluster.restart_participant("beta").await.unwrap();
-    assert_settled(&cluster, false).await;
-    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Aborted);
+    assert_settled(&cluster, true).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Committed);
 }
 
 #[tokio::test]
@@ -260,27 +389,12 @@ async fn participant_crash_after_its_commit_before_the_ack_is_confirmed_from_the
 }
 
 #[tokio::test]
-async fn coordinator_crash_between_writing_and_fsyncing_the_decision_ends_one_way_everywhere() {
-    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
-    let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "decision_log::before_fsync", "return(crash)").await;
-    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
-    cluster.restart_coordinator().await.unwrap();
-    // A process crash keeps the written record in the page cache, so the
-    // restart finds the COMMIT (only a power failure could lose it, and
-    // then the transaction aborts everywhere). Either way: one outcome,
-    // on every database, and GetTransaction says which.
-    let info = outcome_of(&cluster, &id).await;
-    assert_settled(&cluster, info.outcome() == Outcome::Committed).await;
-}
-
-#[tokio::test]
 async fn mariadb_killed_after_prepare_finds_and_commits_the_branch_after_restart() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    // Hold phase 2 back once the decision is durable.
+    // Hold phase 2 back once every branch is prepared.
     cluster
-        .failpoint("coordinator", "coordinator::after_log", "1*return(delay:3000)")
+        .failpoint("coordinator", "coordinator::before_phase2", "2*return(delay:3000)")
         .await
         .unwrap();
     let commit = commit_in_background(&cluster, &id);
@@ -299,43 +413,53 @@ async fn mariadb_killed_after_prepare_finds_and_commits_the_branch_after_restart
 async fn mariadb_killed_after_prepare_of_an_aborted_transaction_rolls_it_back() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_log", "return(crash)").await;
+    kill_coordinator_while_beta_votes_no(&mut cluster, &id).await;
     cluster.kill_mariadb("alpha");
     cluster.restart_mariadb("alpha").unwrap();
-    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(10)).await;
+    wait_prepared(&cluster, &[("alpha", &id)], Duration::from_secs(10)).await;
     cluster.restart_coordinator().await.unwrap();
     assert_settled(&cluster, false).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Aborted);
 }
 
 #[tokio::test]
-async fn participant_crash_before_prepare_aborts_and_frees_every_lock() {
-    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+async fn participant_crash_before_prepare_aborts_once_it_is_back_and_frees_every_lock() {
+    let (mut cluster, mut client) = bank(ClusterConfig {
+        default_timeout_ms: 2_000,
+        ..ClusterConfig::default()
+    })
+    .await;
     let id = open_transfer(&mut client).await;
     cluster
         .failpoint("beta", "participant::before_prepare", "return(crash)")
         .await
         .unwrap();
-    let commit = client.commit(&id).await.unwrap();
-    assert_eq!(commit.outcome(), Outcome::Aborted, "{}", commit.reason);
-    assert!(commit.reason.contains("beta"), "{}", commit.reason);
+    // beta died with its vote out. Nobody can tell yet whether it
+    // prepared, and alpha did: alpha keeps its locks until beta is fenced,
+    // and the client learns the outcome is not known yet.
+    let err = client.commit(&id).await.expect_err("not known yet");
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
     cluster
         .wait_participant_exit("beta", Duration::from_secs(5))
         .await
         .unwrap();
-    // alpha is free at once; beta's MariaDB rolled back the dead session's
-    // unprepared branch.
-    assert_unlocked(cluster.node("alpha").pool(), "accounts", "id = 1").await;
-    wait_prepared(&cluster, &[], Duration::from_secs(5)).await;
+    // beta's MariaDB rolled back the dead session's unprepared branch.
+    wait_prepared(&cluster, &[("alpha", &id)], Duration::from_secs(5)).await;
 
+    // Back, beta fences the branch it does not have: a durable NO, and
+    // the transaction aborts everywhere.
     cluster.restart_participant("beta").await.unwrap();
     assert_settled(&cluster, false).await;
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+    assert!(info.reason.contains("deadline"), "{info:?}");
 }
 
 #[tokio::test]
 async fn participants_restarted_while_the_coordinator_is_down_wait_and_then_resolve() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_phase2", "return(crash)").await;
     cluster.restart_participant("alpha").await.unwrap();
     cluster.restart_participant("beta").await.unwrap();
     // Several recovery passes with no coordinator to ask: they wait, and
@@ -364,21 +488,24 @@ async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
     assert!(commit.await.unwrap().is_err());
     cluster.restart_coordinator().await.unwrap();
 
-    // Nothing was logged (one phase); alpha's marker row tells.
+    // The restarted coordinator never saw it; alpha's marker row tells.
     let info = outcome_of(&cluster, &id).await;
     assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
     assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100));
 
-    // An id of the earlier run that never committed is ABORTED (it is
-    // within what that run reserved, so it may have been issued); one
-    // beyond the reservation was never issued.
+    // An id of the earlier run that never committed is ABORTED: every
+    // participant fences it, so the answer is final.
     let mut client = cluster.client().await.unwrap();
     let never = id.rsplit_once('-').map(|(run, _)| format!("{run}-9999")).unwrap();
     assert_eq!(outcome_of(&cluster, &never).await.outcome(), Outcome::Aborted);
-    let beyond = id.rsplit_once('-').map(|(run, _)| format!("{run}-999999")).unwrap();
-    expect_code(client.get_transaction(&beyond).await, tonic::Code::NotFound);
-    // Ids this coordinator never issued are unknown.
-    expect_code(client.get_transaction("tc-999-1").await, tonic::Code::NotFound);
+    // This run's ids not issued yet, and ids of a coordinator the
+    // participants do not serve, are unknown.
+    let this_run = client.begin().await.unwrap();
+    let ahead = this_run
+        .rsplit_once('-')
+        .map(|(run, _)| format!("{run}-999999"))
+        .unwrap();
+    expect_code(client.get_transaction(&ahead).await, tonic::Code::NotFound);
     expect_code(client.get_transaction("other-1-1").await, tonic::Code::NotFound);
 }
 
@@ -465,11 +592,16 @@ async fn a_session_id_from_before_a_mariadb_restart_never_kills_an_unrelated_ses
 async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
+    // alpha commits; the coordinator dies before beta's commit lands.
+    cluster
+        .failpoint("beta", "participant::before_commit", "1*return(delay:1000,error)")
+        .await
+        .unwrap();
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_commit", "1*return(crash)").await;
     // An operator rolls beta's prepared branch back by hand (its session
     // must be gone first).
     cluster.kill_participant("beta");
-    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
     let rollback = format!("XA ROLLBACK '{id}', 'beta', {}", 0x7464_6d31);
     let until = Instant::now() + Duration::from_secs(10);
     // XAER_NOTA until MariaDB notices the participant's session is gone.
@@ -490,9 +622,40 @@ async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_haz
         "alpha committed, beta lost"
     );
 
-    // Never hidden: GetTransaction shows it to its client, and
-    // ListTransactions to an operator (after the restart the coordinator
-    // no longer knows who began it).
+    // Never hidden: the restarted coordinator, which never saw the
+    // transaction, finds alpha's writes committed beside no branch on beta,
+    // which the protocol cannot produce, and says so.
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    assert!(info.hazard.contains("heuristic hazard"), "{info:?}");
+    assert!(info.hazard.contains("beta"), "{info:?}");
+}
+
+#[tokio::test]
+async fn a_hazard_found_in_phase_two_is_listed_for_operators() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    // Phase 2 is held back while an operator rolls beta's prepared branch
+    // back by hand; then the coordinator's commit finds it gone.
+    cluster
+        .failpoint("coordinator", "coordinator::before_phase2", "2*return(delay:3000)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
+    cluster.kill_participant("beta");
+    let rollback = format!("XA ROLLBACK '{id}', 'beta', {}", 0x7464_6d31);
+    let until = Instant::now() + Duration::from_secs(10);
+    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
+        .execute(cluster.node("beta").pool())
+        .await
+    {
+        assert!(Instant::now() < until, "{rollback}: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.restart_participant("beta").await.unwrap();
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
     let until = Instant::now() + Duration::from_secs(30);
     let info = loop {
         let info = cluster.client().await.unwrap().get_transaction(&id).await.unwrap();
@@ -503,7 +666,6 @@ async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_haz
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(info.hazard.contains("beta"), "{}", info.hazard);
-    assert_eq!(info.outcome(), Outcome::Committed);
     let beta = info.branches.iter().find(|b| b.participant == "beta").unwrap();
     assert_eq!(beta.state(), BranchState::HeuristicRollback);
     let listed = cluster
@@ -583,7 +745,7 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
     let markers = "SELECT COUNT(*) FROM tandem.xa_markers";
     // An in-doubt branch: prepared, decision durable, coordinator dead.
     let id = open_transfer(&mut client).await;
-    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_log", "return(crash)").await;
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::before_phase2", "return(crash)").await;
     // The seeding one-phase commits left committed marker rows; collection
     // (every 30 passes) deletes them, skipping the in-doubt branch's row.
     let until = Instant::now() + Duration::from_secs(30);

@@ -57,6 +57,7 @@ fn forged_commit(gtrid: &str) -> pb::BranchExecuteRequest {
         timeout_ms: 5_000,
         then: Then::CommitOnePhase as i32,
         max_result_bytes: 0,
+        participants: vec!["alpha".to_owned()],
     }
 }
 
@@ -185,8 +186,8 @@ async fn only_the_configured_coordinator_may_call_a_participant() {
     }
     assert_untouched(&cluster, &future).await;
 
-    // The real coordinator's identity still acts only on its own ids, and
-    // only on requests meant for this participant.
+    // The real coordinator's identity still acts only on ids its cluster
+    // issued, and only on requests meant for this participant.
     let coordinator = coordinator_identity();
     let alpha = id(Role::Participant, "alpha");
     let channel = cluster
@@ -199,9 +200,13 @@ async fn only_the_configured_coordinator_may_call_a_participant() {
     let err = as_coordinator
         .execute(meant_for("alpha", forged_commit("other-1-1")))
         .await
-        .expect_err("another coordinator's gtrid");
+        .expect_err("another cluster's gtrid");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("was not issued by coordinator tc"), "{err:?}");
+    assert!(
+        err.message()
+            .contains("was not issued by any of this participant's coordinators"),
+        "{err:?}"
+    );
     let err = as_coordinator
         .execute(meant_for("beta", forged_commit(&future)))
         .await
@@ -257,7 +262,10 @@ async fn only_participants_reach_the_internal_decisions_api() {
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             pb::decisions_client::DecisionsClient::new(channel)
-                .decision(pb::DecisionRequest { gtrid })
+                .decision(pb::DecisionRequest {
+                    gtrid,
+                    participants: Vec::new(),
+                })
                 .await
                 .map(|r| r.into_inner().decision())
         }
@@ -574,11 +582,9 @@ async fn misconfiguration_is_refused_loudly() {
         "127.0.0.1:0",
         "--participant",
         "alpha=http://127.0.0.1:1",
-        "--data-dir",
     ]
     .map(str::to_owned)
     .to_vec();
-    args.push(dir.path().join("tc").display().to_string());
     args.extend(files(&coordinator_identity()));
     let log = refuses_to_start("tandem-coordinator", &args, dir.path()).await;
     assert!(log.contains("must start with https://"), "{log}");
@@ -600,8 +606,6 @@ async fn a_coordinator_with_swapped_participant_urls_writes_nowhere() {
         .arg(listen.to_string())
         .arg("--internal-listen")
         .arg(internal.to_string())
-        .arg("--data-dir")
-        .arg(dir.path().join("tc"))
         .arg("--participant")
         .arg(format!("alpha=https://{}", cluster.node("beta").addr))
         .arg("--participant")
@@ -1109,26 +1113,41 @@ async fn transactions_are_listed_a_bounded_page_at_a_time() {
 }
 
 #[tokio::test]
-async fn an_id_no_coordinator_issued_touches_no_participant() {
+async fn an_id_no_coordinator_could_have_issued_touches_no_participant() {
     let mut cluster = cluster().await;
     let mut client = cluster.client().await.unwrap();
     let done = client.submit(vec![("alpha", vec![insert_note(1, "a")])]).await.unwrap();
     assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
     cluster.restart_coordinator().await.unwrap();
     let mut ops = cluster.operator().await.unwrap();
-    // Beyond what the first run reserved, and ahead of this run.
-    for invented in ["tc-1-50000", "tc-2-999", "tc-99-1", "other-1-1"] {
+    let fences = |id: &str| format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{id}'");
+    // Ahead of this run's ids, and ids of a coordinator no participant
+    // serves: unknown, and nothing is written anywhere.
+    let this_run = ops.begin().await.unwrap();
+    let ahead = this_run.rsplit_once('-').map(|(run, _)| format!("{run}-999")).unwrap();
+    for invented in [ahead.as_str(), "other-1-1", "tc-x-1"] {
         let err = expect_code(ops.get_transaction(invented).await, Code::NotFound);
         assert!(err.message().contains(invented), "{err:?}");
         for node in cluster.nodes() {
-            let fences = format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{invented}'");
             assert_eq!(
-                scalar(node.pool(), &fences).await,
+                scalar(node.pool(), &fences(invented)).await,
                 0,
                 "{invented} fenced on {}",
                 node.name
             );
         }
+    }
+    // An id another run (or replica) could have issued: only the
+    // participants know, and each fences it, so ABORTED is final.
+    let info = ops.get_transaction("tc-99-1").await.unwrap();
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+    for node in cluster.nodes() {
+        assert_eq!(
+            scalar(node.pool(), &fences("tc-99-1")).await,
+            1,
+            "fence on {}",
+            node.name
+        );
     }
     // The committed one is still known, from its participant's marker.
     let info = ops.get_transaction(&done.txn_id).await.unwrap();

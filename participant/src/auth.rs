@@ -2,10 +2,12 @@
 //! is configured with, by the names their certificates carry, and only
 //! for requests meant for this participant.
 //!
-//! A coordinator acts only on gtrids it issued (they start with its name,
-//! see [`gtrid_coordinator`]), so no caller can reach another
-//! coordinator's branches, or make a branch under an id its coordinator
-//! never issued.
+//! The configured coordinators are replicas of one cluster: any of them
+//! may resolve (inquire, commit, roll back) a transaction another issued,
+//! so each acts on the gtrids any of them issued (they start with the
+//! issuer's name, see [`gtrid_coordinator`]). No caller outside the
+//! cluster can reach a branch, and no branch can begin under an id no
+//! configured coordinator could have issued.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -83,23 +85,16 @@ impl CoordinatorAuth {
         }
     }
 
-    /// Whether `calling` may act on `gtrid`: a coordinator on the ids it
-    /// issued; without identities, any configured coordinator's ids.
-    pub fn check_gtrid(&self, calling: &Calling, gtrid: &str) -> Result<(), Status> {
-        let issuer = gtrid_coordinator(gtrid);
-        let ok = match &calling.0 {
-            Some(name) => issuer == name,
-            None => self.coordinators.contains(issuer),
-        };
-        if ok {
+    /// Whether a (configured, authenticated) coordinator may act on
+    /// `gtrid`: one of the configured replicas issued it.
+    pub fn check_gtrid(&self, _calling: &Calling, gtrid: &str) -> Result<(), Status> {
+        if self.coordinators.contains(gtrid_coordinator(gtrid)) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
-                "gtrid {gtrid:?} was not issued by {}; a coordinator acts only on its own transactions",
-                calling.0.as_deref().map_or_else(
-                    || format!("coordinators {}", self.names()),
-                    |n| format!("coordinator {n}")
-                )
+                "gtrid {gtrid:?} was not issued by any of this participant's coordinators ({}); they act only on \
+                 their own transactions",
+                self.names()
             )))
         }
     }
@@ -126,11 +121,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coordinators_act_only_on_their_own_gtrids() {
+    fn coordinators_act_only_on_their_clusters_gtrids() {
         let auth = CoordinatorAuth::new("alpha", ["tc".to_owned(), "tc2".to_owned()], false);
         let tc = Calling(Some("tc".to_owned()));
+        // A replica resolves what another replica issued.
         assert!(auth.check_gtrid(&tc, "tc-1-5").is_ok());
-        for bad in ["tc2-1-5", "tcx-1-1", "evil-1-1", "", "-1-1"] {
+        assert!(auth.check_gtrid(&tc, "tc2-1-5").is_ok());
+        for bad in ["tcx-1-1", "evil-1-1", "", "-1-1"] {
             assert!(auth.check_gtrid(&tc, bad).is_err(), "{bad}");
         }
         let plaintext = CoordinatorAuth::new("alpha", ["tc".to_owned()], true);

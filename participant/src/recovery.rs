@@ -4,10 +4,11 @@
 //! session.
 //!
 //! - [`run`]: the recovery loop. At start, whenever MySQL comes back, and
-//!   every `interval`, it lists tandem's prepared branches, asks the
-//!   coordinator's `Decisions` service about each, and finishes them.
-//!   While the coordinator cannot answer it waits and asks again: a
-//!   prepared branch is never decided here alone.
+//!   every `interval`, it lists tandem's prepared branches, asks a
+//!   coordinator replica's `Decisions` service about each (with the
+//!   participant set from the branch's marker row, so any replica can
+//!   resolve it), and finishes them. While no replica can answer it waits
+//!   and asks again: a prepared branch is never decided here alone.
 //! - [`finish_orphan`]: phase 2 from any session, that cannot lie: an XID
 //!   absent from `XA RECOVER` counts as done only when the branch's marker
 //!   row agrees with what was asked; otherwise it is a heuristic hazard.
@@ -139,6 +140,35 @@ pub async fn settle_one_phase(shared: &Shared, xid: &Xid, owner: Option<SessionI
     settled
 }
 
+/// Whether a prepare whose connection broke took effect, for good: once
+/// the session that ran it is gone (`owner`, or without one, every session
+/// still running a statement of the branch), `XA RECOVER` lists the branch
+/// or it never prepared, and then a fence keeps it so. `Err` while that
+/// cannot be known yet.
+pub async fn settle_prepare(shared: &Shared, xid: &Xid, owner: Option<SessionId>) -> Result<bool, Error> {
+    let mut conn = fencing_conn(shared).await?;
+    let settled = async {
+        end_branch_sessions(shared, &mut conn, xid, owner).await?;
+        let listed = xa::recover(&mut conn, &shared.name)
+            .await
+            .map_err(|e| unavailable(shared, &e))?
+            .iter()
+            .any(|g| g == xid.gtrid());
+        if listed {
+            return Ok(true);
+        }
+        match xa::fence(&mut conn, xid).await.map_err(|e| unavailable(shared, &e))? {
+            xa::Fence::Fenced => Ok(false),
+            // Prepared and committed meanwhile (by a resolver's phase 2).
+            xa::Fence::Committed => Ok(true),
+            xa::Fence::InProgress => Err(in_progress(shared, xid)),
+        }
+    }
+    .await;
+    drop(conn.detach());
+    settled
+}
+
 fn in_progress(shared: &Shared, xid: &Xid) -> Error {
     Error::Unavailable(format!(
         "branch {} on participant {} is still held by a transaction; ask again",
@@ -162,12 +192,18 @@ async fn fencing_conn(shared: &Shared) -> Result<sqlx::pool::PoolConnection<sqlx
 pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> {
     let gtrid = xid.gtrid();
     match shared.branches.lookup(gtrid) {
-        Lookup::Live(_) => {
-            return Ok(if is_prepared(shared, xid).await? {
-                BranchFate::Prepared
-            } else {
-                BranchFate::Active
-            });
+        Lookup::Live(handle) => {
+            if is_prepared(shared, xid).await? {
+                return Ok(BranchFate::Prepared);
+            }
+            // Its actor knows (and settles a prepare that lost its
+            // connection); one busy running statements is still active.
+            return Ok(
+                match tokio::time::timeout(Duration::from_secs(2), handle.inquire()).await {
+                    Ok(Ok(fate)) => fate,
+                    Ok(Err(_)) | Err(_) => BranchFate::Active,
+                },
+            );
         }
         Lookup::Ended(Ending::Committed) => return Ok(BranchFate::Committed),
         Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => return Ok(BranchFate::None),
@@ -205,6 +241,15 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
     Ok(looked)
 }
 
+/// What branch `xid`'s marker row says (empty if there is none).
+pub async fn marker(shared: &Shared, xid: &Xid) -> Result<xa::Marker, Error> {
+    let mut conn = acquire(shared).await?;
+    let read = xa::marker(&mut conn, xid).await;
+    // Its isolation level was changed: do not pool it.
+    drop(conn.detach());
+    Ok(read.map_err(|e| unavailable(shared, &e))?.unwrap_or_default())
+}
+
 /// A one-phase commit (or the question how it ended) for a branch this
 /// process does not know: the participant restarted since, or never saw
 /// the branch. The gtrid is fenced off first, so "no branch" is final.
@@ -228,8 +273,8 @@ pub async fn one_phase_of_unknown(shared: &Arc<Shared>, xid: &Xid) -> Result<(),
 /// Settings of the recovery loop.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// (name, internal API URL) of each coordinator: a branch is asked
-    /// about at the coordinator its gtrid names.
+    /// (name, internal API URL) of each coordinator replica: a branch is
+    /// asked about at the one its gtrid names first, then at the others.
     pub coordinators: Vec<(String, String)>,
     /// How to reach them (TLS: the server must carry the coordinator's
     /// identity).
@@ -297,21 +342,6 @@ async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String
     let prepared: HashSet<String> = prepared(shared).await?.into_iter().collect();
     let mut unreachable = HashSet::new();
     for gtrid in &prepared {
-        let issuer = crate::auth::gtrid_coordinator(gtrid);
-        let Some(client) = decisions.get(issuer) else {
-            if !seen.contains(gtrid) {
-                error!(
-                    gtrid,
-                    coordinator = issuer,
-                    "a prepared branch names coordinator {issuer:?}, which is not configured (--coordinator); it \
-                     keeps its locks until that coordinator is configured or an operator finishes it"
-                );
-            }
-            continue;
-        };
-        if unreachable.contains(issuer) {
-            continue;
-        }
         let live = match shared.branches.lookup(gtrid) {
             Lookup::Live(handle) => Some(handle),
             _ => None,
@@ -319,23 +349,42 @@ async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String
         if live.is_some() && !seen.contains(gtrid) {
             continue;
         }
-        let decision = match client.clone().decision(DecisionRequest { gtrid: gtrid.clone() }).await {
-            Ok(response) => DecisionKind::try_from(response.into_inner().decision).unwrap_or(DecisionKind::Pending),
-            Err(status) => {
-                warn!(gtrid, error = %status.message(), "cannot ask the coordinator about a prepared branch; will ask again");
-                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
-                    // Unreachable: its other branches wait for the next pass.
-                    unreachable.insert(issuer.to_owned());
-                }
+        let xid = Xid::new(gtrid, &shared.name)?;
+        // Any replica can resolve it from the participant set in the
+        // marker row; the one that issued it may still hold it in memory.
+        let participants = marker(shared, &xid).await?.participants;
+        let issuer = crate::auth::gtrid_coordinator(gtrid);
+        let mut order: Vec<&String> = decisions.keys().filter(|name| *name == issuer).collect();
+        order.extend(decisions.keys().filter(|name| *name != issuer));
+        let mut decision = None;
+        for name in order {
+            if unreachable.contains(name) {
                 continue;
             }
-        };
+            let request = DecisionRequest {
+                gtrid: gtrid.clone(),
+                participants: participants.clone(),
+            };
+            match decisions[name].clone().decision(request).await {
+                Ok(response) => {
+                    decision =
+                        Some(DecisionKind::try_from(response.into_inner().decision).unwrap_or(DecisionKind::Pending));
+                    break;
+                }
+                Err(status) => {
+                    warn!(gtrid, coordinator = %name, error = %status.message(), "cannot ask a coordinator about a prepared branch; asking another");
+                    if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) {
+                        // Unreachable: ask another about the rest too.
+                        unreachable.insert(name.clone());
+                    }
+                }
+            }
+        }
         let commit = match decision {
-            DecisionKind::Commit => true,
-            DecisionKind::Abort => false,
-            DecisionKind::Pending | DecisionKind::Unspecified => continue,
+            Some(DecisionKind::Commit) => true,
+            Some(DecisionKind::Abort) => false,
+            Some(DecisionKind::Pending | DecisionKind::Unspecified) | None => continue,
         };
-        let xid = Xid::new(gtrid, &shared.name)?;
         let done = match live {
             Some(handle) if commit => handle.commit(false).await,
             Some(handle) => handle.rollback().await,
@@ -347,7 +396,7 @@ async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String
         match done {
             Ok(()) => info!(
                 gtrid,
-                commit, "recovered a prepared branch per the coordinator's decision"
+                commit, "recovered a prepared branch per the coordinators' decision"
             ),
             Err(Error::Heuristic(msg)) => error!(gtrid, "{msg}"),
             Err(err) => warn!(gtrid, commit, error = %err, "could not finish a prepared branch; will retry"),

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tandem_proto::v1::participant_server::Participant;
 use tandem_proto::v1::{
-    BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
-    BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest, PrepareResponse,
-    RecoverRequest, RecoverResponse, Statement, Then, Vote, VoteKind,
+    BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchFate,
+    BranchRollbackRequest, BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest,
+    PrepareResponse, RecoverRequest, RecoverResponse, Statement, Then, Vote, VoteKind,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,7 +20,7 @@ use crate::auth::{Calling, CoordinatorAuth};
 use crate::branch::{Batch, Ending, Lookup};
 use crate::error::Error;
 use crate::sql::{self, Effect};
-use crate::xa::{Op, Xid};
+use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
 
 /// Most statements accepted in one request.
@@ -103,6 +103,7 @@ impl Participant for ParticipantService {
             .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {}", req.isolation)))?;
         let then = Then::try_from(req.then)
             .map_err(|_| Error::InvalidArgument(format!("unknown `then` value {}", req.then)))?;
+        xa::validate_participants(&req.participants)?;
         let handle = if req.begin {
             self.shared.check_serving()?;
             self.shared.branches.begin(&self.shared, xid)?
@@ -129,9 +130,11 @@ impl Participant for ParticipantService {
                 timeout: Duration::from_millis(u64::from(req.timeout_ms)),
                 then,
                 max_result_bytes: req.max_result_bytes,
+                participants: req.participants,
             })
             .await?;
         Ok(Response::new(BranchExecuteResponse {
+            wrote: out.wrote,
             results: out.results,
             vote: out.vote,
             outcome: if out.committed {
@@ -145,10 +148,11 @@ impl Participant for ParticipantService {
 
     async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
         let calling = Calling::of(&request)?;
-        let gtrid = request.into_inner().gtrid;
+        let PrepareRequest { gtrid, participants } = request.into_inner();
         let xid = self.xid(&gtrid, &calling)?;
+        xa::validate_participants(&participants)?;
         let vote = match self.shared.branches.lookup(&gtrid) {
-            Lookup::Live(handle) => handle.prepare().await?,
+            Lookup::Live(handle) => handle.prepare(participants).await?,
             Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
             Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
             Lookup::Ended(Ending::Committed) => {
@@ -296,8 +300,20 @@ impl Participant for ParticipantService {
         let calling = Calling::of(&request)?;
         let xid = self.xid(&request.into_inner().gtrid, &calling)?;
         let shared = Arc::clone(&self.shared);
-        let fate = detached("inquiry", async move { recovery::fate(&shared, &xid).await }).await?;
-        Ok(Response::new(InquireResponse { fate: fate as i32 }))
+        let (fate, marker) = detached("inquiry", async move {
+            let fate = recovery::fate(&shared, &xid).await?;
+            let marker = match fate {
+                BranchFate::Prepared | BranchFate::Committed => recovery::marker(&shared, &xid).await?,
+                _ => xa::Marker::default(),
+            };
+            Ok((fate, marker))
+        })
+        .await?;
+        Ok(Response::new(InquireResponse {
+            fate: fate as i32,
+            participants: marker.participants,
+            read_only: marker.read_only,
+        }))
     }
 }
 

@@ -17,12 +17,16 @@ use crate::error::Error;
 /// the binlog allows.
 pub const FORMAT_ID: i64 = 0x7464_6d31;
 
-/// Where each writing branch records itself, inside its own XA transaction:
-/// a row with `fenced = 0` exists exactly when the branch committed. It
-/// tells a branch that committed from one that rolled back once `XA
-/// RECOVER` no longer lists it (DESIGN §4: XAER_NOTA does not say how a
-/// branch ended). A row with `fenced = 1` is written by [`fence`]: the
-/// branch did not commit and now never can.
+/// Where each branch of a participant set records itself, inside its own
+/// XA transaction: a row with `fenced = 0` exists exactly when the branch
+/// committed, and is held by the prepared branch until then. It tells a
+/// branch that committed from one that rolled back once `XA RECOVER` no
+/// longer lists it (DESIGN §4: XAER_NOTA does not say how a branch ended),
+/// and it carries the transaction's participant set, so a resolver that
+/// finds one branch can ask all the others. A row with `fenced = 1` is
+/// written by [`fence`]: the branch did not commit and now never can. A
+/// row with `fenced = 2` is a read-only branch's confirmation: committed,
+/// but it wrote no data.
 pub const MARKER_TABLE: &str = "tandem.xa_markers";
 
 /// Creates the marker table (at start, and whenever MySQL comes back).
@@ -31,11 +35,36 @@ const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
        gtrid VARBINARY(64) NOT NULL, \
        bqual VARBINARY(64) NOT NULL, \
        fenced TINYINT NOT NULL DEFAULT 0, \
+       participants VARBINARY(16384) NULL, \
        created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
        PRIMARY KEY (gtrid, bqual), \
        KEY by_age (created_at) \
      ) ENGINE=InnoDB; \
-     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS fenced TINYINT NOT NULL DEFAULT 0 AFTER bqual";
+     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS fenced TINYINT NOT NULL DEFAULT 0 AFTER bqual; \
+     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS participants VARBINARY(16384) NULL AFTER fenced";
+
+/// Most participants in one transaction's set (each name at most 63 bytes,
+/// so the set fits its marker column).
+pub const MAX_PARTICIPANTS: usize = 256;
+
+/// Checks a participant set sent by a coordinator before it is written
+/// into SQL text: each a valid name, none twice, at most
+/// [`MAX_PARTICIPANTS`].
+pub fn validate_participants(participants: &[String]) -> Result<(), Error> {
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(Error::InvalidArgument(format!(
+            "{} participants in one transaction; at most {MAX_PARTICIPANTS} are allowed",
+            participants.len()
+        )));
+    }
+    for (i, name) in participants.iter().enumerate() {
+        names::validate_name(name).map_err(|e| Error::InvalidArgument(format!("participant set: {e}")))?;
+        if participants[..i].contains(name) {
+            return Err(Error::InvalidArgument(format!("participant set: {name} appears twice")));
+        }
+    }
+    Ok(())
+}
 
 /// Checks an identifier that will be embedded in XA SQL text.
 pub fn validate_id(kind: &str, id: &str) -> Result<(), Error> {
@@ -183,16 +212,66 @@ pub async fn exec(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), s
     run(conn, op.sql(xid)).await
 }
 
-/// Writes the branch's marker row, then runs `op` (a prepare or one-phase
-/// commit), in the same round trip.
-pub async fn exec_marked(conn: &mut MySqlConnection, xid: &Xid, op: Op) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO {MARKER_TABLE} (gtrid, bqual) VALUES ('{}','{}'); {}",
+/// Writes the branch's marker row, with the transaction's participant set
+/// (checked by [`validate_participants`]), then runs `op` (a prepare or
+/// one-phase commit), in the same round trip. `read_only`: the row is a
+/// read-only branch's confirmation.
+pub async fn exec_marked(
+    conn: &mut MySqlConnection,
+    xid: &Xid,
+    op: Op,
+    participants: &[String],
+    read_only: bool,
+) -> Result<(), sqlx::Error> {
+    let sql = marked_sql(xid, op, participants, read_only);
+    run(conn, sql).await
+}
+
+fn marked_sql(xid: &Xid, op: Op, participants: &[String], read_only: bool) -> String {
+    format!(
+        "INSERT INTO {MARKER_TABLE} (gtrid, bqual, fenced, participants) VALUES ('{}','{}',{},'{}'); {}",
         xid.gtrid,
         xid.bqual,
+        if read_only { 2 } else { 0 },
+        participants.join(","),
         op.sql(xid)
+    )
+}
+
+/// What a branch's marker row says (not a fence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marker {
+    /// The transaction's participant set (empty if the row carries none).
+    pub participants: Vec<String>,
+    /// A read-only branch's confirmation.
+    pub read_only: bool,
+}
+
+/// Branch `xid`'s marker row, committed or held by the prepared branch
+/// (read uncommitted, so it waits for no lock); `None` when there is none
+/// (or only a fence). Runs on a session that is closed afterwards.
+pub async fn marker(conn: &mut MySqlConnection, xid: &Xid) -> Result<Option<Marker>, sqlx::Error> {
+    run(
+        conn,
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED".to_owned(),
+    )
+    .await?;
+    let read = format!(
+        "SELECT participants, CAST(fenced AS SIGNED) FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ? AND fenced <> 1"
     );
-    run(conn, sql).await
+    let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(AssertSqlSafe(read))
+        .bind(xid.gtrid.as_bytes())
+        .bind(xid.bqual.as_bytes())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(set, kind)| Marker {
+        participants: String::from_utf8_lossy(&set.unwrap_or_default())
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        read_only: kind == 2,
+    }))
 }
 
 /// What the marker table says of a branch that `XA RECOVER` no longer
@@ -235,8 +314,9 @@ pub async fn fence(conn: &mut MySqlConnection, xid: &Xid) -> Result<Fence, sqlx:
         .fetch_optional(&mut *conn)
         .await;
     match fenced {
-        Ok(Some(0)) => Ok(Fence::Committed),
-        Ok(Some(_)) => Ok(Fence::Fenced),
+        Ok(Some(1)) => Ok(Fence::Fenced),
+        // A branch's marker, or a read-only branch's confirmation.
+        Ok(Some(_)) => Ok(Fence::Committed),
         // Rolled back between the two statements: fence again next time.
         Ok(None) => Ok(Fence::InProgress),
         Err(err) if error_number(&err) == Some(codes::LOCK_WAIT_TIMEOUT) => Ok(Fence::InProgress),
@@ -357,6 +437,33 @@ mod tests {
         assert!(Xid::new("a'b", "p").is_err());
         assert!(Xid::new("g", "a;XA COMMIT").is_err());
         assert!(Xid::new(&"g".repeat(64), "p_1-z").is_ok());
+    }
+
+    #[test]
+    fn the_marker_carries_the_checked_participant_set() {
+        let xid = Xid::new("tc-1-7", "alpha").unwrap();
+        let set = vec!["alpha".to_owned(), "beta".to_owned()];
+        validate_participants(&set).unwrap();
+        assert_eq!(
+            marked_sql(&xid, Op::EndPrepare, &set, false),
+            "INSERT INTO tandem.xa_markers (gtrid, bqual, fenced, participants) VALUES ('tc-1-7','alpha',0,'alpha,beta'); \
+             XA END 'tc-1-7','alpha',1952738609; XA PREPARE 'tc-1-7','alpha',1952738609"
+        );
+        assert!(
+            marked_sql(&xid, Op::EndCommitOnePhase, &set, true).contains("VALUES ('tc-1-7','alpha',2,'alpha,beta')")
+        );
+        for bad in [
+            vec!["a'b".to_owned()],
+            vec!["a,b".to_owned()],
+            vec!["a".to_owned(), "a".to_owned()],
+            vec![String::new()],
+            vec!["p".to_owned(); MAX_PARTICIPANTS + 1],
+        ] {
+            assert!(validate_participants(&bad).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..MAX_PARTICIPANTS).map(|i| format!("{i:0>63}")).collect();
+        validate_participants(&many).unwrap();
+        assert!(many.join(",").len() <= 16384);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The transaction actor: one tokio task per global transaction.
 //!
 //! It owns the [`Engine`], runs the engine's actions (RPCs to participants
-//! in parallel, the decision-log append, replies to clients), and feeds
-//! their results back as events. Client requests reach it through a
+//! in parallel, replies to clients), and feeds their results back as
+//! events. Client requests reach it through a
 //! [`TxnHandle`]; the gRPC handler only awaits the reply, so a client that
 //! goes away cannot interrupt a protocol step.
 
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::{debug, error, warn};
 
-use super::engine::{AbortKind, Action, BranchState, Engine, Event, Outcome, Refusal, State};
+use super::engine::{AbortKind, Ack, Action, BranchState, Engine, Event, Fate, Outcome, Refusal, State};
 use crate::Shared;
 use crate::participants::{ExecuteCall, failure, vote_of};
 
@@ -35,10 +35,11 @@ enum Msg {
         statements: Vec<Statement>,
         reply: Reply<Vec<StatementResult>>,
     },
-    Commit(Reply<CommitResponse>),
+    Commit(Ack, Reply<CommitResponse>),
     Rollback(Reply<()>),
     Submit {
         branches: Vec<pb::Branch>,
+        ack: Ack,
         reply: Reply<SubmitResponse>,
     },
 }
@@ -62,24 +63,18 @@ pub struct Params {
     pub id: String,
     pub isolation: Isolation,
     pub timeout: Duration,
-    /// Set when a restarted coordinator resumes a logged COMMIT: the
-    /// participants that voted YES.
-    pub recovered: Option<Vec<String>>,
 }
 
 impl TxnHandle {
     /// Spawns the actor; it records itself in the registry until it ends.
     pub fn spawn(shared: Arc<Shared>, params: Params, record: Arc<std::sync::Mutex<super::Record>>) -> Self {
         let (tx, rx) = mpsc::channel(16);
-        let (engine, initial) = match &params.recovered {
-            Some(participants) => Engine::recovered(participants),
-            None => (Engine::new(), Vec::new()),
-        };
-        let mut actor = TxnActor {
+        let actor = TxnActor {
             deadline: Instant::now() + params.timeout,
             params,
             shared,
-            engine,
+            engine: Engine::new(),
+            ack: Ack::Visible,
             rx,
             inflight: FuturesUnordered::new(),
             executes: HashMap::new(),
@@ -90,7 +85,6 @@ impl TxnHandle {
             reply_wait: None,
             record,
         };
-        actor.act(initial);
         tokio::spawn(actor.run());
         Self { tx }
     }
@@ -108,16 +102,16 @@ impl TxnHandle {
         .await
     }
 
-    pub async fn commit(&self) -> Result<CommitResponse, CallError> {
-        self.call(Msg::Commit).await
+    pub async fn commit(&self, ack: Ack) -> Result<CommitResponse, CallError> {
+        self.call(|reply| Msg::Commit(ack, reply)).await
     }
 
     pub async fn rollback(&self) -> Result<(), CallError> {
         self.call(Msg::Rollback).await
     }
 
-    pub async fn submit(&self, branches: Vec<pb::Branch>) -> Result<SubmitResponse, CallError> {
-        self.call(|reply| Msg::Submit { branches, reply }).await
+    pub async fn submit(&self, branches: Vec<pb::Branch>, ack: Ack) -> Result<SubmitResponse, CallError> {
+        self.call(|reply| Msg::Submit { branches, ack, reply }).await
     }
 
     async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, CallError> {
@@ -139,7 +133,8 @@ enum Done {
     },
     Executed {
         participant: String,
-        result: Result<Vec<StatementResult>, Status>,
+        /// The results, and whether the branch wrote.
+        result: Result<(Vec<StatementResult>, bool), Status>,
     },
     RetryDue(String),
 }
@@ -162,6 +157,8 @@ struct TxnActor {
     deadline: Instant,
     shared: Arc<Shared>,
     engine: Engine,
+    /// When the client asked to be answered.
+    ack: Ack,
     rx: mpsc::Receiver<Msg>,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     executes: HashMap<String, Reply<Vec<StatementResult>>>,
@@ -233,10 +230,11 @@ impl TxnActor {
                                     timeout,
                                     then: Then::KeepOpen,
                                     max_result_bytes: budget,
+                                    participants: Vec::new(),
                                 },
                             )
                             .await
-                            .map(|r| r.results);
+                            .map(|r| (r.results, r.wrote));
                         Done::Executed { participant, result }
                     }));
                 }
@@ -244,8 +242,9 @@ impl TxnActor {
                     let _ = reply.send(Err(self.refusal_status(refusal)));
                 }
             },
-            Msg::Commit(reply) => match self.engine.commit() {
+            Msg::Commit(ack, reply) => match self.engine.commit(ack) {
                 Ok(actions) => {
+                    self.ack = ack;
                     self.commit_waiters.push(reply);
                     self.act(actions);
                 }
@@ -266,10 +265,11 @@ impl TxnActor {
                     let _ = reply.send(Err(self.refusal_status(refusal)));
                 }
             },
-            Msg::Submit { branches, reply } => {
+            Msg::Submit { branches, ack, reply } => {
                 let order: Vec<String> = branches.iter().map(|b| b.participant.clone()).collect();
-                match self.engine.submit(&order) {
+                match self.engine.submit(&order, ack) {
                     Ok(actions) => {
+                        self.ack = ack;
                         self.submit = Some(SubmitState {
                             order,
                             statements: branches.into_iter().map(|b| (b.participant, b.statements)).collect(),
@@ -294,7 +294,7 @@ impl TxnActor {
             }
             Done::Executed { participant, result } => {
                 let (reply, event_result) = match result {
-                    Ok(results) => (Ok(results), Ok(())),
+                    Ok((results, wrote)) => (Ok(results), Ok(wrote)),
                     Err(status) => {
                         let failure = failure(&participant, &status);
                         (Err(()), Err(failure))
@@ -335,27 +335,7 @@ impl TxnActor {
             match action {
                 Action::Prepare(p) => self.send_finish(p, Then::Prepare),
                 Action::CommitOnePhase(p) => self.send_finish(p, Then::CommitOnePhase),
-                Action::LogCommit(participants) => {
-                    let shared = Arc::clone(&self.shared);
-                    let id = self.params.id.clone();
-                    self.inflight.push(Box::pin(async move {
-                        // Every vote is in; nothing is durable yet.
-                        let _ = failpoints::hit("coordinator::before_log").await;
-                        match shared.log.commit(&id, &participants).await {
-                            Ok(()) => {
-                                // Durable, and no participant knows yet.
-                                let _ = failpoints::hit("coordinator::after_log").await;
-                                Done::Event(Event::Logged)
-                            }
-                            Err(err) => {
-                                // The log writer aborts the process on I/O
-                                // errors; anything else means it is gone.
-                                error!(txn = %id, error = %err, "cannot log the commit decision");
-                                std::future::pending().await
-                            }
-                        }
-                    }));
-                }
+                Action::Inquire(p) => self.send_inquire(p),
                 Action::Commit(p) => self.send_phase2(p, true),
                 Action::Rollback(p) => self.send_phase2(p, false),
                 Action::Retry(p) => {
@@ -363,7 +343,7 @@ impl TxnActor {
                     *attempt += 1;
                     let backoff = backoff(*attempt);
                     if *attempt >= 3 {
-                        warn!(txn = %self.params.id, participant = %p, attempt, ?backoff, "phase 2 still failing; retrying");
+                        warn!(txn = %self.params.id, participant = %p, attempt, ?backoff, "no answer yet; asking again");
                     }
                     self.inflight.push(Box::pin(async move {
                         tokio::time::sleep(backoff).await;
@@ -377,7 +357,6 @@ impl TxnActor {
                     self.reply_wait = Some(self.deadline.max(Instant::now()) + self.shared.config.reply_wait);
                 }
                 Action::Reply(outcome) => self.reply(&outcome),
-                Action::LogEnd => self.shared.log.end(&self.params.id),
             }
         }
     }
@@ -392,6 +371,7 @@ impl TxnActor {
         let statements = self.take_submit_statements(&participant);
         let isolation = self.params.isolation;
         let budget = self.result_budget(self.submit.as_ref().map_or(1, |s| s.order.len()));
+        let participants = self.engine.participant_set().to_vec();
         self.inflight.push(Box::pin(async move {
             let injected = if then == Then::Prepare {
                 failpoints::hit("coordinator::before_prepare").await
@@ -410,11 +390,14 @@ impl TxnActor {
                             timeout,
                             then,
                             max_result_bytes: budget,
+                            participants,
                         },
                     )
                     .await
                     .map(|r| (Some(r.results), r.vote)),
-                (Ok(()), None) if then == Then::Prepare => p.prepare(&gtrid, timeout).await.map(|vote| (None, vote)),
+                (Ok(()), None) if then == Then::Prepare => {
+                    p.prepare(&gtrid, participants, timeout).await.map(|vote| (None, vote))
+                }
                 // A one-phase commit, or asking again how it ended: never
                 // resend the statements.
                 (Ok(()), None) => p.commit(&gtrid, true).await.map(|()| (None, None)),
@@ -442,12 +425,36 @@ impl TxnActor {
         }));
     }
 
+    /// Fences a branch whose vote did not come: the participant answers
+    /// how it ended, inserting a fence row if it is not there.
+    fn send_inquire(&mut self, participant: String) {
+        let p = Arc::clone(self.participant(&participant));
+        let gtrid = self.params.id.clone();
+        self.inflight.push(Box::pin(async move {
+            let result = match p.inquire(&gtrid).await {
+                Ok(answer) => Ok(match answer.fate {
+                    pb::BranchFate::Prepared => Fate::Prepared,
+                    pb::BranchFate::Committed => Fate::Committed,
+                    pb::BranchFate::None => Fate::None,
+                    pb::BranchFate::Active | pb::BranchFate::Unspecified => Fate::Active,
+                }),
+                Err(status) => Err(failure(&participant, &status)),
+            };
+            Done::Event(Event::Inquired { participant, result })
+        }));
+    }
+
     fn send_phase2(&mut self, participant: String, commit: bool) {
         let p = Arc::clone(self.participant(&participant));
         let gtrid = self.params.id.clone();
         self.inflight.push(Box::pin(async move {
             let result = if commit {
-                let result = p.commit(&gtrid, false).await;
+                // Committed (every branch durably YES), and no participant
+                // has heard so yet.
+                let result = match failpoints::hit("coordinator::before_phase2").await {
+                    Err(injected) => Err(Status::unavailable(injected)),
+                    Ok(()) => p.commit(&gtrid, false).await,
+                };
                 if result.is_ok() {
                     // Between the commits of two participants.
                     let _ = failpoints::hit("coordinator::after_commit").await;
@@ -474,9 +481,10 @@ impl TxnActor {
 
     fn resend_phase2(&mut self, participant: String) {
         match self.engine.branch(&participant) {
-            Some(BranchState::Committing) if self.engine.is_one_phase() => {
+            Some(BranchState::Committing) if self.engine.state() == State::OnePhase => {
                 self.send_finish(participant, Then::CommitOnePhase);
             }
+            Some(BranchState::Fencing) => self.send_inquire(participant),
             Some(BranchState::Committing) => self.send_phase2(participant, true),
             Some(BranchState::RollingBack | BranchState::Releasing) => self.send_phase2(participant, false),
             _ => {}
@@ -503,7 +511,9 @@ impl TxnActor {
         // An error for the client instead of an outcome: a bad request, or
         // an outcome not known yet.
         let (code, reason, error) = match outcome {
-            Outcome::Committed if pending.is_empty() => (pb::Outcome::Committed, String::new(), None),
+            Outcome::Committed if pending.is_empty() || self.ack == Ack::Durable => {
+                (pb::Outcome::Committed, String::new(), None)
+            }
             Outcome::Committed => (
                 pb::Outcome::Committed,
                 format!("committed; phase 2 still running on: {pending}"),
@@ -524,8 +534,9 @@ impl TxnActor {
                 pb::Outcome::Unspecified,
                 String::new(),
                 Some(Status::unknown(format!(
-                    "the outcome of transaction {id} is not known yet: its participant has not answered \
-                     the one-phase commit; do not resubmit, ask GetTransaction"
+                    "the outcome of transaction {id} is not known yet: {} has not answered; do not resubmit, \
+                     ask GetTransaction",
+                    self.unanswered()
                 ))),
             ),
         };
@@ -534,7 +545,7 @@ impl TxnActor {
         match outcome {
             Outcome::Committed => debug!(txn = %id, "committed"),
             Outcome::Aborted(abort) => debug!(txn = %id, reason = %abort.reason, "aborted"),
-            Outcome::Unknown => warn!(txn = %id, "one-phase commit unanswered; client told the outcome is unknown"),
+            Outcome::Unknown => warn!(txn = %id, "no answer from a participant; client told the outcome is unknown"),
         }
         for waiter in self.commit_waiters.drain(..) {
             let answer = match &error {
@@ -577,6 +588,26 @@ impl TxnActor {
         }
     }
 
+    /// Who the outcome waits for, for the client's UNKNOWN answer.
+    fn unanswered(&self) -> String {
+        let waiting: Vec<&str> = self
+            .engine
+            .branches()
+            .filter(|(_, state)| {
+                matches!(
+                    state,
+                    BranchState::Fencing | BranchState::Preparing | BranchState::Committing
+                )
+            })
+            .map(|(name, _)| name)
+            .collect();
+        match waiting.as_slice() {
+            [] => "a participant".to_owned(),
+            [one] => format!("participant {one}"),
+            many => format!("participants {}", many.join(", ")),
+        }
+    }
+
     fn refusal_status(&self, refusal: Refusal) -> Status {
         let id = &self.params.id;
         match refusal {
@@ -612,8 +643,8 @@ impl TxnActor {
         let state = match self.engine.state() {
             State::Active => TxnState::Active,
             State::Preparing => TxnState::Preparing,
-            State::Logging => TxnState::Logging,
-            State::Committing => TxnState::Committing,
+            State::Confirming => TxnState::Confirming,
+            State::Committing | State::OnePhase => TxnState::Committing,
             State::Aborting => TxnState::Aborting,
             State::Committed => TxnState::Committed,
             State::Aborted => TxnState::Aborted,
@@ -637,7 +668,7 @@ impl TxnActor {
             TxnState::Aborted | TxnState::Aborting => pb::Outcome::Aborted,
             _ => pb::Outcome::Unspecified,
         } as i32;
-        if self.engine.is_one_phase() {
+        if self.engine.state() == State::OnePhase {
             // One-phase commit in flight: not decided yet.
             info.outcome = pb::Outcome::Unspecified as i32;
         }
@@ -650,7 +681,7 @@ impl TxnActor {
                 participant: name.to_owned(),
                 state: match state {
                     BranchState::Active | BranchState::RollingBack => PbBranch::Active,
-                    BranchState::Preparing | BranchState::YesHeld => PbBranch::Preparing,
+                    BranchState::Preparing | BranchState::YesHeld | BranchState::Fencing => PbBranch::Preparing,
                     BranchState::Prepared | BranchState::Committing => PbBranch::Prepared,
                     BranchState::ReadOnly | BranchState::ReadOnlyHeld | BranchState::Releasing => PbBranch::ReadOnly,
                     BranchState::Committed => PbBranch::Committed,

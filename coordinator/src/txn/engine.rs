@@ -1,75 +1,107 @@
 //! The two-phase commit state machine of one global transaction, without IO.
 //!
 //! The actor feeds it client requests and protocol events and executes the
-//! [`Action`]s it returns (RPCs to participants, the decision-log append,
-//! replies to clients). Presumed abort:
+//! [`Action`]s it returns (RPCs to participants, replies to clients). The
+//! decision lives in the participants (docs/protocol.md, checked in
+//! `model/`): **a transaction is committed iff every branch of its
+//! participant set is durably YES** — a writing branch prepared, with its
+//! marker row (which carries the set) inside it; a read-only branch's
+//! marker row committed. Nothing is logged here, so any coordinator
+//! replica can resolve any transaction from the participants alone.
 //!
-//! 1. Prepare every branch in parallel. Any NO, failure or the deadline →
-//!    abort: roll back every branch; nothing is logged.
-//! 2. All YES (or READ_ONLY) → log the COMMIT decision; phase 2 starts only
-//!    once it is durable ([`Event::Logged`]).
+//! 1. [`State::Preparing`]: prepare every branch in parallel (a Submit's
+//!    branches run their statements in the same round trip). The
+//!    participant set is every branch of a Submit, and the branches that
+//!    wrote of an interactive transaction (the others vote READ_ONLY and
+//!    are finished).
+//! 2. [`State::Confirming`]: a Submit's branch votes while other branches
+//!    may still be running, so a read-only one keeps its locks (held), and
+//!    so does a writing one that read ([`Vote::YesHeld`]): a prepared
+//!    branch whose database restarts keeps the exclusive locks of the rows
+//!    it changed but not the shared locks of the rows it read. Once every
+//!    vote is in, each held branch is prepared again on the session that
+//!    holds its locks: a writer prepares, a reader commits its marker row.
+//!    That proves the locks were held at an instant when every branch held
+//!    all of its own, and makes the YES durable.
+//! 3. [`State::Committing`]: every branch is durably YES, so the
+//!    transaction is committed. With [`Ack::Durable`] the client is
+//!    answered now; otherwise after phase 2 (or `--reply-wait-ms`). Phase 2
+//!    commits every prepared branch, retrying until each acknowledges.
+//! 4. [`State::OnePhase`]: a transaction with one branch commits it in one
+//!    phase.
 //!
-//!    A read-only branch of a Submit votes while other branches may still
-//!    be running, so it keeps its read locks ("held"). Its locks vanish if
-//!    its session dies (its database crashes, its participant restarts)
-//!    before the other branches have taken theirs; committing then would
-//!    not be serializable. So once every vote is in, each held branch is
-//!    prepared once more: the participant ends it (`XA END; XA ROLLBACK`)
-//!    on the session that holds its locks, and that succeeds only if the
-//!    session is still alive, i.e. the locks were held at an instant when
-//!    every branch held all of its own. Anything else aborts.
+//! **Never abort on silence.** A branch whose vote did not come (a lost
+//! reply, a timeout) may be prepared, and a resolver finding every branch
+//! prepared would commit. So before it counts as NO it is *fenced*
+//! ([`Action::Inquire`]): the participant inserts a fence row under the
+//! branch's marker key, after which the branch can never prepare; or the
+//! insert collides with the marker, and the branch is YES after all. An
+//! explicit NO needs no fence: the branch is rolled back and no one will
+//! begin it again. Before any prepare is sent, nothing can commit, and an
+//! abort needs no fence either.
 //!
-//!    A writing branch of a Submit that also read rows votes YES held
-//!    ([`Vote::YesHeld`]) without preparing: a prepared branch whose
-//!    database restarts comes back with the exclusive locks of the rows it
-//!    changed but not the shared locks of the rows it read. It is prepared
-//!    in the same round, on the session that holds its locks.
-//! 3. Commit every YES branch, retrying until each acknowledges.
-//!    Read-only branches get no phase 2.
-//! 4. A transaction with one branch commits it in one phase, unlogged.
+//! A rollback is never sent to a branch while an Execute, Prepare or
+//! Inquire on it is in flight: the participant serialises a branch's
+//! requests, but a rollback overtaking the Execute that begins the branch
+//! would find nothing and let the branch start afterwards.
 //!
-//! After a restart, [`Engine::recovered`] resumes a logged COMMIT at step 3.
-//! A branch found rolled back although the decision was COMMIT (or the
+//! A branch found rolled back although the transaction committed (or the
 //! reverse) is a heuristic hazard: recorded, reported, never retried away.
-//!
-//! A rollback is never sent to a branch while an Execute or Prepare on it
-//! is in flight: the participant serialises a branch's requests, but a
-//! rollback overtaking the Execute that begins the branch would find nothing
-//! and let the branch start afterwards.
 
 use std::collections::BTreeMap;
 
 /// The abort reason when the client asked for the rollback.
 pub const CLIENT_ROLLBACK: &str = "rolled back by the client";
+/// The abort reason when the deadline passed.
+pub const DEADLINE_PASSED: &str = "the transaction's deadline passed";
 
 /// The transaction's state, as `GetTransaction` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Active,
+    /// Votes are being collected (or a missing one fenced).
     Preparing,
-    /// Every branch voted YES or READ_ONLY; the COMMIT record is being made
-    /// durable.
-    Logging,
-    /// Decided COMMIT (or one-phase commit in flight); phase 2 is running.
+    /// Every vote is in; held branches are confirming their locks.
+    Confirming,
+    /// The only branch is committing in one phase: not decided until it
+    /// answers.
+    OnePhase,
+    /// Committed; phase 2 is running.
     Committing,
     Aborting,
     Committed,
     Aborted,
 }
 
+/// When the client hears that its transaction committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ack {
+    /// After phase 2 (or `--reply-wait-ms`): a plain read right after the
+    /// answer sees the writes.
+    #[default]
+    Visible,
+    /// As soon as every branch is durably YES, before phase 2.
+    Durable,
+}
+
 /// One participant's branch, as the coordinator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BranchState {
     Active,
+    /// A vote (Prepare, or a Submit's Execute) is in flight.
     Preparing,
+    /// Its vote did not come: it is being fenced (an Inquire in flight, or
+    /// waiting to ask again).
+    Fencing,
     Prepared,
-    /// Voted READ_ONLY and finished: no phase 2.
+    /// Voted READ_ONLY and finished (or, in the participant set, its marker
+    /// row committed): no phase 2.
     ReadOnly,
-    /// Voted READ_ONLY but still holds its locks until released.
+    /// Voted READ_ONLY but still holds its locks until confirmed or
+    /// released.
     ReadOnlyHeld,
-    /// Voted YES but is not prepared yet: it read rows, and a prepared
-    /// branch's shared locks do not survive a restart of its database, so
-    /// it holds them unprepared until every branch has voted.
+    /// Voted YES but is not prepared yet: it read rows, and holds its
+    /// locks unprepared until every branch has voted.
     YesHeld,
     /// A held read-only branch being released (a rollback RPC).
     Releasing,
@@ -77,19 +109,26 @@ pub enum BranchState {
     Committed,
     RollingBack,
     RolledBack,
-    /// Heuristic hazard: decided COMMIT, found rolled back.
+    /// Heuristic hazard: committed, found rolled back.
     HeuristicRollback,
-    /// Heuristic hazard: decided ABORT, found committed.
+    /// Heuristic hazard: aborted, found committed.
     HeuristicCommit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Branch {
     state: BranchState,
-    /// An Execute or Prepare RPC on this branch has not answered yet.
+    /// An Execute, Prepare or Inquire RPC on this branch has not answered
+    /// yet.
     in_flight: bool,
     /// Roll back as soon as the in-flight RPC answers.
     rollback_pending: bool,
+    /// It has run a statement that may write (interactive transactions).
+    wrote: bool,
+    /// It voted READ_ONLY held: a commit found by fencing it is its marker.
+    reader: bool,
+    /// Why its vote did not come, for the abort reason if it is fenced.
+    lost: Option<String>,
 }
 
 impl Branch {
@@ -98,6 +137,9 @@ impl Branch {
             state: BranchState::Active,
             in_flight: false,
             rollback_pending: false,
+            wrote: false,
+            reader: false,
+            lost: None,
         }
     }
 
@@ -105,9 +147,15 @@ impl Branch {
     /// `true` when a Rollback RPC must go out for it.
     fn start_rollback(&mut self) -> bool {
         match self.state {
-            BranchState::ReadOnly | BranchState::RolledBack | BranchState::RollingBack | BranchState::Releasing => {
-                false
-            }
+            // Finished: a confirmed reader's committed marker changes no
+            // data, and a committed writer is reported by phase 2.
+            BranchState::ReadOnly
+            | BranchState::RolledBack
+            | BranchState::RollingBack
+            | BranchState::Releasing
+            | BranchState::Committed
+            | BranchState::HeuristicRollback
+            | BranchState::HeuristicCommit => false,
             BranchState::ReadOnlyHeld => {
                 self.state = BranchState::Releasing;
                 true
@@ -132,6 +180,11 @@ impl Branch {
                     | BranchState::HeuristicCommit
             )
     }
+
+    /// Its vote is not in yet.
+    fn voting(&self) -> bool {
+        matches!(self.state, BranchState::Preparing | BranchState::Fencing)
+    }
 }
 
 /// A participant's vote.
@@ -140,11 +193,24 @@ pub enum Vote {
     Yes,
     /// Wrote and read; holds its locks unprepared until asked again.
     YesHeld,
-    /// `held`: the branch still holds its locks and must be released.
+    /// `held`: the branch still holds its locks and must be confirmed or
+    /// released.
     ReadOnly {
         held: bool,
     },
     No(String),
+}
+
+/// What fencing a branch found (the participant's `Inquire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Not there, and fenced: it can never prepare. A durable NO.
+    None,
+    /// Still running: ask again.
+    Active,
+    Prepared,
+    /// Its marker row is committed.
+    Committed,
 }
 
 /// What kind of abort, for the status code a client gets.
@@ -178,6 +244,20 @@ impl Abort {
             reason: failure.reason,
         }
     }
+
+    fn no(reason: String) -> Self {
+        Self {
+            reason,
+            kind: AbortKind::Failed,
+        }
+    }
+
+    fn deadline() -> Self {
+        Self {
+            reason: DEADLINE_PASSED.to_owned(),
+            kind: AbortKind::Deadline,
+        }
+    }
 }
 
 /// The outcome announced to the client.
@@ -185,17 +265,19 @@ impl Abort {
 pub enum Outcome {
     Committed,
     Aborted(Abort),
-    /// A one-phase commit whose answer has not come: the client is told the
-    /// outcome is not known yet (GetTransaction will say).
+    /// A one-phase commit whose answer has not come, or a vote that could
+    /// not be fenced by the deadline (its participant unreachable): the
+    /// client is told the outcome is not known yet (GetTransaction will
+    /// say).
     Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The Execute on `participant` answered.
+    /// The Execute on `participant` answered: whether the branch wrote.
     Executed {
         participant: String,
-        result: Result<(), Failure>,
+        result: Result<bool, Failure>,
     },
     /// The prepare on `participant` answered (Prepare RPC, or Execute with
     /// prepare for Submit).
@@ -203,13 +285,16 @@ pub enum Event {
         participant: String,
         result: Result<Vote, Failure>,
     },
+    /// Fencing `participant`'s branch answered.
+    Inquired {
+        participant: String,
+        result: Result<Fate, Failure>,
+    },
     /// The one-phase commit answered.
     OnePhaseDone {
         participant: String,
         result: Result<(), Failure>,
     },
-    /// The COMMIT record is durable.
-    Logged,
     /// A phase-2 RPC (commit, rollback or release) answered.
     Phase2Done {
         participant: String,
@@ -249,19 +334,21 @@ impl Failure {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Prepare the branch (for Submit: run its statements and prepare).
+    /// Prepare the branch (for Submit: run its statements and prepare),
+    /// sending the participant set ([`Engine::participant_set`]).
     Prepare(String),
     /// Commit the transaction's only branch in one phase (for Submit: run
     /// its statements and commit).
     CommitOnePhase(String),
-    /// Append the COMMIT record for these YES voters and make it durable.
-    LogCommit(Vec<String>),
+    /// Fence the branch: ask the participant how it ended, inserting a
+    /// fence row if it is not there.
+    Inquire(String),
     /// Phase 2.
     Commit(String),
     /// Roll back the branch, or release a held read-only one.
     Rollback(String),
-    /// Retry a failed phase-2 RPC (or ask again how a one-phase commit
-    /// ended) after a backoff.
+    /// Retry a failed phase-2 RPC or inquiry (or ask again how a one-phase
+    /// commit ended) after a backoff.
     Retry(String),
     /// Start the bounded wait before answering the client.
     StartReplyWait,
@@ -271,8 +358,6 @@ pub enum Action {
     StartOnePhaseWait,
     /// Answer every client waiting for the outcome.
     Reply(Outcome),
-    /// Append the END record: every participant confirmed phase 2.
-    LogEnd,
 }
 
 /// Why a client request is refused in the current state.
@@ -284,27 +369,34 @@ pub enum Refusal {
     NotActive(String),
 }
 
+/// Where the client's answer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// No client waits for the outcome (yet).
+    Idle,
+    /// A client waits (Commit, Rollback or Submit).
+    Waiting,
+    /// It waits, and the bounded wait before answering it has started.
+    WaitTimed,
+    /// It was answered.
+    Answered,
+}
+
 #[derive(Debug, Clone)]
 pub struct Engine {
     state: State,
     branches: BTreeMap<String, Branch>,
+    /// The branches that must all be durably YES: set when the commit
+    /// starts.
+    participant_set: Vec<String>,
     abort: Option<Abort>,
-    /// A client waits for the outcome (Commit, Rollback or Submit).
-    waiting: bool,
-    /// The outcome was announced to the client.
-    replied: bool,
-    /// The COMMIT record was requested, so an END record must follow.
-    logged: bool,
-    /// The bounded wait before answering the client has been started.
-    reply_wait_started: bool,
-    /// The only branch is committing in one phase: its outcome is not
-    /// decided until the participant answers.
-    one_phase: bool,
+    client: Client,
+    ack: Ack,
+    /// The deadline passed while the votes were being collected: an abort
+    /// found then is reported as the deadline's.
+    deadline_passed: bool,
     /// Heuristic hazards found in phase 2, one line per branch.
     hazards: Vec<String>,
-    /// Every vote is in; held read-only branches are confirming that they
-    /// still hold their locks (step 2).
-    confirming: bool,
 }
 
 impl Default for Engine {
@@ -318,34 +410,13 @@ impl Engine {
         Self {
             state: State::Active,
             branches: BTreeMap::new(),
+            participant_set: Vec::new(),
             abort: None,
-            waiting: false,
-            replied: false,
-            logged: false,
-            reply_wait_started: false,
-            one_phase: false,
+            client: Client::Idle,
+            ack: Ack::Visible,
+            deadline_passed: false,
             hazards: Vec::new(),
-            confirming: false,
         }
-    }
-
-    /// Resumes a transaction whose COMMIT record a restarted coordinator
-    /// found without an END: phase 2 is sent to every participant that
-    /// voted YES (committing twice is harmless; participants answer a
-    /// repeated commit from `XA RECOVER` and the branch's marker row).
-    pub fn recovered(participants: &[String]) -> (Self, Vec<Action>) {
-        let mut engine = Self::new();
-        engine.state = State::Committing;
-        engine.logged = true;
-        let mut actions = Vec::new();
-        for name in participants {
-            let mut branch = Branch::new();
-            branch.state = BranchState::Committing;
-            engine.branches.insert(name.clone(), branch);
-            actions.push(Action::Commit(name.clone()));
-        }
-        let actions = engine.after_progress(actions);
-        (engine, actions)
     }
 
     /// Heuristic hazards found so far (empty for a sound transaction).
@@ -361,6 +432,11 @@ impl Engine {
         self.abort.as_ref()
     }
 
+    /// The participant set sent with every prepare and one-phase commit.
+    pub fn participant_set(&self) -> &[String] {
+        &self.participant_set
+    }
+
     pub fn branches(&self) -> impl Iterator<Item = (&str, BranchState)> {
         self.branches.iter().map(|(name, b)| (name.as_str(), b.state))
     }
@@ -369,19 +445,23 @@ impl Engine {
         self.branches.get(participant).map(|b| b.state)
     }
 
-    /// Whether the only branch is committing in one phase (not decided yet).
-    pub fn is_one_phase(&self) -> bool {
-        self.one_phase
-    }
-
     /// Whether the transaction is over and no RPC is outstanding.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Committed | State::Aborted)
     }
 
-    /// Whether the deadline still matters (the transaction is undecided).
+    /// Whether the deadline still matters (nothing was prepared yet, or the
+    /// votes are still coming).
     pub fn deadline_applies(&self) -> bool {
-        matches!(self.state, State::Active | State::Preparing)
+        matches!(self.state, State::Active | State::Preparing | State::Confirming) && !self.deadline_passed
+    }
+
+    /// Whether the outcome is decided: committed, or aborted.
+    pub fn is_decided(&self) -> bool {
+        matches!(
+            self.state,
+            State::Committing | State::Committed | State::Aborting | State::Aborted
+        )
     }
 
     /// Participants whose phase 2 is not confirmed yet.
@@ -413,21 +493,32 @@ impl Engine {
         Ok(begin)
     }
 
-    /// A client's Commit.
-    pub fn commit(&mut self) -> Result<Vec<Action>, Refusal> {
+    /// A client's Commit. The participant set is the branches that wrote.
+    pub fn commit(&mut self, ack: Ack) -> Result<Vec<Action>, Refusal> {
         self.require_active()?;
         if let Some((name, _)) = self.branches.iter().find(|(_, b)| b.in_flight) {
             return Err(Refusal::NotActive(format!(
                 "an Execute on participant {name} is still running in this transaction"
             )));
         }
-        self.waiting = true;
+        self.client = Client::Waiting;
+        self.ack = ack;
+        self.participant_set = if self.branches.len() == 1 {
+            self.branches.keys().cloned().collect()
+        } else {
+            self.branches
+                .iter()
+                .filter(|(_, b)| b.wrote)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         Ok(self.start_commit())
     }
 
     /// A one-shot Submit: every branch runs its statements and is prepared
-    /// (or committed in one phase) in a single RPC.
-    pub fn submit(&mut self, participants: &[String]) -> Result<Vec<Action>, Refusal> {
+    /// (or committed in one phase) in a single RPC. Every branch is in the
+    /// participant set: which ones write is not known before they vote.
+    pub fn submit(&mut self, participants: &[String], ack: Ack) -> Result<Vec<Action>, Refusal> {
         self.require_active()?;
         if !self.branches.is_empty() {
             return Err(Refusal::NotActive("Submit needs a fresh transaction".to_owned()));
@@ -435,7 +526,9 @@ impl Engine {
         for p in participants {
             self.branches.insert(p.clone(), Branch::new());
         }
-        self.waiting = true;
+        self.client = Client::Waiting;
+        self.ack = ack;
+        self.participant_set = participants.to_vec();
         Ok(self.start_commit())
     }
 
@@ -445,14 +538,14 @@ impl Engine {
     pub fn rollback(&mut self) -> Result<Option<Vec<Action>>, Refusal> {
         match self.state {
             State::Active => {
-                self.waiting = true;
+                self.client = Client::Waiting;
                 Ok(Some(self.start_abort(Abort {
                     reason: CLIENT_ROLLBACK.to_owned(),
                     kind: AbortKind::Client,
                 })))
             }
             State::Aborting | State::Aborted => Ok(None),
-            State::Preparing | State::Logging => Err(Refusal::NotActive(
+            State::Preparing | State::Confirming | State::OnePhase => Err(Refusal::NotActive(
                 "the transaction is committing; it can no longer be rolled back".to_owned(),
             )),
             State::Committing | State::Committed => Err(Refusal::NotActive(
@@ -465,26 +558,11 @@ impl Engine {
         match event {
             Event::Executed { participant, result } => self.on_executed(&participant, result),
             Event::Voted { participant, result } => self.on_voted(&participant, result),
+            Event::Inquired { participant, result } => self.on_inquired(&participant, result),
             Event::OnePhaseDone { participant, result } => self.on_one_phase(&participant, result),
-            Event::Logged => self.on_logged(),
             Event::Phase2Done { participant, result } => self.on_phase2(&participant, result),
-            Event::DeadlineExpired if self.deadline_applies() => self.start_abort(Abort {
-                reason: "the transaction's deadline passed".to_owned(),
-                kind: AbortKind::Deadline,
-            }),
-            Event::DeadlineExpired => Vec::new(),
-            Event::ReplyWaitElapsed if self.waiting && !self.replied => {
-                if self.is_decided() {
-                    self.replied = true;
-                    vec![Action::Reply(self.outcome())]
-                } else if self.one_phase {
-                    self.replied = true;
-                    vec![Action::Reply(Outcome::Unknown)]
-                } else {
-                    Vec::new()
-                }
-            }
-            Event::ReplyWaitElapsed => Vec::new(),
+            Event::DeadlineExpired => self.on_deadline(),
+            Event::ReplyWaitElapsed => self.on_reply_wait(),
         }
     }
 
@@ -498,7 +576,9 @@ impl Engine {
                 Some(abort) => Err(Refusal::Aborted(abort.clone())),
                 None => Err(Refusal::NotActive("the transaction aborted".to_owned())),
             },
-            State::Preparing | State::Logging => Err(Refusal::NotActive("the transaction is committing".to_owned())),
+            State::Preparing | State::Confirming | State::OnePhase => {
+                Err(Refusal::NotActive("the transaction is committing".to_owned()))
+            }
             State::Committing | State::Committed => Err(Refusal::NotActive("the transaction is committed".to_owned())),
         }
     }
@@ -507,13 +587,12 @@ impl Engine {
         match self.branches.len() {
             0 => {
                 self.state = State::Committed;
-                self.replied = true;
+                self.client = Client::Answered;
                 vec![Action::Reply(Outcome::Committed)]
             }
             1 => {
-                self.state = State::Committing;
-                self.one_phase = true;
-                self.reply_wait_started = true;
+                self.state = State::OnePhase;
+                self.client = Client::WaitTimed;
                 let (name, branch) = self.branches.iter_mut().next().expect("one branch");
                 branch.state = BranchState::Committing;
                 branch.in_flight = true;
@@ -534,10 +613,15 @@ impl Engine {
     }
 
     /// Decides ABORT: roll back every branch that may hold anything, now or
-    /// as soon as its in-flight RPC answers.
+    /// as soon as its in-flight RPC answers. Past the Active state this
+    /// needs a durable NO (a NO vote, a fenced branch).
     fn start_abort(&mut self, abort: Abort) -> Vec<Action> {
         self.state = State::Aborting;
-        self.abort = Some(abort);
+        self.abort = Some(if self.deadline_passed && abort.kind == AbortKind::Failed {
+            Abort::deadline()
+        } else {
+            abort
+        });
         let mut actions = Vec::new();
         for (name, branch) in &mut self.branches {
             if branch.in_flight {
@@ -549,17 +633,60 @@ impl Engine {
         self.after_progress(actions)
     }
 
-    fn on_executed(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
+    fn on_deadline(&mut self) -> Vec<Action> {
+        match self.state {
+            // Nothing was prepared: nothing can commit.
+            State::Active => self.start_abort(Abort::deadline()),
+            // A vote may still turn YES, and aborting on silence could
+            // contradict a resolver that finds every branch prepared. The
+            // votes' RPCs end by their own timeouts (the participants roll
+            // back an unprepared branch shortly after the deadline), and a
+            // missing one is fenced. A client still waiting after the reply
+            // wait is told the outcome is not known yet.
+            State::Preparing | State::Confirming => {
+                self.deadline_passed = true;
+                if self.client == Client::Waiting {
+                    self.client = Client::WaitTimed;
+                    return vec![Action::StartReplyWait];
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_reply_wait(&mut self) -> Vec<Action> {
+        if !matches!(self.client, Client::Waiting | Client::WaitTimed) {
+            return Vec::new();
+        }
+        if self.is_decided() {
+            self.client = Client::Answered;
+            vec![Action::Reply(self.outcome())]
+        } else if self.state == State::OnePhase || self.deadline_passed {
+            // A one-phase commit unanswered, or a branch past the deadline
+            // still not fenced (its participant unreachable).
+            self.client = Client::Answered;
+            vec![Action::Reply(Outcome::Unknown)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_executed(&mut self, participant: &str, result: Result<bool, Failure>) -> Vec<Action> {
         let Some(branch) = self.branches.get_mut(participant) else {
             return Vec::new();
         };
         branch.in_flight = false;
+        if let Ok(true) = result {
+            branch.wrote = true;
+        }
         let mut actions = self.flush_pending_rollback(participant);
         if let Err(failure) = result {
-            // A failed Execute aborts the whole transaction. The branch may
-            // have begun although the reply was lost: it is rolled back too
-            // (the participant answers a rollback of an unknown or
-            // rolled-back branch with success).
+            // A failed Execute aborts the whole transaction (nothing was
+            // prepared: no fence needed). The branch may have begun although
+            // the reply was lost: it is rolled back too (the participant
+            // answers a rollback of an unknown or rolled-back branch with
+            // success).
             if self.state == State::Active {
                 actions.extend(self.start_abort(Abort::failed(failure)));
             }
@@ -568,6 +695,7 @@ impl Engine {
     }
 
     fn on_voted(&mut self, participant: &str, result: Result<Vote, Failure>) -> Vec<Action> {
+        let confirming = self.state == State::Confirming;
         let Some(branch) = self.branches.get_mut(participant) else {
             return Vec::new();
         };
@@ -575,54 +703,102 @@ impl Engine {
             return Vec::new();
         }
         branch.in_flight = false;
+        let mut actions = Vec::new();
         let mut abort = None;
         match result {
             Ok(Vote::Yes) => branch.state = BranchState::Prepared,
-            Ok(Vote::YesHeld) if self.confirming => {
-                // Asked to prepare, the participant kept it unprepared.
-                branch.state = BranchState::YesHeld;
-                abort = Some(Abort {
-                    reason: format!("participant {participant} did not prepare its held branch"),
-                    kind: AbortKind::Failed,
-                });
-            }
-            Ok(Vote::YesHeld) => branch.state = BranchState::YesHeld,
             Ok(Vote::ReadOnly { held: false }) => branch.state = BranchState::ReadOnly,
-            Ok(Vote::ReadOnly { held: true }) if self.confirming => {
-                // Asked to end the branch, the participant kept it open.
+            Ok(Vote::YesHeld) if !confirming => branch.state = BranchState::YesHeld,
+            Ok(Vote::ReadOnly { held: true }) if !confirming => {
                 branch.state = BranchState::ReadOnlyHeld;
-                abort = Some(Abort {
-                    reason: format!("participant {participant} did not confirm its read-only branch"),
-                    kind: AbortKind::Failed,
-                });
+                branch.reader = true;
             }
-            Ok(Vote::ReadOnly { held: true }) => branch.state = BranchState::ReadOnlyHeld,
+            // Asked to confirm, the participant kept it held: not a durable
+            // answer, so fence it.
+            Ok(Vote::YesHeld | Vote::ReadOnly { held: true }) => {
+                branch.state = BranchState::Fencing;
+                branch.in_flight = true;
+                actions.push(Action::Inquire(participant.to_owned()));
+            }
             Ok(Vote::No(reason)) => {
                 branch.state = BranchState::RolledBack;
-                abort = Some(Abort {
-                    reason,
-                    kind: AbortKind::Failed,
-                });
+                abort = Some(Abort::no(reason));
             }
-            Err(failure) => {
-                // The branch may be prepared although the reply was lost:
-                // unless the participant said it rolled back, roll it back.
-                branch.state = if failure.rolled_back {
-                    BranchState::RolledBack
-                } else {
-                    BranchState::Active
-                };
+            // The participant said it rolled the branch back.
+            Err(failure) if failure.rolled_back => {
+                branch.state = BranchState::RolledBack;
                 abort = Some(Abort::failed(failure));
             }
+            // The branch may be prepared although the reply was lost: fence
+            // it before it counts as NO.
+            Err(failure) => {
+                branch.lost = Some(failure.reason);
+                branch.state = BranchState::Fencing;
+                branch.in_flight = true;
+                actions.push(Action::Inquire(participant.to_owned()));
+            }
         }
+        actions.extend(self.after_vote(participant, abort));
+        actions
+    }
+
+    fn on_inquired(&mut self, participant: &str, result: Result<Fate, Failure>) -> Vec<Action> {
+        let Some(branch) = self.branches.get_mut(participant) else {
+            return Vec::new();
+        };
+        if branch.state != BranchState::Fencing || !branch.in_flight {
+            return Vec::new();
+        }
+        branch.in_flight = false;
+        let mut abort = None;
+        match result {
+            Ok(Fate::Prepared) => branch.state = BranchState::Prepared,
+            // A reader's marker row committed (its confirmation), or another
+            // replica already committed the whole transaction.
+            Ok(Fate::Committed) if branch.reader => branch.state = BranchState::ReadOnly,
+            Ok(Fate::Committed) if self.state == State::Aborting => {
+                branch.state = BranchState::HeuristicCommit;
+                self.hazards.push(format!(
+                    "{participant}: the transaction aborted, but its branch there is committed"
+                ));
+            }
+            Ok(Fate::Committed) => branch.state = BranchState::Committed,
+            Ok(Fate::None) => {
+                branch.state = BranchState::RolledBack;
+                abort = Some(Abort::no(match branch.lost.take() {
+                    Some(why) => format!("{why} (its branch is fenced off: it never prepared)"),
+                    None => format!(
+                        "participant {participant} did not vote, and its branch is fenced off: it never prepared"
+                    ),
+                }));
+            }
+            // Still running, or no answer: ask again (it cannot stay so:
+            // the participant rolls back an unprepared branch shortly after
+            // the deadline), unless the transaction aborted meanwhile.
+            Ok(Fate::Active) | Err(_) if self.state == State::Aborting => {}
+            Ok(Fate::Active) | Err(_) => {
+                branch.in_flight = true;
+                return vec![Action::Retry(participant.to_owned())];
+            }
+        }
+        self.after_vote(participant, abort)
+    }
+
+    /// After a vote or fence answered: abort on a durable NO, flush a
+    /// rollback that waited for the answer, and move on once every vote is
+    /// in.
+    fn after_vote(&mut self, participant: &str, abort: Option<Abort>) -> Vec<Action> {
         let mut actions = Vec::new();
         if let Some(abort) = abort
-            && self.state == State::Preparing
+            && matches!(self.state, State::Preparing | State::Confirming)
         {
             actions.extend(self.start_abort(abort));
         }
         actions.extend(self.flush_pending_rollback(participant));
-        if self.state == State::Preparing && self.branches.values().all(|b| b.state != BranchState::Preparing) {
+        if !matches!(self.state, State::Preparing | State::Confirming) || self.branches.values().any(Branch::voting) {
+            return actions;
+        }
+        if self.state == State::Preparing {
             // Every branch has taken its locks: the held ones must still
             // hold theirs now (see step 2 above).
             let confirms: Vec<Action> = self
@@ -636,27 +812,33 @@ impl Engine {
                 })
                 .collect();
             if !confirms.is_empty() {
-                self.confirming = true;
+                self.state = State::Confirming;
                 actions.extend(confirms);
                 return actions;
             }
-            let yes: Vec<String> = self
-                .branches
-                .iter()
-                .filter(|(_, b)| b.state == BranchState::Prepared)
-                .map(|(name, _)| name.clone())
-                .collect();
-            if yes.is_empty() {
-                // Every branch was read-only and is finished: nothing to
-                // commit, nothing to log.
-                self.state = State::Committing;
-                return self.after_progress(actions);
-            }
-            self.state = State::Logging;
-            self.logged = true;
-            actions.push(Action::LogCommit(yes));
         }
+        actions.extend(self.committed());
         actions
+    }
+
+    /// Every branch is durably YES: the transaction is committed.
+    fn committed(&mut self) -> Vec<Action> {
+        self.state = State::Committing;
+        let mut actions = Vec::new();
+        if self.ack == Ack::Durable && matches!(self.client, Client::Waiting | Client::WaitTimed) {
+            self.client = Client::Answered;
+            actions.push(Action::Reply(Outcome::Committed));
+        } else if self.client == Client::Waiting {
+            self.client = Client::WaitTimed;
+            actions.push(Action::StartReplyWait);
+        }
+        for (name, branch) in &mut self.branches {
+            if branch.state == BranchState::Prepared {
+                branch.state = BranchState::Committing;
+                actions.push(Action::Commit(name.clone()));
+            }
+        }
+        self.after_progress(actions)
     }
 
     fn on_one_phase(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
@@ -667,12 +849,11 @@ impl Engine {
         match result {
             Ok(()) => {
                 branch.state = BranchState::Committed;
-                self.one_phase = false;
+                self.state = State::Committing;
                 self.after_progress(Vec::new())
             }
             Err(failure) if failure.rolled_back || failure.invalid_argument => {
                 branch.state = BranchState::RolledBack;
-                self.one_phase = false;
                 self.state = State::Aborting;
                 self.abort = Some(Abort::failed(failure));
                 self.after_progress(Vec::new())
@@ -682,22 +863,6 @@ impl Engine {
             // record of the branch.
             Err(_) => vec![Action::Retry(participant.to_owned())],
         }
-    }
-
-    fn on_logged(&mut self) -> Vec<Action> {
-        if self.state != State::Logging {
-            return Vec::new();
-        }
-        self.state = State::Committing;
-        let mut actions = vec![Action::StartReplyWait];
-        self.reply_wait_started = true;
-        for (name, branch) in &mut self.branches {
-            if branch.state == BranchState::Prepared {
-                branch.state = BranchState::Committing;
-                actions.push(Action::Commit(name.clone()));
-            }
-        }
-        actions
     }
 
     fn on_phase2(&mut self, participant: &str, result: Result<(), Failure>) -> Vec<Action> {
@@ -740,14 +905,6 @@ impl Engine {
         self.after_progress(actions)
     }
 
-    fn is_decided(&self) -> bool {
-        match self.state {
-            State::Committing => !self.one_phase,
-            State::Committed | State::Aborting | State::Aborted => true,
-            State::Active | State::Preparing | State::Logging => false,
-        }
-    }
-
     fn outcome(&self) -> Outcome {
         match &self.abort {
             Some(abort) => Outcome::Aborted(abort.clone()),
@@ -756,27 +913,21 @@ impl Engine {
     }
 
     /// Finishes the transaction when every branch is done, and answers the
-    /// waiting client (once).
+    /// waiting client (once). An abort is answered once every branch is
+    /// rolled back, or after the bounded wait.
     fn after_progress(&mut self, mut actions: Vec<Action>) -> Vec<Action> {
         let settled = self.branches.values().all(Branch::is_settled);
         match self.state {
-            State::Committing if settled => {
-                self.state = State::Committed;
-                // A hazard keeps its COMMIT without an END, so a restarted
-                // coordinator checks (and reports) it again.
-                if self.logged && self.hazards.is_empty() {
-                    actions.push(Action::LogEnd);
-                }
-            }
+            State::Committing if settled => self.state = State::Committed,
             State::Aborting if settled => self.state = State::Aborted,
-            State::Aborting if self.waiting && !self.reply_wait_started => {
-                self.reply_wait_started = true;
+            State::Aborting if self.client == Client::Waiting => {
+                self.client = Client::WaitTimed;
                 actions.push(Action::StartReplyWait);
             }
             _ => {}
         }
-        if self.is_done() && self.waiting && !self.replied {
-            self.replied = true;
+        if self.is_done() && matches!(self.client, Client::Waiting | Client::WaitTimed) {
+            self.client = Client::Answered;
             actions.push(Action::Reply(self.outcome()));
         }
         actions

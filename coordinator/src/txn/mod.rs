@@ -14,14 +14,14 @@ use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
 use tandem_common::Identity;
-use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
+use tandem_proto::v1::{DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
 use tonic::Status;
 
 use crate::Shared;
 use crate::auth::Caller;
-use crate::decision_log::{DecisionLog, Logged, Unfinished};
 use crate::error::Error;
 use crate::ids::{IdGen, Origin};
+use crate::resolve::{self, Resolved};
 
 /// How many finished transactions GetTransaction still knows.
 const REMEMBER_FINISHED: usize = 100_000;
@@ -52,8 +52,7 @@ pub enum Lookup {
 pub struct Record {
     pub info: TransactionInfo,
     pub abort: Option<AbortKind>,
-    /// The principal that began it; `None` when resumed from the decision
-    /// log (only operators see those).
+    /// The principal that began it.
     pub owner: Option<Identity>,
 }
 
@@ -142,7 +141,7 @@ impl Txns {
                  finish some first"
             )));
         }
-        let id = self.ids.next()?;
+        let id = self.ids.next();
         let now = SystemTime::now();
         let info = TransactionInfo {
             txn_id: id.clone(),
@@ -152,35 +151,9 @@ impl Txns {
             deadline_unix_ms: actor::unix_ms(now + timeout),
             ..TransactionInfo::default()
         };
-        let params = actor::Params {
-            id,
-            isolation,
-            timeout,
-            recovered: None,
-        };
+        let params = actor::Params { id, isolation, timeout };
         let handle = Self::spawn(&mut inner, shared, params, info.clone(), Some(owner));
         Ok((handle, info))
-    }
-
-    /// Resumes phase 2 of every COMMIT a restart found unfinished in the
-    /// decision log.
-    pub fn recover(&self, shared: &Arc<Shared>, unfinished: Vec<Unfinished>) {
-        for Unfinished { gtrid, participants } in unfinished {
-            let info = TransactionInfo {
-                txn_id: gtrid.clone(),
-                state: TxnState::Committing as i32,
-                outcome: Outcome::Committed as i32,
-                reason: "resumed from the decision log after a coordinator restart".to_owned(),
-                ..TransactionInfo::default()
-            };
-            let params = actor::Params {
-                id: gtrid,
-                isolation: Isolation::Serializable,
-                timeout: Duration::ZERO,
-                recovered: Some(participants),
-            };
-            Self::spawn(&mut self.lock(), shared, params, info, None);
-        }
     }
 
     /// Starts the actor and registers it, before it can run, so it can
@@ -283,9 +256,7 @@ impl Txns {
                 None => return Ok(None),
             },
         };
-        // A transaction resumed from the decision log has no known owner:
-        // its outcome is what any client may learn of an id it holds.
-        if owner.is_none() || caller.sees(owner.as_ref()) {
+        if caller.sees(owner.as_ref()) {
             Ok(Some(info))
         } else {
             Err(())
@@ -388,60 +359,66 @@ impl Txns {
         }
     }
 
-    /// The answer to a participant asking how `gtrid` ended: what its
-    /// actor says while it lives (PENDING until decided), else COMMIT if the
-    /// decision log holds a COMMIT for it, else ABORT (presumed abort: the
-    /// log was replayed before this answers, and no actor can decide COMMIT
-    /// for a transaction that has none). A gtrid another coordinator issued
-    /// is refused: only its owner may answer.
+    /// The answer to a participant asking how `gtrid` ended, if this
+    /// replica holds it in memory: what its actor says while it lives
+    /// (PENDING until decided), else how it ended. `None` when this replica
+    /// does not hold it: then the participants tell ([`Txns::resolve`]).
     ///
     /// `asker` is the participant asking (`None` without TLS identities).
     /// A decided transaction that never had a branch on it answers ABORT:
     /// a branch prepared there under this gtrid was not this
-    /// coordinator's, so it must not commit with the transaction.
-    pub fn decision(&self, log: &dyn DecisionLog, gtrid: &str, asker: Option<&str>) -> Result<DecisionKind, Status> {
-        if let Some(info) = self.info(gtrid) {
-            // The outcome is set once decided (a one-phase commit in flight
-            // has none yet).
-            let decision = match Outcome::try_from(info.outcome) {
-                Ok(Outcome::Committed) => DecisionKind::Commit,
-                Ok(Outcome::Aborted) => DecisionKind::Abort,
-                Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
-            };
-            let stranger = asker.is_some_and(|asker| {
-                !info.branches.is_empty() && !info.branches.iter().any(|b| b.participant == asker)
-            });
-            return Ok(if stranger && decision != DecisionKind::Pending {
-                DecisionKind::Abort
-            } else {
-                decision
-            });
-        }
-        if self.ids.origin(gtrid) == Origin::Foreign {
-            return Err(Status::failed_precondition(format!(
-                "gtrid {gtrid} was not issued by this coordinator; ask the coordinator that issued it"
-            )));
-        }
-        match log.lookup(gtrid) {
-            Logged::Committed => Ok(DecisionKind::Commit),
-            Logged::Absent => Ok(DecisionKind::Abort),
-            Logged::Forgotten => Err(Status::failed_precondition(format!(
-                "the decision for {gtrid} is older than this coordinator's --decision-retention-secs and was \
-                 forgotten; it may have committed, so an operator must decide (see docs/failures.md)"
-            ))),
-        }
+    /// transaction's, so it must not commit with it.
+    pub fn decision(&self, gtrid: &str, asker: Option<&str>) -> Option<DecisionKind> {
+        let info = self.info(gtrid)?;
+        // The outcome is set once decided (a one-phase commit in flight
+        // has none yet).
+        let decision = match Outcome::try_from(info.outcome) {
+            Ok(Outcome::Committed) => DecisionKind::Commit,
+            Ok(Outcome::Aborted) => DecisionKind::Abort,
+            Ok(Outcome::Unspecified) | Err(_) => DecisionKind::Pending,
+        };
+        let stranger = asker
+            .is_some_and(|asker| !info.branches.is_empty() && !info.branches.iter().any(|b| b.participant == asker));
+        Some(if stranger && decision != DecisionKind::Pending {
+            DecisionKind::Abort
+        } else {
+            decision
+        })
     }
 
-    /// What GetTransaction says of `id`: from memory, else from the
-    /// decision log, else (a transaction of an earlier run, or one evicted
-    /// from memory) from the participants' own records.
+    /// How transaction `gtrid`, which no replica may hold any more, ended:
+    /// from its participants (see [`resolve`]). A few at a time: each
+    /// costs every participant asked a session and maybe a fence row.
+    pub async fn resolve(&self, shared: &Shared, gtrid: &str, set: &[String]) -> Result<Resolved, Status> {
+        let _lookup = self
+            .participant_lookups
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        Ok(resolve::resolve(&shared.participants, gtrid, set).await)
+    }
+
+    /// What GetTransaction says of `id`: from memory, else (a transaction
+    /// of another replica, of an earlier run, or one evicted from memory)
+    /// from the participants' marker rows (outcome only).
     pub async fn lookup_info(&self, shared: &Shared, id: &str, caller: &Caller) -> Result<TransactionInfo, Status> {
         match self.info_for(id, caller) {
             Ok(Some(info)) => return Ok(info),
             Ok(None) => {}
             Err(()) => return Err(Status::not_found(format!("no transaction {id}"))),
         }
-        let decided = |outcome: Outcome, reason: &str| TransactionInfo {
+        if matches!(self.ids.origin(id), Origin::Malformed | Origin::NeverIssued) {
+            return Err(Status::not_found(format!("no transaction {id}")));
+        }
+        // Each asks (and maybe fences) every participant: a few at a time,
+        // and refused rather than queued when too many are asking.
+        let _lookup = self.participant_lookups.try_acquire().map_err(|_| {
+            Status::unavailable(format!(
+                "too many lookups of transactions the coordinator no longer holds are in progress; ask about \
+                 {id} again"
+            ))
+        })?;
+        let decided = |outcome: Outcome, reason: String| TransactionInfo {
             txn_id: id.to_owned(),
             state: if outcome == Outcome::Committed {
                 TxnState::Committed
@@ -449,65 +426,23 @@ impl Txns {
                 TxnState::Aborted
             } as i32,
             outcome: outcome as i32,
-            reason: reason.to_owned(),
+            reason,
             ..TransactionInfo::default()
         };
-        if matches!(self.ids.origin(id), Origin::Foreign | Origin::NeverIssued) {
-            return Err(Status::not_found(format!("no transaction {id}")));
+        match resolve::resolve(&shared.participants, id, &[]).await {
+            Resolved::Committed { hazard } => Ok(TransactionInfo {
+                hazard,
+                ..decided(
+                    Outcome::Committed,
+                    "committed: every branch of its participant set is prepared or committed (from the \
+                     participants' marker rows)"
+                        .to_owned(),
+                )
+            }),
+            Resolved::Aborted(why) => Ok(decided(Outcome::Aborted, why)),
+            Resolved::Pending(why) => Err(Status::unavailable(format!("{why}; ask again"))),
+            Resolved::NotOurs => Err(Status::not_found(format!("no transaction {id}"))),
         }
-        let logged = shared.log.lookup(id);
-        if logged == Logged::Committed {
-            return Ok(decided(Outcome::Committed, "committed (from the decision log)"));
-        }
-        // Not logged: it aborted, unless it had one branch and committed it
-        // in one phase (never logged). The participants' marker rows tell;
-        // each fences the gtrid off, so their answers are final. A few at a
-        // time: each costs every participant a session and a row.
-        let _lookup = self.participant_lookups.try_acquire().map_err(|_| {
-            Status::unavailable(format!(
-                "too many lookups of transactions the coordinator no longer holds are in progress; ask about \
-                 {id} again"
-            ))
-        })?;
-        let asked = futures::future::join_all(
-            shared
-                .participants
-                .all()
-                .map(|p| async move { (p.name.clone(), p.inquire(id).await) }),
-        )
-        .await;
-        for (name, fate) in &asked {
-            match fate {
-                Ok(BranchFate::Committed) => {
-                    return Ok(decided(
-                        Outcome::Committed,
-                        &format!("committed in one phase on participant {name} (from its marker row)"),
-                    ));
-                }
-                Ok(BranchFate::Active) => {
-                    return Err(Status::unavailable(format!(
-                        "transaction {id} is still running on participant {name}; ask again"
-                    )));
-                }
-                Ok(_) => {}
-                Err(status) => {
-                    return Err(Status::unavailable(format!(
-                        "cannot tell how transaction {id} ended: participant {name} did not answer ({}); ask again",
-                        status.message()
-                    )));
-                }
-            }
-        }
-        if logged == Logged::Forgotten {
-            return Err(Status::not_found(format!(
-                "transaction {id} is older than the coordinator's --decision-retention-secs: its outcome is \
-                 no longer known"
-            )));
-        }
-        Ok(decided(
-            Outcome::Aborted,
-            "no commit decision was logged for it (presumed abort); no participant committed it",
-        ))
     }
 
     pub fn live(&self) -> usize {

@@ -183,7 +183,7 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool, tls: 
         role: "driver",
         pid: std::process::id(),
     }];
-    watched.extend(cluster.pid(&Proc::Coordinator).map(|pid| Watched {
+    watched.extend(cluster.pid(&Proc::Coordinator(0)).map(|pid| Watched {
         role: "coordinator",
         pid,
     }));
@@ -659,8 +659,6 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
         .arg(coordinator_addr.to_string())
         .arg("--internal-listen")
         .arg(crate::cluster::free_addr()?.to_string())
-        .arg("--data-dir")
-        .arg(dir.path().join("coordinator"))
         .env("RUST_LOG", &options.log_filter)
         .env("NO_COLOR", "1");
     for (name, addr) in names.iter().zip(&addrs) {

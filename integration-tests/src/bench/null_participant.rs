@@ -40,6 +40,8 @@ impl Participant for NullParticipant {
             .collect();
         let then = Then::try_from(req.then).map_err(|_| Status::invalid_argument("unknown `then`"))?;
         Ok(Response::new(BranchExecuteResponse {
+            // Every statement "affects a row": the branch wrote.
+            wrote: true,
             results,
             vote: (then == Then::Prepare).then(yes),
             outcome: if then == Then::CommitOnePhase {

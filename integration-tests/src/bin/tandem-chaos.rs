@@ -36,6 +36,9 @@ struct Args {
     binlog: Binlog,
     #[arg(long, default_value_t = 3)]
     participants: usize,
+    /// Coordinator replicas (clients spread over them; faults hit each).
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
     /// Accounts per participant (fewer means more contention).
     #[arg(long, default_value_t = 10)]
     accounts: i64,
@@ -59,6 +62,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.participants >= 3, "--participants must be at least 3");
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     anyhow::ensure!(
         args.accounts >= 1 && args.clients >= 1,
         "--accounts and --clients must be positive"
@@ -98,6 +102,7 @@ fn main() -> Result<()> {
             seed,
             duration: args.duration,
             participants: args.participants,
+            replicas: args.replicas,
             accounts: args.accounts,
             transferers: args.clients,
             auditors: args.auditors,

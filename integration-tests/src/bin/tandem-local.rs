@@ -1,6 +1,6 @@
 //! `tandem-local`: starts a local tandem cluster (private MariaDB instances,
-//! one participant each, a coordinator), runs the demo, prints the
-//! coordinator's address, and keeps running until Ctrl-C, which stops
+//! one participant each, two coordinator replicas), runs the demo, prints
+//! the replicas' addresses, and keeps running until Ctrl-C, which stops
 //! everything.
 
 use anyhow::{Context, Result};
@@ -15,6 +15,9 @@ struct Args {
     /// Number of participants (one private MariaDB each).
     #[arg(long, default_value_t = 3)]
     participants: usize,
+    /// Number of coordinator replicas (stateless; any serves any client).
+    #[arg(long, default_value_t = 2)]
+    replicas: usize,
     /// Skip the demo transactions.
     #[arg(long)]
     no_demo: bool,
@@ -32,6 +35,7 @@ const DEMO_PRINCIPAL: &str = "demo";
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.participants >= 1, "--participants must be at least 1");
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     // Children die with the thread that spawned them: keep the runtime on
     // this (main) thread.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -46,20 +50,25 @@ async fn run(args: Args) -> Result<()> {
         .take(args.participants)
         .collect();
     println!(
-        "starting {} MariaDB instances, {} participants and a coordinator…",
+        "starting {} MariaDB instances, {} participants and {} coordinator replicas…",
         names.len(),
-        names.len()
+        names.len(),
+        args.replicas
     );
     let cluster = Cluster::start(ClusterConfig {
         participants: names.clone(),
+        replicas: args.replicas,
         keep_dir: args.keep,
         ..ClusterConfig::default()
     })
     .await?;
-    println!(
-        "coordinator: {} (TLS, identity tc.coordinator.tandem)",
-        cluster.coordinator_url()
-    );
+    for i in 0..cluster.replica_count() {
+        let name = tandem_integration_tests::cluster::replica_name(i);
+        println!(
+            "coordinator {name:<4} {} (TLS, identity {name}.coordinator.tandem)",
+            cluster.replica_url(i)
+        );
+    }
     for node in cluster.nodes() {
         println!(
             "participant {:<6} grpc https://{}  mariadb socket {}",

@@ -280,7 +280,19 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
             }
         }
     }
-    let client = cluster.client().await?;
+    // A client per replica: a transaction is asked about at the replica
+    // that issued it (its id names it), which still holds it in memory;
+    // any other would resolve it from the participants.
+    let mut clients = Vec::new();
+    for i in 0..cluster.replica_count() {
+        clients.push(
+            cluster
+                .replica_access(i, crate::cluster::TEST_PRINCIPAL)?
+                .connect()
+                .await?,
+        );
+    }
+    let clients = &clients;
     // Completions of transfers: those with an id, and unknown Submits
     // without one (found by their label, the op id).
     let asks: Vec<&Event> = events
@@ -289,10 +301,7 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
         .filter(|e| !e.txn.is_empty() || e.kind == Type::Info)
         .collect();
     let answers: Vec<(String, Result<Option<Outcome>, String>)> = futures::stream::iter(asks)
-        .map(|event| {
-            let mut client = client.clone();
-            async move { (event.op.clone(), reported_outcome(&mut client, event).await) }
-        })
+        .map(|event| async move { (event.op.clone(), reported_outcome(clients, event).await) })
         .buffer_unordered(8)
         .collect()
         .await;
@@ -308,26 +317,40 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
     Ok(state)
 }
 
-/// What the coordinator says of an operation's transaction: by id, or for
-/// an unknown Submit by its label (`None` if no transaction has that label:
-/// labels do not survive a coordinator restart, and the Submit may never
-/// have arrived). Retries while the answer is UNAVAILABLE.
-async fn reported_outcome(client: &mut Client, event: &Event) -> Result<Option<Outcome>, String> {
+/// What the coordinator replicas say of an operation's transaction: by id,
+/// at the replica that issued it, or for an unknown Submit by its label, at
+/// every replica (`None` if no transaction has that label: labels do not
+/// survive a coordinator restart, and the Submit may never have arrived).
+/// Retries while the answer is UNAVAILABLE (ask again).
+async fn reported_outcome(clients: &[Client], event: &Event) -> Result<Option<Outcome>, String> {
     let mut attempt = 0;
     loop {
         let answer = if event.txn.is_empty() {
-            let request = pb::ListTransactionsRequest {
-                filter: TxnFilter::All as i32,
-                label: event.op.clone(),
-                ..pb::ListTransactionsRequest::default()
-            };
-            // Every page: a page may be empty and still have a next one.
-            client
-                .list_transactions(request)
-                .await
-                .map(|list| list.first().map(pb::TransactionInfo::outcome))
+            let mut found = Ok(None);
+            for client in clients {
+                let request = pb::ListTransactionsRequest {
+                    filter: TxnFilter::All as i32,
+                    label: event.op.clone(),
+                    ..pb::ListTransactionsRequest::default()
+                };
+                // Every page: a page may be empty and still have a next one.
+                found = client
+                    .clone()
+                    .list_transactions(request)
+                    .await
+                    .map(|list| list.first().map(pb::TransactionInfo::outcome));
+                if !matches!(found, Ok(None)) {
+                    break;
+                }
+            }
+            found
         } else {
-            client
+            let issuer = event.txn.split('-').next().unwrap_or_default();
+            let i = (0..clients.len())
+                .find(|i| crate::cluster::replica_name(*i) == issuer)
+                .unwrap_or(0);
+            clients[i]
+                .clone()
                 .get_transaction(&event.txn)
                 .await
                 .map(|info| Some(info.outcome()))
@@ -337,7 +360,7 @@ async fn reported_outcome(client: &mut Client, event: &Event) -> Result<Option<O
                 return Err(format!("{} has no outcome after the run settled", event.txn));
             }
             Ok(outcome) => return Ok(outcome),
-            Err(status) if status.code() == tonic::Code::Unavailable && attempt < 10 => {
+            Err(status) if status.code() == tonic::Code::Unavailable && attempt < 60 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -42,6 +42,9 @@ pub struct Options {
     /// How long the workload and the faults run.
     pub duration: Duration,
     pub participants: usize,
+    /// Coordinator replicas; clients spread over them, and faults hit
+    /// every one.
+    pub replicas: usize,
     /// Accounts per participant.
     pub accounts: i64,
     /// Clients running transfers.
@@ -67,6 +70,7 @@ impl Options {
             seed,
             duration: Duration::from_secs(90),
             participants: 3,
+            replicas: 2,
             accounts: 10,
             transferers: 8,
             auditors: 1,
@@ -140,21 +144,25 @@ pub async fn run(options: &Options) -> Result<Summary> {
         keep_dir: options.keep_dir,
         log_filter: "info".to_owned(),
         network_proxies: true,
+        replicas: options.replicas,
         ..ClusterConfig::default()
     })
     .await?;
     bank.open(&cluster).await?;
 
     let plan = if options.faults {
-        schedule::plan(options.seed, options.duration, &names)
+        schedule::plan(options.seed, options.duration, &names, options.replicas)
     } else {
         Vec::new()
     };
     let start = Instant::now();
     let history = History::create(&options.history, start)?;
     let sampler = Sampler::start(&cluster);
+    let accesses = (0..cluster.replica_count())
+        .map(|i| cluster.replica_access(i, crate::cluster::TEST_PRINCIPAL))
+        .collect::<Result<Vec<_>>>()?;
     let clients = Clients::start(
-        &cluster.access(crate::cluster::TEST_PRINCIPAL)?,
+        &accesses,
         &bank,
         options.seed,
         options.transferers,
@@ -216,16 +224,25 @@ async fn settle(cluster: &Cluster, limit: Duration) {
     }
 }
 
-/// The coordinator's in-flight transactions (`None` if it does not answer),
-/// as an operator sees them: also those a restart resumed, whose owner it
-/// no longer knows.
+/// The in-flight transactions of the replicas that answer (`None` if none
+/// does), as an operator sees them.
 async fn in_flight(cluster: &Cluster) -> Option<Vec<pb::TransactionInfo>> {
-    let mut client = cluster.operator().await.ok()?;
-    let request = pb::ListTransactionsRequest {
-        filter: TxnFilter::InFlight as i32,
-        ..pb::ListTransactionsRequest::default()
-    };
-    client.list_transactions(request).await.ok()
+    let ops = tandem_common::Identity::new(tandem_common::Role::Operator, "ops").ok()?;
+    let mut all = None;
+    for i in 0..cluster.replica_count() {
+        let request = pb::ListTransactionsRequest {
+            filter: TxnFilter::InFlight as i32,
+            ..pb::ListTransactionsRequest::default()
+        };
+        let listed = async {
+            let mut client = cluster.replica_access_as(i, &ops).ok()?.connect().await.ok()?;
+            client.list_transactions(request).await.ok()
+        };
+        if let Some(txns) = listed.await {
+            all.get_or_insert_with(Vec::new).extend(txns);
+        }
+    }
+    all
 }
 
 /// For each heal, the time until the next transfer that committed.

@@ -140,7 +140,7 @@ fn fault_pid(cluster: &Cluster, fault: &Fault) -> Option<u32> {
 /// restarts or stay armed; the run has failed anyway).
 async fn heal_everything(cluster: &mut Cluster) {
     let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
-    let mut targets = vec![Target::Coordinator];
+    let mut targets: Vec<Target> = (0..cluster.replica_count()).map(Target::Coordinator).collect();
     for name in &names {
         targets.push(Target::Participant(name.clone()));
         targets.push(Target::MariaDb(name.clone()));
@@ -214,12 +214,12 @@ async fn undo(cluster: &mut Cluster, fault: &Fault) -> Result<()> {
 }
 
 /// Restarts every process that is not running (a crash failpoint) but for
-/// those a kill holds `down`: databases first, the coordinator last.
+/// those a kill holds `down`: databases first, the coordinators last.
 fn restart_dead(cluster: &mut Cluster, down: &[Target]) -> Result<Vec<String>> {
     let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
     let mut targets: Vec<Target> = names.iter().map(|n| Target::MariaDb(n.clone())).collect();
     targets.extend(names.iter().map(|n| Target::Participant(n.clone())));
-    targets.push(Target::Coordinator);
+    targets.extend((0..cluster.replica_count()).map(Target::Coordinator));
     let mut restarted = Vec::new();
     for target in targets {
         if !down.contains(&target) && !cluster.is_running(&target) {
@@ -234,7 +234,7 @@ fn restart_dead(cluster: &mut Cluster, down: &[Target]) -> Result<Vec<String>> {
 
 fn process_name(target: &Target) -> String {
     match target {
-        Target::Coordinator => "coordinator".to_owned(),
+        Target::Coordinator(i) => crate::cluster::replica_name(*i),
         Target::Participant(name) | Target::MariaDb(name) => name.clone(),
     }
 }

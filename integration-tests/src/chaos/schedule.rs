@@ -112,10 +112,10 @@ impl Kind {
 impl Fault {
     pub fn kind(&self) -> Kind {
         match self {
-            Fault::Kill(Target::Coordinator) => Kind::KillCoordinator,
+            Fault::Kill(Target::Coordinator(_)) => Kind::KillCoordinator,
             Fault::Kill(Target::Participant(_)) => Kind::KillParticipant,
             Fault::Kill(Target::MariaDb(_)) => Kind::KillMariaDb,
-            Fault::Pause(Target::Coordinator) => Kind::PauseCoordinator,
+            Fault::Pause(Target::Coordinator(_)) => Kind::PauseCoordinator,
             Fault::Pause(Target::Participant(_)) => Kind::PauseParticipant,
             Fault::Pause(Target::MariaDb(_)) => Kind::PauseMariaDb,
             Fault::Failpoint {
@@ -172,14 +172,11 @@ pub struct Planned {
 
 /// Which process a failpoint lives in, and what it may do there. `error`
 /// is offered only where the step can fail (elsewhere the point ignores
-/// it); at `decision_log::before_fsync` an error is a failed fsync, which
-/// stops the coordinator.
+/// it).
 const POINTS: &[(bool, &str, bool)] = &[
-    // (in the coordinator, name, error is meaningful)
+    // (in a coordinator replica, name, error is meaningful)
     (true, "coordinator::before_prepare", true),
-    (true, "coordinator::before_log", false),
-    (true, "decision_log::before_fsync", true),
-    (true, "coordinator::after_log", false),
+    (true, "coordinator::before_phase2", true),
     (true, "coordinator::after_commit", false),
     (false, "participant::before_prepare", true),
     (false, "participant::after_prepare", false),
@@ -192,10 +189,10 @@ pub fn failpoints() -> impl Iterator<Item = &'static str> {
     POINTS.iter().map(|(_, name, _)| *name)
 }
 
-/// Draws the plan for a run of `duration` against `participants`, sorted
-/// by start. The first fault comes after a 2 s warm-up, and every fault is
-/// healed before `duration` ends.
-pub fn plan(seed: u64, duration: Duration, participants: &[String]) -> Vec<Planned> {
+/// Draws the plan for a run of `duration` against `participants` and
+/// `replicas` coordinator replicas, sorted by start. The first fault comes
+/// after a 2 s warm-up, and every fault is healed before `duration` ends.
+pub fn plan(seed: u64, duration: Duration, participants: &[String], replicas: usize) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut first_round = Kind::ALL.to_vec();
     first_round.shuffle(&mut rng);
@@ -206,7 +203,7 @@ pub fn plan(seed: u64, duration: Duration, participants: &[String]) -> Vec<Plann
         let kind = first_round
             .pop()
             .unwrap_or_else(|| *Kind::ALL.choose(&mut rng).unwrap_or(&Kind::KillCoordinator));
-        let (fault, hold) = draw(kind, &mut rng, participants);
+        let (fault, hold) = draw(kind, &mut rng, participants, replicas);
         let overlap = rng.random_bool(0.25);
         let mut at = match out.last() {
             Some(last) if overlap => last.at + Duration::from_millis(rng.random_range(0..=duration_ms(last.hold))),
@@ -230,13 +227,14 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn draw(kind: Kind, rng: &mut StdRng, participants: &[String]) -> (Fault, Duration) {
+fn draw(kind: Kind, rng: &mut StdRng, participants: &[String], replicas: usize) -> (Fault, Duration) {
     let participant = participants.choose(rng).cloned().unwrap_or_default();
+    let replica = rng.random_range(0..replicas.max(1));
     match kind {
-        Kind::KillCoordinator => (Fault::Kill(Target::Coordinator), ms(rng, 100, 3000)),
+        Kind::KillCoordinator => (Fault::Kill(Target::Coordinator(replica)), ms(rng, 100, 3000)),
         Kind::KillParticipant => (Fault::Kill(Target::Participant(participant)), ms(rng, 100, 3000)),
         Kind::KillMariaDb => (Fault::Kill(Target::MariaDb(participant)), ms(rng, 100, 3000)),
-        Kind::PauseCoordinator => (Fault::Pause(Target::Coordinator), ms(rng, 300, 4000)),
+        Kind::PauseCoordinator => (Fault::Pause(Target::Coordinator(replica)), ms(rng, 300, 4000)),
         Kind::PauseParticipant => (Fault::Pause(Target::Participant(participant)), ms(rng, 300, 4000)),
         Kind::PauseMariaDb => (Fault::Pause(Target::MariaDb(participant)), ms(rng, 300, 4000)),
         Kind::FailpointCrash | Kind::FailpointDelay | Kind::FailpointError => {
@@ -246,7 +244,7 @@ fn draw(kind: Kind, rng: &mut StdRng, participants: &[String]) -> (Fault, Durati
                 .collect();
             let &&(in_coordinator, point, _) = candidates.choose(rng).unwrap_or(&&POINTS[0]);
             let process = if in_coordinator {
-                Target::Coordinator
+                Target::Coordinator(replica)
             } else {
                 Target::Participant(participant)
             };
@@ -284,9 +282,9 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_plan_and_another_seed_another() {
-        let a = plan(42, Duration::from_secs(120), &names());
-        assert_eq!(a, plan(42, Duration::from_secs(120), &names()));
-        assert_ne!(a, plan(43, Duration::from_secs(120), &names()));
+        let a = plan(42, Duration::from_secs(120), &names(), 2);
+        assert_eq!(a, plan(42, Duration::from_secs(120), &names(), 2));
+        assert_ne!(a, plan(43, Duration::from_secs(120), &names(), 2));
     }
 
     #[test]
@@ -294,7 +292,7 @@ mod tests {
         let mut overlapping = 0;
         for seed in 0..200 {
             let duration = Duration::from_secs(90);
-            let plan = plan(seed, duration, &names());
+            let plan = plan(seed, duration, &names(), 2);
             let kinds: BTreeSet<Kind> = plan.iter().map(|p| p.fault.kind()).collect();
             assert_eq!(kinds.len(), Kind::ALL.len(), "seed {seed}: {kinds:?}");
             for (i, a) in plan.iter().enumerate() {
@@ -314,7 +312,7 @@ mod tests {
     #[test]
     fn errors_are_armed_only_where_a_step_can_fail() {
         for seed in 0..200 {
-            for p in plan(seed, Duration::from_secs(300), &names()) {
+            for p in plan(seed, Duration::from_secs(300), &names(), 2) {
                 if let Fault::Failpoint {
                     point,
                     action: Action::Error,
@@ -325,7 +323,7 @@ mod tests {
                 }
                 if let Fault::Failpoint { process, point, .. } = &p.fault {
                     assert_eq!(
-                        *process == Target::Coordinator,
+                        matches!(process, Target::Coordinator(_)),
                         !point.starts_with("participant::"),
                         "{point} armed in {process}"
                     );

@@ -89,11 +89,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Starts `transferers` transfer clients and `auditors` audit clients
-    /// against the coordinator at `url`. Client `i` draws its operations
-    /// from `seed + i`.
+    /// Starts `transferers` transfer clients and `auditors` audit clients,
+    /// client `i` against the coordinator replica `accesses[i % len]`.
+    /// Client `i` draws its operations from `seed + i`.
     pub fn start(
-        access: &crate::Access,
+        accesses: &[crate::Access],
         bank: &Bank,
         seed: u64,
         transferers: usize,
@@ -103,6 +103,7 @@ impl Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for i in 0..transferers + auditors {
+            let access = &accesses[i % accesses.len()];
             let channel = access
                 .endpoint()?
                 .connect_timeout(Duration::from_secs(2))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use sqlx::{AssertSqlSafe, Either, Executor};
 use tandem_proto::failpoints;
-use tandem_proto::v1::{self as pb, Isolation, Statement, StatementResult, Then, VoteKind, expect};
+use tandem_proto::v1::{self as pb, BranchFate, Isolation, Statement, StatementResult, Then, VoteKind, expect};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -31,6 +31,16 @@ use crate::{Shared, recovery, values};
 /// coordinator normally sends the rollback first.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
+/// Which marker row an XA step writes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    None,
+    /// The branch's own: its writes commit with it.
+    Branch,
+    /// A read-only branch's confirmation.
+    ReadOnly,
+}
+
 /// Statements validated by the server before they reach the actor.
 #[derive(Debug)]
 pub struct Batch {
@@ -42,6 +52,9 @@ pub struct Batch {
     pub then: Then,
     /// The coordinator's budget for this response's results (0: none).
     pub max_result_bytes: u64,
+    /// The transaction's participant set, with a `then` that ends the
+    /// statements (checked by the server).
+    pub participants: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -50,15 +63,23 @@ pub struct ExecuteOutput {
     pub vote: Option<pb::Vote>,
     /// Set when the batch was committed in one phase.
     pub committed: bool,
+    /// Whether the branch has run a statement that may write, so far.
+    pub wrote: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Msg {
     Execute(Batch, Reply<ExecuteOutput>),
-    Prepare(Reply<pb::Vote>),
-    Commit { one_phase: bool, reply: Reply<()> },
+    /// With the transaction's participant set.
+    Prepare(Vec<String>, Reply<pb::Vote>),
+    Commit {
+        one_phase: bool,
+        reply: Reply<()>,
+    },
     Rollback(Reply<()>),
+    /// How the branch stands, for a coordinator fencing it.
+    Inquire(Reply<BranchFate>),
 }
 
 /// Cloneable address of a branch actor.
@@ -80,6 +101,7 @@ impl BranchHandle {
             deadline: None,
             session: None,
             used: Used::default(),
+            participants: Vec::new(),
             rx,
         };
         tokio::spawn(actor.run());
@@ -90,8 +112,8 @@ impl BranchHandle {
         self.call(|reply| Msg::Execute(batch, reply)).await
     }
 
-    pub async fn prepare(&self) -> Result<pb::Vote, Error> {
-        self.call(Msg::Prepare).await
+    pub async fn prepare(&self, participants: Vec<String>) -> Result<pb::Vote, Error> {
+        self.call(|reply| Msg::Prepare(participants, reply)).await
     }
 
     pub async fn commit(&self, one_phase: bool) -> Result<(), Error> {
@@ -100,6 +122,10 @@ impl BranchHandle {
 
     pub async fn rollback(&self) -> Result<(), Error> {
         self.call(Msg::Rollback).await
+    }
+
+    pub async fn inquire(&self) -> Result<BranchFate, Error> {
+        self.call(Msg::Inquire).await
     }
 
     async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, Error> {
@@ -124,6 +150,9 @@ struct BranchActor {
     session: Option<SessionId>,
     /// What the branch has used so far, against [`crate::Limits`].
     used: Used,
+    /// The transaction's participant set, once the coordinator sent it:
+    /// written into the marker row.
+    participants: Vec<String>,
     rx: mpsc::Receiver<Msg>,
 }
 
@@ -191,10 +220,10 @@ impl BranchActor {
                 let out = self.execute(batch).await;
                 reply.send(out).ok();
             }
-            Msg::Prepare(reply) => {
+            Msg::Prepare(participants, reply) => {
                 // Every statement of the transaction has run: a read-only
                 // branch may let go of its locks now.
-                reply.send(self.prepare(false).await).ok();
+                reply.send(self.prepare(false, participants).await).ok();
             }
             Msg::Commit { one_phase, reply } => {
                 let out = match self.step(Request::Commit { one_phase }).await {
@@ -216,7 +245,39 @@ impl BranchActor {
             Msg::Rollback(reply) => {
                 reply.send(self.step(Request::Rollback).await.map(|_| ())).ok();
             }
+            Msg::Inquire(reply) => {
+                reply.send(self.inquire().await).ok();
+            }
         }
+    }
+
+    /// How the branch stands. A prepare that lost its connection may or
+    /// may not have happened: once the session that ran it is gone,
+    /// `XA RECOVER` tells, and a branch not there is fenced off for good.
+    async fn inquire(&mut self) -> Result<BranchFate, Error> {
+        Ok(match self.engine.phase() {
+            Phase::Prepared if self.conn.is_none() => {
+                if recovery::settle_prepare(&self.shared, &self.xid, self.session).await? {
+                    BranchFate::Prepared
+                } else {
+                    warn!(xid = %self.xid, "a prepare that lost its connection never happened; fenced off");
+                    self.engine.never_prepared();
+                    BranchFate::None
+                }
+            }
+            Phase::Prepared => BranchFate::Prepared,
+            Phase::Committed => BranchFate::Committed,
+            Phase::RolledBack => BranchFate::None,
+            Phase::Unknown => {
+                self.settle_one_phase().await;
+                match self.engine.phase() {
+                    Phase::Committed => BranchFate::Committed,
+                    Phase::RolledBack => BranchFate::None,
+                    _ => BranchFate::Active,
+                }
+            }
+            Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter => BranchFate::Active,
+        })
     }
 
     async fn execute(&mut self, batch: Batch) -> Result<ExecuteOutput, Error> {
@@ -298,22 +359,45 @@ impl BranchActor {
         match batch.then {
             Then::KeepOpen => {}
             // Submit: other branches may still be running.
-            Then::Prepare => out.vote = Some(self.prepare(true).await?),
+            Then::Prepare => out.vote = Some(self.prepare(true, batch.participants).await?),
             Then::CommitOnePhase => {
+                if !batch.participants.is_empty() {
+                    self.participants = batch.participants;
+                }
                 self.step(Request::Commit { one_phase: true }).await?;
                 out.committed = true;
             }
         }
+        out.wrote = self.engine.wrote();
         Ok(out)
     }
 
-    async fn prepare(&mut self, hold: bool) -> Result<pb::Vote, Error> {
+    async fn prepare(&mut self, hold: bool, participants: Vec<String>) -> Result<pb::Vote, Error> {
         let vote = |kind: VoteKind, held: bool| pb::Vote {
             kind: kind as i32,
             reason: String::new(),
             held,
         };
-        match self.step(Request::Prepare { hold }).await {
+        if !participants.is_empty() {
+            self.participants = participants;
+        }
+        let marked = self.participants.contains(&self.shared.name);
+        if self.engine.wrote() && !marked && self.engine.phase() == Phase::Active {
+            // The transaction would count as committed without this
+            // branch: it must not prepare.
+            self.step(Request::Rollback).await?;
+            return Ok(pb::Vote {
+                kind: VoteKind::No as i32,
+                reason: format!(
+                    "branch {} on participant {} wrote, but the transaction's participant set leaves it out; it \
+                     was rolled back",
+                    self.xid.gtrid(),
+                    self.shared.name
+                ),
+                held: false,
+            });
+        }
+        match self.step(Request::Prepare { hold, marked }).await {
             Ok(Step::Prepare | Step::AlreadyDone(Done::VotedYes)) => Ok(vote(VoteKind::Yes, false)),
             Ok(Step::HoldWriter | Step::AlreadyDone(Done::VotedHeld)) => Ok(vote(VoteKind::Yes, true)),
             Ok(_) => Ok(vote(VoteKind::ReadOnly, self.engine.phase() == Phase::HeldReadOnly)),
@@ -336,13 +420,21 @@ impl BranchActor {
                 match failpoints::hit("participant::before_prepare").await {
                     Err(injected) => Err(Error::Internal(injected)),
                     // A writing branch: its marker row goes in with it.
-                    Ok(()) => self.on_conn(Op::EndPrepare, true).await,
+                    Ok(()) => self.on_conn(Op::EndPrepare, Mark::Branch).await,
                 }
             }
-            Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback, false).await,
+            Step::FinishReadOnly | Step::RollbackActive => self.on_conn(Op::EndRollback, Mark::None).await,
+            Step::ConfirmReadOnly => self.on_conn(Op::EndCommitOnePhase, Mark::ReadOnly).await,
             Step::CommitOnePhase => match failpoints::hit("participant::before_commit").await {
                 Err(injected) => Err(Error::Internal(injected)),
-                Ok(()) => self.on_conn(Op::EndCommitOnePhase, self.engine.wrote()).await,
+                Ok(()) => {
+                    // The only branch: it is its transaction's whole set.
+                    if self.participants.is_empty() {
+                        self.participants = vec![self.shared.name.clone()];
+                    }
+                    let mark = if self.engine.wrote() { Mark::Branch } else { Mark::None };
+                    self.on_conn(Op::EndCommitOnePhase, mark).await
+                }
             },
             Step::CommitPrepared => match failpoints::hit("participant::before_commit").await {
                 // Prepared: an error leaves it prepared; the coordinator retries.
@@ -430,20 +522,20 @@ impl BranchActor {
     /// the owning session is alive, so the pinned one is gone by then).
     async fn finish_prepared(&mut self, op: Op) -> Result<(), Error> {
         if self.conn.is_some() {
-            return self.on_conn(op, false).await;
+            return self.on_conn(op, Mark::None).await;
         }
         recovery::finish_orphan(&self.shared, &self.xid, op, self.session).await
     }
 
-    /// Runs an XA step on the pinned connection; `marked` writes the
-    /// branch's marker row first, in the same round trip.
-    async fn on_conn(&mut self, op: Op, marked: bool) -> Result<(), Error> {
+    /// Runs an XA step on the pinned connection, after writing the
+    /// marker row `mark` asks for, in the same round trip.
+    async fn on_conn(&mut self, op: Op, mark: Mark) -> Result<(), Error> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| Error::Internal("the branch has no connection".to_owned()))?;
-        let done = if marked {
-            xa::exec_marked(conn.conn(), &self.xid, op).await
+        let done = if mark != Mark::None {
+            xa::exec_marked(conn.conn(), &self.xid, op, &self.participants, mark == Mark::ReadOnly).await
         } else {
             xa::exec(conn.conn(), &self.xid, op).await
         };

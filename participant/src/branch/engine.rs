@@ -42,9 +42,13 @@ pub enum Phase {
 pub enum Request {
     Execute,
     /// `hold`: other branches may still be running (a Submit), so a
-    /// read-only branch must keep its locks until released.
+    /// read-only branch must keep its locks until confirmed or released.
+    /// `marked`: the branch is in the transaction's participant set, so it
+    /// must end durably YES (prepared, or a read-only branch's marker row
+    /// committed) for the transaction to commit.
     Prepare {
         hold: bool,
+        marked: bool,
     },
     Commit {
         one_phase: bool,
@@ -70,6 +74,13 @@ pub enum Step {
     /// A prepared read-only branch would be rolled back by MariaDB when its
     /// session ends anyway (DESIGN §4), so it is finished at vote time.
     FinishReadOnly,
+    /// A held read-only branch of the participant set, once every vote is
+    /// in: its marker row committed in one phase on the session that holds
+    /// its locks (`INSERT …; XA END; XA COMMIT … ONE PHASE`). That proves
+    /// the locks were held at an instant when every branch held all of
+    /// its own, and makes its YES durable for any resolver. Votes
+    /// READ_ONLY: it needs no phase 2.
+    ConfirmReadOnly,
     /// `XA COMMIT` of a prepared branch.
     CommitPrepared,
     /// `XA END; XA COMMIT … ONE PHASE`: the transaction's only branch.
@@ -207,6 +218,15 @@ impl Engine {
         }
     }
 
+    /// A prepare that lost its connection turned out not to have happened
+    /// (not in `XA RECOVER` once its session was gone), and the branch is
+    /// now fenced off: it is rolled back for good.
+    pub fn never_prepared(&mut self) {
+        if self.phase == Phase::Prepared {
+            self.phase = Phase::RolledBack;
+        }
+    }
+
     /// Remembers that a statement that may write ran in the branch.
     pub fn note_write(&mut self) {
         self.wrote = true;
@@ -222,27 +242,55 @@ impl Engine {
         use Phase::*;
         let step = match (self.phase, request) {
             (Active, Request::Execute) => Step::RunStatements,
-            (Active, Request::Prepare { hold: true }) if self.wrote && self.read_rows => Step::HoldWriter,
+            (Active, Request::Prepare { hold: true, .. }) if self.wrote && self.read_rows => Step::HoldWriter,
             (Active, Request::Prepare { .. }) if self.wrote => Step::Prepare,
-            (Active, Request::Prepare { hold: true }) => Step::HoldReadOnly,
-            (Active, Request::Prepare { hold: false }) => Step::FinishReadOnly,
+            (Active, Request::Prepare { hold: true, .. }) => Step::HoldReadOnly,
+            (
+                Active,
+                Request::Prepare {
+                    hold: false,
+                    marked: true,
+                },
+            ) => Step::ConfirmReadOnly,
+            (
+                Active,
+                Request::Prepare {
+                    hold: false,
+                    marked: false,
+                },
+            ) => Step::FinishReadOnly,
             (Active, Request::Commit { one_phase: true }) => Step::CommitOnePhase,
             (Active | HeldReadOnly | HeldWriter, Request::Rollback | Request::Deadline) => Step::RollbackActive,
-            (HeldReadOnly, Request::Prepare { hold: true }) => Step::AlreadyDone(Done::VotedReadOnly),
+            (HeldReadOnly, Request::Prepare { hold: true, .. }) => Step::AlreadyDone(Done::VotedReadOnly),
             // Every vote is in: end the branch on the session that holds its
             // locks, which proves they were still held (a dead session
-            // fails it).
-            (HeldReadOnly, Request::Prepare { hold: false }) => Step::FinishReadOnly,
-            (HeldWriter, Request::Prepare { hold: true }) => Step::AlreadyDone(Done::VotedHeld),
+            // fails it); durably, when the transaction counts on it.
+            (
+                HeldReadOnly,
+                Request::Prepare {
+                    hold: false,
+                    marked: true,
+                },
+            ) => Step::ConfirmReadOnly,
+            (
+                HeldReadOnly,
+                Request::Prepare {
+                    hold: false,
+                    marked: false,
+                },
+            ) => Step::FinishReadOnly,
+            (HeldWriter, Request::Prepare { hold: true, .. }) => Step::AlreadyDone(Done::VotedHeld),
             // Every vote is in: prepare on the session that holds the locks.
-            (HeldWriter, Request::Prepare { hold: false }) => Step::Prepare,
+            (HeldWriter, Request::Prepare { hold: false, .. }) => Step::Prepare,
 
             (Prepared, Request::Prepare { .. }) => Step::AlreadyDone(Done::VotedYes),
             (Prepared, Request::Commit { one_phase: false }) => Step::CommitPrepared,
             (Prepared, Request::Rollback) => Step::RollbackPrepared,
             (Prepared, Request::Deadline) => Step::Ignore,
 
-            (RolledBack, Request::Prepare { .. }) if self.read_only => Step::AlreadyDone(Done::VotedReadOnly),
+            (RolledBack | Committed, Request::Prepare { .. }) if self.read_only => {
+                Step::AlreadyDone(Done::VotedReadOnly)
+            }
             (Committed, Request::Commit { .. }) => Step::AlreadyDone(Done::Committed),
             (RolledBack, Request::Rollback) => Step::AlreadyDone(Done::RolledBack),
             (Committed | RolledBack | Unknown, Request::Deadline) => Step::Ignore,
@@ -264,6 +312,10 @@ impl Engine {
             Step::HoldWriter => self.phase = Phase::HeldWriter,
             Step::FinishReadOnly => {
                 self.phase = Phase::RolledBack;
+                self.read_only = true;
+            }
+            Step::ConfirmReadOnly => {
+                self.phase = Phase::Committed;
                 self.read_only = true;
             }
             Step::CommitPrepared | Step::CommitOnePhase => self.phase = Phase::Committed,
@@ -293,7 +345,7 @@ impl Engine {
             // Whatever the error, MySQL may have committed before it (the
             // reply lost, say): the marker row tells, once the session is
             // gone. Taking it as rolled back could report a commit ABORTED.
-            (Phase::Active, Step::CommitOnePhase) => Phase::Unknown,
+            (Phase::Active | Phase::HeldReadOnly, Step::CommitOnePhase | Step::ConfirmReadOnly) => Phase::Unknown,
             (
                 Phase::Active | Phase::HeldReadOnly | Phase::HeldWriter,
                 Step::RunStatements

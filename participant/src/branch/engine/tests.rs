@@ -3,10 +3,24 @@
 
 use super::*;
 
-const ALL: [Request; 7] = [
+const ALL: [Request; 9] = [
     Request::Execute,
-    Request::Prepare { hold: false },
-    Request::Prepare { hold: true },
+    Request::Prepare {
+        hold: false,
+        marked: false,
+    },
+    Request::Prepare {
+        hold: false,
+        marked: true,
+    },
+    Request::Prepare {
+        hold: true,
+        marked: false,
+    },
+    Request::Prepare {
+        hold: true,
+        marked: true,
+    },
     Request::Commit { one_phase: false },
     Request::Commit { one_phase: true },
     Request::Rollback,
@@ -24,7 +38,16 @@ fn a_writing_branch_prepares_then_commits() {
     let mut e = Engine::new();
     assert_eq!(run(&mut e, Request::Execute), Ok(Step::RunStatements));
     e.note_write();
-    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
+        Ok(Step::Prepare)
+    );
     assert_eq!(e.phase(), Phase::Prepared);
     assert_eq!(
         run(&mut e, Request::Commit { one_phase: false }),
@@ -42,10 +65,25 @@ fn a_writing_branch_prepares_then_commits() {
 fn a_branch_that_wrote_nothing_votes_read_only_and_is_finished() {
     let mut e = Engine::new();
     run(&mut e, Request::Execute).unwrap();
-    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::FinishReadOnly));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
+        Ok(Step::FinishReadOnly)
+    );
     assert!(e.is_finished());
     assert_eq!(
-        run(&mut e, Request::Prepare { hold: false }),
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
         Ok(Step::AlreadyDone(Done::VotedReadOnly))
     );
     assert!(e.decide(Request::Commit { one_phase: false }).is_err());
@@ -55,11 +93,24 @@ fn a_branch_that_wrote_nothing_votes_read_only_and_is_finished() {
 fn prepared_branches_are_never_decided_by_the_deadline() {
     let mut e = Engine::new();
     e.note_write();
-    run(&mut e, Request::Prepare { hold: false }).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: false,
+            marked: false,
+        },
+    )
+    .unwrap();
     assert_eq!(run(&mut e, Request::Deadline), Ok(Step::Ignore));
     assert_eq!(e.phase(), Phase::Prepared);
     assert_eq!(
-        run(&mut e, Request::Prepare { hold: false }),
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
         Ok(Step::AlreadyDone(Done::VotedYes))
     );
     // Statements and one-phase commit are refused once prepared.
@@ -77,7 +128,13 @@ fn an_active_branch_rolls_back_at_its_deadline() {
     assert_eq!(e.phase(), Phase::RolledBack);
     // Too late for anything but a rollback.
     assert!(e.decide(Request::Execute).is_err());
-    assert!(e.decide(Request::Prepare { hold: false }).is_err());
+    assert!(
+        e.decide(Request::Prepare {
+            hold: false,
+            marked: false
+        })
+        .is_err()
+    );
     assert!(e.decide(Request::Commit { one_phase: false }).is_err());
 }
 
@@ -101,7 +158,14 @@ fn failures_roll_back_unprepared_branches_and_keep_prepared_ones() {
     }
     let mut e = Engine::new();
     e.note_write();
-    run(&mut e, Request::Prepare { hold: false }).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: false,
+            marked: false,
+        },
+    )
+    .unwrap();
     for step in [Step::CommitPrepared, Step::RollbackPrepared] {
         for lost in [false, true] {
             e.failed(step, lost);
@@ -140,11 +204,26 @@ fn a_lost_connection_never_turns_a_maybe_durable_step_into_a_rollback() {
 fn a_read_only_branch_of_a_submit_keeps_its_locks_until_released() {
     let mut e = Engine::new();
     run(&mut e, Request::Execute).unwrap();
-    assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::HoldReadOnly));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: true,
+                marked: true
+            }
+        ),
+        Ok(Step::HoldReadOnly)
+    );
     assert_eq!(e.phase(), Phase::HeldReadOnly);
     assert!(!e.is_finished());
     assert_eq!(
-        run(&mut e, Request::Prepare { hold: true }),
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: true,
+                marked: true
+            }
+        ),
         Ok(Step::AlreadyDone(Done::VotedReadOnly))
     );
     assert!(e.decide(Request::Execute).is_err());
@@ -153,31 +232,128 @@ fn a_read_only_branch_of_a_submit_keeps_its_locks_until_released() {
     // no longer answers a Prepare with READ_ONLY.
     assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackActive));
     assert_eq!(e.ending(), Some(Ending::RolledBack));
-    assert!(e.decide(Request::Prepare { hold: false }).is_err());
+    assert!(
+        e.decide(Request::Prepare {
+            hold: false,
+            marked: false
+        })
+        .is_err()
+    );
     // Its deadline releases it too.
     let mut e = Engine::new();
-    run(&mut e, Request::Prepare { hold: true }).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: true,
+        },
+    )
+    .unwrap();
     assert!(e.deadline_applies());
     assert_eq!(run(&mut e, Request::Deadline), Ok(Step::RollbackActive));
-    assert!(e.decide(Request::Prepare { hold: false }).is_err());
+    assert!(
+        e.decide(Request::Prepare {
+            hold: false,
+            marked: false
+        })
+        .is_err()
+    );
 }
 
 #[test]
-fn a_held_read_only_branch_is_confirmed_by_ending_it_on_its_session() {
+fn a_prepare_that_lost_its_connection_and_never_happened_ends_rolled_back() {
     let mut e = Engine::new();
     run(&mut e, Request::Execute).unwrap();
-    run(&mut e, Request::Prepare { hold: true }).unwrap();
-    // Every vote is in: the coordinator prepares it again.
-    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::FinishReadOnly));
-    assert_eq!(e.ending(), Some(Ending::ReadOnly));
-    // A repeated confirmation gets the same answer.
+    e.note_write();
+    e.failed(Step::Prepare, true);
+    assert_eq!(e.phase(), Phase::Prepared);
+    e.never_prepared();
+    assert_eq!(e.ending(), Some(Ending::RolledBack));
+    // Only a maybe-prepared branch can be found not prepared.
+    let mut e = Engine::new();
+    e.never_prepared();
+    assert_eq!(e.phase(), Phase::Active);
+}
+
+#[test]
+fn a_held_read_only_branch_is_confirmed_by_committing_its_marker_on_its_session() {
+    let mut e = Engine::new();
+    run(&mut e, Request::Execute).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: true,
+        },
+    )
+    .unwrap();
+    // Every vote is in: the coordinator prepares it again. Its marker row
+    // commits in one phase: a durable YES.
     assert_eq!(
-        run(&mut e, Request::Prepare { hold: false }),
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: true
+            }
+        ),
+        Ok(Step::ConfirmReadOnly)
+    );
+    assert_eq!(e.ending(), Some(Ending::Committed));
+    // A repeated confirmation gets the same answer; it needs no phase 2.
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: true
+            }
+        ),
         Ok(Step::AlreadyDone(Done::VotedReadOnly))
     );
-    // If its session died, ending it fails and nothing is recorded.
+    // If its session died, the one-phase commit may or may not have taken
+    // effect: the marker row tells.
     let mut e = Engine::new();
-    run(&mut e, Request::Prepare { hold: true }).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: true,
+        },
+    )
+    .unwrap();
+    e.failed(Step::ConfirmReadOnly, true);
+    assert_eq!(e.phase(), Phase::Unknown);
+    // Outside the participant set, it is only ended.
+    let mut e = Engine::new();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
+        Ok(Step::FinishReadOnly)
+    );
+    assert_eq!(e.ending(), Some(Ending::ReadOnly));
+    let mut e = Engine::new();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: false,
+        },
+    )
+    .unwrap();
     e.failed(Step::FinishReadOnly, true);
     assert_ne!(e.ending(), Some(Ending::ReadOnly));
 }
@@ -188,16 +364,37 @@ fn a_submit_branch_that_wrote_and_read_votes_yes_held_and_prepares_when_asked_ag
     e.note_read();
     e.note_write();
     // In a Submit: holds its locks unprepared.
-    assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::HoldWriter));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: true,
+                marked: true
+            }
+        ),
+        Ok(Step::HoldWriter)
+    );
     assert_eq!(e.phase(), Phase::HeldWriter);
     assert!(e.deadline_applies());
     assert_eq!(e.ending(), None);
     assert_eq!(
-        e.decide(Request::Prepare { hold: true }),
+        e.decide(Request::Prepare {
+            hold: true,
+            marked: true
+        }),
         Ok(Step::AlreadyDone(Done::VotedHeld))
     );
     // Every vote is in: it prepares on the session that holds its locks.
-    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
+        Ok(Step::Prepare)
+    );
     assert_eq!(e.phase(), Phase::Prepared);
 
     // A dead session fails the prepare: rolled back, or maybe prepared
@@ -206,7 +403,14 @@ fn a_submit_branch_that_wrote_and_read_votes_yes_held_and_prepares_when_asked_ag
         let mut e = Engine::new();
         e.note_read();
         e.note_write();
-        run(&mut e, Request::Prepare { hold: true }).unwrap();
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: true,
+                marked: true,
+            },
+        )
+        .unwrap();
         e.failed(Step::Prepare, lost);
         assert_eq!(e.phase(), phase);
     }
@@ -215,7 +419,14 @@ fn a_submit_branch_that_wrote_and_read_votes_yes_held_and_prepares_when_asked_ag
     let mut e = Engine::new();
     e.note_read();
     e.note_write();
-    run(&mut e, Request::Prepare { hold: true }).unwrap();
+    run(
+        &mut e,
+        Request::Prepare {
+            hold: true,
+            marked: true,
+        },
+    )
+    .unwrap();
     assert_eq!(e.decide(Request::Deadline), Ok(Step::RollbackActive));
     assert_eq!(run(&mut e, Request::Rollback), Ok(Step::RollbackActive));
     assert_eq!(e.ending(), Some(Ending::RolledBack));
@@ -225,12 +436,30 @@ fn a_submit_branch_that_wrote_and_read_votes_yes_held_and_prepares_when_asked_ag
 fn a_branch_that_only_wrote_or_is_not_in_a_submit_prepares_at_once() {
     let mut e = Engine::new();
     e.note_write();
-    assert_eq!(run(&mut e, Request::Prepare { hold: true }), Ok(Step::Prepare));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: true,
+                marked: true
+            }
+        ),
+        Ok(Step::Prepare)
+    );
     let mut e = Engine::new();
     e.note_read();
     e.note_write();
     // An interactive Commit: every statement has run, every lock is held.
-    assert_eq!(run(&mut e, Request::Prepare { hold: false }), Ok(Step::Prepare));
+    assert_eq!(
+        run(
+            &mut e,
+            Request::Prepare {
+                hold: false,
+                marked: false
+            }
+        ),
+        Ok(Step::Prepare)
+    );
 }
 
 /// Every (state, request) pair: a finished branch never runs SQL again
@@ -251,6 +480,8 @@ fn exhaustive_finished_states_are_final() {
                     Ok(Step::AlreadyDone(done)) => match (phase, done) {
                         (Phase::Committed, Done::Committed) => {}
                         (Phase::RolledBack, Done::RolledBack | Done::VotedReadOnly) => {}
+                        // A confirmed read-only branch (its marker committed).
+                        (Phase::Committed, Done::VotedReadOnly) if read_only => {}
                         other => panic!("{other:?} for {request:?}"),
                     },
                     Ok(Step::Ignore) => assert_eq!(request, Request::Deadline),

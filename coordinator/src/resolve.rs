@@ -1,0 +1,236 @@
+//! How a transaction no replica holds in memory ended, from the
+//! participants alone: it committed iff every branch of its participant
+//! set is durably YES (prepared, or its marker row committed).
+//!
+//! Each branch is asked with `Inquire`, which fences a branch that is not
+//! there: afterwards it can never prepare, so a NONE answer is a durable
+//! NO and one is enough to abort. Replicas may resolve the same
+//! transaction at once, and the live one may still be running it: InnoDB's
+//! unique key on the marker row arbitrates between a branch's prepare and a
+//! fence, so every resolver reaches the same answer.
+//!
+//! One combination cannot come from the protocol: a branch whose writes
+//! committed (phase 2 only follows the commit point) beside a branch that
+//! is not there. Someone rolled a prepared branch back by hand, or a
+//! database lost it. That is reported as a heuristic hazard of a committed
+//! transaction, never resolved away as an abort.
+
+use tandem_proto::v1::BranchFate;
+use tonic::{Code, Status};
+
+use crate::participants::{Inquired, Participants};
+
+/// What the participants say of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// `hazard`: not empty when a branch of the committed transaction is
+    /// gone (see the module's notes), naming it.
+    Committed { hazard: String },
+    /// With which branch is fenced off (or never began).
+    Aborted(String),
+    /// Not decided yet (a branch still running), or some participant did
+    /// not answer: ask again.
+    Pending(String),
+    /// The participants refuse it: no replica of this cluster issued it.
+    NotOurs,
+}
+
+type Answer = Result<Inquired, String>;
+
+/// Resolves `gtrid` over its participant set, when known (the asking
+/// branch's marker row carries it); otherwise over every configured
+/// participant, taking the set from any marker row found. A participant
+/// set that names an unconfigured participant cannot be resolved here.
+pub async fn resolve(participants: &Participants, gtrid: &str, set: &[String]) -> Resolved {
+    let asked: Vec<String> = if set.is_empty() {
+        participants.all().map(|p| p.name.clone()).collect()
+    } else {
+        set.to_vec()
+    };
+    let answers: Vec<(&str, Result<Inquired, Status>)> =
+        futures::future::join_all(asked.iter().map(|name| async move {
+            let answer = match participants.get(name) {
+                Ok(p) => p.inquire(gtrid).await,
+                Err(err) => Err(Status::not_found(err.to_string())),
+            };
+            (name.as_str(), answer)
+        }))
+        .await;
+    if answers
+        .iter()
+        .all(|(_, a)| matches!(a, Err(s) if s.code() == Code::PermissionDenied))
+    {
+        return Resolved::NotOurs;
+    }
+    let answers: Vec<(&str, Answer)> = answers
+        .into_iter()
+        .map(|(name, a)| (name, a.map_err(|s| s.message().to_owned())))
+        .collect();
+    let set: Vec<String> = if set.is_empty() {
+        let found = answers.iter().find_map(|(_, answer)| match answer {
+            Ok(a) if matches!(a.fate, BranchFate::Prepared | BranchFate::Committed) && !a.participants.is_empty() => {
+                Some(a.participants.clone())
+            }
+            _ => None,
+        });
+        match found {
+            Some(set) => set,
+            // Committed writes (a marker row without a set) mean the
+            // transaction committed: writes commit only after the commit
+            // point.
+            None if answers
+                .iter()
+                .any(|(_, a)| matches!(a, Ok(a) if a.fate == BranchFate::Committed && !a.read_only)) =>
+            {
+                return Resolved::Committed { hazard: String::new() };
+            }
+            // No marker row anywhere: nothing is prepared or committed. It
+            // aborted if every participant fenced it; a branch still
+            // running may yet prepare.
+            None => {
+                return match answers.iter().find(|(_, a)| !is_fenced(a)) {
+                    None => Resolved::Aborted(format!(
+                        "no participant has a branch of {gtrid}, and each fenced it off"
+                    )),
+                    Some((name, answer)) => Resolved::Pending(unsure(gtrid, name, answer)),
+                };
+            }
+        }
+    } else {
+        set.to_vec()
+    };
+    decide(gtrid, &set, &answers)
+}
+
+fn is_fenced(answer: &Answer) -> bool {
+    matches!(answer, Ok(a) if a.fate == BranchFate::None)
+}
+
+/// Why a participant's answer decides nothing yet.
+fn unsure(gtrid: &str, name: &str, answer: &Answer) -> String {
+    match answer {
+        Err(why) => format!("participant {name} did not answer about {gtrid}: {why}"),
+        Ok(_) => format!("transaction {gtrid} is still running on participant {name}"),
+    }
+}
+
+/// The verdict over `set` from the answers (pure).
+fn decide(gtrid: &str, set: &[String], answers: &[(&str, Answer)]) -> Resolved {
+    let answer_of = |name: &str| answers.iter().find(|(asked, _)| *asked == name).map(|(_, a)| a);
+    let wrote_committed = set
+        .iter()
+        .find(|name| matches!(answer_of(name), Some(Ok(a)) if a.fate == BranchFate::Committed && !a.read_only));
+    let mut pending = None;
+    let mut gone = Vec::new();
+    for name in set {
+        match answer_of(name) {
+            Some(Ok(a)) if matches!(a.fate, BranchFate::Prepared | BranchFate::Committed) => {}
+            Some(answer) if is_fenced(answer) => {
+                if wrote_committed.is_none() {
+                    return Resolved::Aborted(format!(
+                        "participant {name} has no branch of {gtrid}, and it is fenced off: it never prepared"
+                    ));
+                }
+                gone.push(name.as_str());
+            }
+            Some(answer) => {
+                pending.get_or_insert_with(|| unsure(gtrid, name, answer));
+            }
+            None => {
+                pending.get_or_insert_with(|| {
+                    format!("participant {name} of {gtrid}'s participant set is not configured here")
+                });
+            }
+        }
+    }
+    if let Some(why) = pending {
+        return Resolved::Pending(why);
+    }
+    let hazard = match (wrote_committed, gone.as_slice()) {
+        (Some(committed), [_, ..]) => format!(
+            "heuristic hazard: {gtrid} committed on participant {committed}, but its branch on {} is gone (rolled \
+             back by hand, or lost by its database)",
+            gone.join(", ")
+        ),
+        _ => String::new(),
+    };
+    Resolved::Committed { hazard }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn answer(fate: BranchFate, read_only: bool) -> Answer {
+        Ok(Inquired {
+            fate,
+            participants: set(&["a", "b"]),
+            read_only,
+        })
+    }
+
+    #[test]
+    fn committed_iff_every_branch_of_the_set_is_durably_yes() {
+        let ab = set(&["a", "b"]);
+        let all_yes = [
+            ("a", answer(BranchFate::Prepared, false)),
+            ("b", answer(BranchFate::Committed, true)),
+        ];
+        assert_eq!(
+            decide("g", &ab, &all_yes),
+            Resolved::Committed { hazard: String::new() }
+        );
+        // One fenced branch aborts, whatever the others say.
+        let fenced = [
+            ("a", Err("unreachable".to_owned())),
+            ("b", answer(BranchFate::None, false)),
+        ];
+        assert!(matches!(decide("g", &ab, &fenced), Resolved::Aborted(why) if why.contains("participant b")));
+        // A read-only confirmation beside a fence is a plain abort.
+        let reader_and_fence = [
+            ("a", answer(BranchFate::Committed, true)),
+            ("b", answer(BranchFate::None, false)),
+        ];
+        assert!(matches!(decide("g", &ab, &reader_and_fence), Resolved::Aborted(_)));
+        // Anything not durable yet is pending, never an abort.
+        for unsure in [answer(BranchFate::Active, false), Err("timeout".to_owned())] {
+            let answers = [("a", answer(BranchFate::Prepared, false)), ("b", unsure)];
+            assert!(matches!(decide("g", &ab, &answers), Resolved::Pending(_)));
+        }
+        // A branch of the set that was not asked (not configured).
+        let answers = [("a", answer(BranchFate::Prepared, false))];
+        assert!(matches!(decide("g", &ab, &answers), Resolved::Pending(why) if why.contains("not configured")));
+        // Branches outside the set do not count.
+        let answers = [
+            ("a", answer(BranchFate::Prepared, false)),
+            ("b", answer(BranchFate::Prepared, false)),
+            ("c", answer(BranchFate::None, false)),
+        ];
+        assert_eq!(
+            decide("g", &ab, &answers),
+            Resolved::Committed { hazard: String::new() }
+        );
+    }
+
+    #[test]
+    fn committed_writes_beside_a_missing_branch_are_a_hazard_not_an_abort() {
+        let ab = set(&["a", "b"]);
+        let answers = [
+            ("a", answer(BranchFate::Committed, false)),
+            ("b", answer(BranchFate::None, false)),
+        ];
+        match decide("g", &ab, &answers) {
+            Resolved::Committed { hazard } => {
+                assert!(
+                    hazard.contains("heuristic hazard") && hazard.contains(" b "),
+                    "{hazard}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
