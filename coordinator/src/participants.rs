@@ -176,10 +176,12 @@ impl Participant {
     }
 
     /// How the branch of `gtrid` ended on this participant, fencing it if
-    /// it is not there, and what its marker row says.
-    pub async fn inquire(&self, gtrid: &str) -> Result<Inquired, Status> {
+    /// it is not there (unless `probe`: then it is ABSENT), and what its
+    /// marker row says.
+    pub async fn inquire(&self, gtrid: &str, probe: bool) -> Result<Inquired, Status> {
         let mut request = self.request(InquireRequest {
             gtrid: gtrid.to_owned(),
+            probe,
         });
         request.set_timeout(PHASE2_TIMEOUT);
         let answer = self.note(self.client.clone().inquire(request).await)?.into_inner();
@@ -316,9 +318,11 @@ fn is_transport(status: &Status) -> bool {
 
 /// The request never left: the connection to the participant could not be
 /// made (refused, no route, name not found, or a TLS handshake that
-/// failed, as when the server is not the participant named).
+/// failed, as when the server is not the participant named). Only a status
+/// this process made from its own transport error counts (it has a source);
+/// a status the participant sent never does, whatever its text.
 fn not_delivered(status: &Status) -> bool {
-    if status.code() != Code::Unavailable {
+    if status.code() != Code::Unavailable || std::error::Error::source(status).is_none() {
         return false;
     }
     let text = describe_transport(status);
@@ -346,10 +350,8 @@ pub fn failure(participant: &str, status: &Status) -> Failure {
         invalid_argument: status.code() == Code::InvalidArgument,
         // ABORTED: the participant rolled the branch back itself.
         // INVALID_ARGUMENT: it refused the request before running anything.
-        // Not delivered: no connection was made, so the request that would
-        // have begun or prepared the branch never arrived, and it is never
-        // sent again (tonic does not retry).
-        rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument) || not_delivered(status),
+        rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument),
+        not_delivered: not_delivered(status),
         // DATA_LOSS: phase 2 found the branch finished the other way.
         heuristic: status.code() == Code::DataLoss,
     }

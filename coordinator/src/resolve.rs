@@ -4,7 +4,12 @@
 //!
 //! Each branch is asked with `Inquire`, which fences a branch that is not
 //! there: afterwards it can never prepare, so a NONE answer is a durable
-//! NO and one is enough to abort. Replicas may resolve the same
+//! NO and one is enough to abort. A *probe* only looks: a branch that is
+//! not there is ABSENT, which decides nothing (it may still begin). Only
+//! callers with the right to end a transaction fence it: the participant
+//! that holds one of its prepared branches, and operators; a client's
+//! `GetTransaction` probes, so it can never abort another principal's
+//! transaction, nor one not begun yet. Replicas may resolve the same
 //! transaction at once, and the live one may still be running it: InnoDB's
 //! unique key on the marker row arbitrates between a branch's prepare and a
 //! fence, so every resolver reaches the same answer.
@@ -33,6 +38,9 @@ pub enum Resolved {
     Pending(String),
     /// The participants refuse it: no replica of this cluster issued it.
     NotOurs,
+    /// (probe) No participant has any record of it: it has not prepared
+    /// anywhere so far.
+    NoRecord,
 }
 
 type Answer = Result<Inquired, String>;
@@ -41,7 +49,7 @@ type Answer = Result<Inquired, String>;
 /// branch's marker row carries it); otherwise over every configured
 /// participant, taking the set from any marker row found. A participant
 /// set that names an unconfigured participant cannot be resolved here.
-pub async fn resolve(participants: &Participants, gtrid: &str, set: &[String]) -> Resolved {
+pub async fn resolve(participants: &Participants, gtrid: &str, set: &[String], probe: bool) -> Resolved {
     let asked: Vec<String> = if set.is_empty() {
         participants.all().map(|p| p.name.clone()).collect()
     } else {
@@ -50,7 +58,7 @@ pub async fn resolve(participants: &Participants, gtrid: &str, set: &[String]) -
     let answers: Vec<(&str, Result<Inquired, Status>)> =
         futures::future::join_all(asked.iter().map(|name| async move {
             let answer = match participants.get(name) {
-                Ok(p) => p.inquire(gtrid).await,
+                Ok(p) => p.inquire(gtrid, probe).await,
                 Err(err) => Err(Status::not_found(err.to_string())),
             };
             (name.as_str(), answer)
@@ -88,11 +96,12 @@ pub async fn resolve(participants: &Participants, gtrid: &str, set: &[String]) -
             // aborted if every participant fenced it; a branch still
             // running may yet prepare.
             None => {
-                return match answers.iter().find(|(_, a)| !is_fenced(a)) {
+                return match answers.iter().find(|(_, a)| !is_fenced(a) && !is_absent(a)) {
+                    Some((name, answer)) => Resolved::Pending(unsure(gtrid, name, answer)),
+                    None if answers.iter().any(|(_, a)| is_absent(a)) => Resolved::NoRecord,
                     None => Resolved::Aborted(format!(
                         "no participant has a branch of {gtrid}, and each fenced it off"
                     )),
-                    Some((name, answer)) => Resolved::Pending(unsure(gtrid, name, answer)),
                 };
             }
         }
@@ -106,10 +115,17 @@ fn is_fenced(answer: &Answer) -> bool {
     matches!(answer, Ok(a) if a.fate == BranchFate::None)
 }
 
+fn is_absent(answer: &Answer) -> bool {
+    matches!(answer, Ok(a) if a.fate == BranchFate::Absent)
+}
+
 /// Why a participant's answer decides nothing yet.
 fn unsure(gtrid: &str, name: &str, answer: &Answer) -> String {
     match answer {
         Err(why) => format!("participant {name} did not answer about {gtrid}: {why}"),
+        Ok(a) if a.fate == BranchFate::Absent => {
+            format!("participant {name} has no record of {gtrid} yet: it has not decided")
+        }
         Ok(_) => format!("transaction {gtrid} is still running on participant {name}"),
     }
 }

@@ -319,10 +319,19 @@ impl Decisions for DecisionService {
         let txns = &self.shared.txns;
         let decision = match txns.decision(&gtrid, asker.0.as_deref()) {
             Some(decision) => decision,
-            // No replica may hold it: the participants tell. Asked without
-            // a set (a marker row written before sets were kept), only a
-            // fence on every participant can decide it.
-            None => match txns.resolve(&self.shared, &gtrid, &participants).await? {
+            // A marker row written before sets were kept: no replica can
+            // know which branches to ask.
+            None if participants.is_empty() => {
+                return Err(Status::failed_precondition(format!(
+                    "the marker row of {gtrid} carries no participant set (written before this version): no \
+                     replica that did not run it can resolve it; see docs/failures.md"
+                )));
+            }
+            // No replica may hold it: the participants tell.
+            None => match txns
+                .resolve(&self.shared, &gtrid, &participants, asker.0.as_deref())
+                .await?
+            {
                 Resolved::Committed { hazard } => {
                     if !hazard.is_empty() {
                         tracing::error!(gtrid, "{hazard}");
@@ -336,7 +345,7 @@ impl Decisions for DecisionService {
                 }
                 // The asker holds a branch of it, so some participant must
                 // accept it: ask again rather than guess.
-                Resolved::NotOurs => DecisionKind::Pending,
+                Resolved::NotOurs | Resolved::NoRecord => DecisionKind::Pending,
             },
         };
         Ok(Response::new(DecisionResponse {

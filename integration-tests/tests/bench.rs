@@ -34,6 +34,8 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
         single_client: true,
         coordinator_only: true,
         timeout: Duration::from_secs(5),
+        // The answer at the commit point: the path the latency target uses.
+        ack: tandem_client::pb::Ack::Durable,
         seed: 7,
         json: json.clone(),
         attach: None,

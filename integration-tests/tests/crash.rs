@@ -111,33 +111,24 @@ async fn assert_settled(cluster: &Cluster, committed: bool) {
     }
 }
 
-/// GetTransaction, retried while the answer is not known yet (UNAVAILABLE).
+/// GetTransaction as an operator (whose answer is final: it fences what
+/// no participant has a record of), retried while the answer is not known
+/// yet (UNAVAILABLE).
 async fn outcome_of(cluster: &Cluster, id: &str) -> pb::TransactionInfo {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut client = cluster.client().await.expect("client connects");
-        match client.get_transaction(id).await {
-            Ok(info) if info.outcome() != Outcome::Unspecified => return info,
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::Unavailable => {}
-            Err(status) => panic!("GetTransaction({id}): {status:?}"),
-        }
-        assert!(Instant::now() < until, "no outcome for {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    outcome_at(cluster, 0, id).await
 }
 
-/// GetTransaction at replica `i`, retried while the answer is not known
-/// yet (UNAVAILABLE).
+/// [`outcome_of`] at replica `i`.
 async fn outcome_at(cluster: &Cluster, i: usize, id: &str) -> pb::TransactionInfo {
+    let ops = tandem_common::Identity::new(tandem_common::Role::Operator, "ops").unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let mut client = cluster
-            .replica_access(i, TEST_PRINCIPAL)
+            .replica_access_as(i, &ops)
             .unwrap()
             .connect()
             .await
-            .expect("client connects");
+            .expect("operator connects");
         match client.get_transaction(id).await {
             Ok(info) if info.outcome() != Outcome::Unspecified => return info,
             Ok(_) => {}
@@ -172,8 +163,23 @@ async fn kill_coordinator_while_beta_votes_no(cluster: &mut Cluster, id: &str) {
         commit.await.expect("commit task").is_err(),
         "the Commit call dies with the coordinator"
     );
-    // beta's prepare fails and its branch rolls back.
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // beta's prepare fails after its delay and its branch rolls back: its
+    // row is free again.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = cluster.node("beta").pool().acquire().await.expect("connection");
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.expect("BEGIN");
+        let free = sqlx::raw_sql("SELECT balance FROM accounts WHERE id = 1 FOR UPDATE NOWAIT")
+            .execute(&mut *conn)
+            .await
+            .is_ok();
+        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.expect("ROLLBACK");
+        if free {
+            break;
+        }
+        assert!(Instant::now() < until, "beta's branch never rolled back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -493,10 +499,12 @@ async fn a_one_phase_commit_whose_coordinator_died_gets_its_true_outcome() {
     assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
     assert_eq!(balances(&cluster).await, (100 - AMOUNT, 100));
 
-    // An id of the earlier run that never committed is ABORTED: every
-    // participant fences it, so the answer is final.
+    // An id of the earlier run that never committed: a client's probe
+    // finds no record (and writes none); an operator's GetTransaction
+    // fences it on every participant, so ABORTED is final.
     let mut client = cluster.client().await.unwrap();
     let never = id.rsplit_once('-').map(|(run, _)| format!("{run}-9999")).unwrap();
+    expect_code(client.get_transaction(&never).await, tonic::Code::NotFound);
     assert_eq!(outcome_of(&cluster, &never).await.outcome(), Outcome::Aborted);
     // This run's ids not issued yet, and ids of a coordinator the
     // participants do not serve, are unknown.

@@ -90,6 +90,7 @@ async fn attack_participant(
     out.push(("rollback", c, m));
     let request = pb::InquireRequest {
         gtrid: gtrid.to_owned(),
+        probe: false,
     };
     let (c, m) = code(client.inquire(meant_for("alpha", request)).await);
     out.push(("inquire", c, m));
@@ -1137,8 +1138,21 @@ async fn an_id_no_coordinator_could_have_issued_touches_no_participant() {
             );
         }
     }
-    // An id another run (or replica) could have issued: only the
-    // participants know, and each fences it, so ABORTED is final.
+    // An id another run (or replica) could have issued, asked by a
+    // client: the participants are only probed, so a client can never
+    // abort a transaction that may be another principal's, or one not
+    // begun yet. No record anywhere: NOT_FOUND, and nothing written.
+    let err = expect_code(client.get_transaction("tc-98-1").await, Code::NotFound);
+    assert!(err.message().contains("no participant has a record"), "{err:?}");
+    for node in cluster.nodes() {
+        assert_eq!(
+            scalar(node.pool(), &fences("tc-98-1")).await,
+            0,
+            "a client's probe fenced on {}",
+            node.name
+        );
+    }
+    // Asked by an operator: each participant fences it, so ABORTED is final.
     let info = ops.get_transaction("tc-99-1").await.unwrap();
     assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
     for node in cluster.nodes() {

@@ -205,7 +205,7 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
                 },
             );
         }
-        Lookup::Ended(Ending::Committed) => return Ok(BranchFate::Committed),
+        Lookup::Ended(Ending::Committed | Ending::Confirmed) => return Ok(BranchFate::Committed),
         Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => return Ok(BranchFate::None),
         Lookup::Ended(Ending::Unknown(owner)) => {
             let committed = settle_one_phase(shared, xid, owner).await?;
@@ -250,6 +250,25 @@ pub async fn marker(shared: &Shared, xid: &Xid) -> Result<xa::Marker, Error> {
     Ok(read.map_err(|e| unavailable(shared, &e))?.unwrap_or_default())
 }
 
+/// How the branch of `gtrid` stands here, without writing anything (the
+/// `Inquire` RPC with `probe`): like [`fate`], but a branch this process
+/// does not hold and MySQL has no record of is ABSENT, not fenced.
+pub async fn probe(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> {
+    if !matches!(shared.branches.lookup(xid.gtrid()), Lookup::Unknown) {
+        return fate(shared, xid).await;
+    }
+    if is_prepared(shared, xid).await? {
+        return Ok(BranchFate::Prepared);
+    }
+    let mut conn = acquire(shared).await?;
+    let row = xa::marker_kind(&mut conn, xid).await;
+    Ok(match row.map_err(|e| unavailable(shared, &e))? {
+        Some(xa::MarkerKind::Fence) => BranchFate::None,
+        Some(xa::MarkerKind::Branch | xa::MarkerKind::ReadOnly) => BranchFate::Committed,
+        None => BranchFate::Absent,
+    })
+}
+
 /// A one-phase commit (or the question how it ended) for a branch this
 /// process does not know: the participant restarted since, or never saw
 /// the branch. The gtrid is fenced off first, so "no branch" is final.
@@ -262,11 +281,13 @@ pub async fn one_phase_of_unknown(shared: &Arc<Shared>, xid: &Xid) -> Result<(),
             shared.name,
             xid.gtrid()
         ))),
-        BranchFate::Active | BranchFate::Prepared | BranchFate::Unspecified => Err(Error::Unavailable(format!(
-            "branch {} on participant {} is still in progress; ask again",
-            xid.gtrid(),
-            shared.name
-        ))),
+        BranchFate::Active | BranchFate::Prepared | BranchFate::Absent | BranchFate::Unspecified => {
+            Err(Error::Unavailable(format!(
+                "branch {} on participant {} is still in progress; ask again",
+                xid.gtrid(),
+                shared.name
+            )))
+        }
     }
 }
 

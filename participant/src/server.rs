@@ -153,7 +153,7 @@ impl Participant for ParticipantService {
         xa::validate_participants(&participants)?;
         let vote = match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.prepare(participants).await?,
-            Lookup::Ended(Ending::ReadOnly) => vote(VoteKind::ReadOnly, ""),
+            Lookup::Ended(Ending::ReadOnly | Ending::Confirmed) => vote(VoteKind::ReadOnly, ""),
             Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
             Lookup::Ended(Ending::Committed) => {
                 return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
@@ -247,7 +247,8 @@ impl Participant for ParticipantService {
         let xid = self.xid(&gtrid, &calling)?;
         match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.rollback().await?,
-            Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => {}
+            // A read-only confirmation wrote no data: nothing to undo.
+            Lookup::Ended(Ending::RolledBack | Ending::ReadOnly | Ending::Confirmed) => {}
             Lookup::Ended(Ending::Committed) => {
                 return Err(Error::Heuristic(format!(
                     "heuristic hazard: branch {gtrid} on participant {} was to roll back, but it committed",
@@ -255,11 +256,18 @@ impl Participant for ParticipantService {
                 ))
                 .into());
             }
-            Lookup::Ended(Ending::Unknown(_)) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "branch {gtrid} ended in a one-phase commit of unknown outcome"
-                ))
-                .into());
+            Lookup::Ended(Ending::Unknown(owner)) => {
+                // Settle it from the marker row now, if MySQL answers.
+                let committed = recovery::settle_one_phase(&self.shared, &xid, owner).await?;
+                self.shared.branches.settle(&gtrid, committed);
+                if committed {
+                    return Err(Error::Heuristic(format!(
+                        "heuristic hazard: branch {gtrid} on participant {} was to roll back, but its one-phase \
+                         commit took effect",
+                        self.shared.name
+                    ))
+                    .into());
+                }
             }
             Lookup::Unknown => {
                 // Remember it first, so an Execute that begins this branch
@@ -298,10 +306,15 @@ impl Participant for ParticipantService {
 
     async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
         let calling = Calling::of(&request)?;
-        let xid = self.xid(&request.into_inner().gtrid, &calling)?;
+        let InquireRequest { gtrid, probe } = request.into_inner();
+        let xid = self.xid(&gtrid, &calling)?;
         let shared = Arc::clone(&self.shared);
         let (fate, marker) = detached("inquiry", async move {
-            let fate = recovery::fate(&shared, &xid).await?;
+            let fate = if probe {
+                recovery::probe(&shared, &xid).await?
+            } else {
+                recovery::fate(&shared, &xid).await?
+            };
             let marker = match fate {
                 BranchFate::Prepared | BranchFate::Committed => recovery::marker(&shared, &xid).await?,
                 _ => xa::Marker::default(),

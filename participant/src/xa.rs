@@ -238,6 +238,33 @@ fn marked_sql(xid: &Xid, op: Op, participants: &[String], read_only: bool) -> St
     )
 }
 
+/// What kind of committed row `tandem.xa_markers` holds for a branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerKind {
+    /// The branch's marker: it committed.
+    Branch,
+    /// A read-only branch's confirmation.
+    ReadOnly,
+    /// A fence: the branch did not commit and never will.
+    Fence,
+}
+
+/// The committed row for branch `xid`, if any (a plain consistent read: it
+/// takes no lock and waits for none).
+pub async fn marker_kind(conn: &mut MySqlConnection, xid: &Xid) -> Result<Option<MarkerKind>, sqlx::Error> {
+    let read = format!("SELECT CAST(fenced AS SIGNED) FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ?");
+    let kind: Option<i64> = sqlx::query_scalar(AssertSqlSafe(read))
+        .bind(xid.gtrid.as_bytes())
+        .bind(xid.bqual.as_bytes())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(kind.map(|k| match k {
+        1 => MarkerKind::Fence,
+        2 => MarkerKind::ReadOnly,
+        _ => MarkerKind::Branch,
+    }))
+}
+
 /// What a branch's marker row says (not a fence).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marker {

@@ -431,12 +431,14 @@ impl TxnActor {
         let p = Arc::clone(self.participant(&participant));
         let gtrid = self.params.id.clone();
         self.inflight.push(Box::pin(async move {
-            let result = match p.inquire(&gtrid).await {
+            let result = match p.inquire(&gtrid, false).await {
                 Ok(answer) => Ok(match answer.fate {
                     pb::BranchFate::Prepared => Fate::Prepared,
                     pb::BranchFate::Committed => Fate::Committed,
                     pb::BranchFate::None => Fate::None,
-                    pb::BranchFate::Active | pb::BranchFate::Unspecified => Fate::Active,
+                    // (ABSENT answers only a probe; asked to fence, treat
+                    // anything else as not definite.)
+                    pb::BranchFate::Active | pb::BranchFate::Absent | pb::BranchFate::Unspecified => Fate::Active,
                 }),
                 Err(status) => Err(failure(&participant, &status)),
             };

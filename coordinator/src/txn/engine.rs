@@ -129,6 +129,9 @@ struct Branch {
     reader: bool,
     /// Why its vote did not come, for the abort reason if it is fenced.
     lost: Option<String>,
+    /// The participant has answered for it: it holds something (a Submit's
+    /// branch begins with the request that asks for its vote).
+    began: bool,
 }
 
 impl Branch {
@@ -140,6 +143,7 @@ impl Branch {
             wrote: false,
             reader: false,
             lost: None,
+            began: false,
         }
     }
 
@@ -319,6 +323,10 @@ pub struct Failure {
     /// The participant found the branch finished the other way than asked
     /// (a heuristic hazard): retrying cannot change it.
     pub heuristic: bool,
+    /// No connection was made: the request never arrived, and is never
+    /// sent again, so it began or prepared nothing (the branch may still
+    /// hold what earlier requests did).
+    pub not_delivered: bool,
 }
 
 impl Failure {
@@ -328,6 +336,7 @@ impl Failure {
             invalid_argument: false,
             rolled_back: false,
             heuristic: false,
+            not_delivered: false,
         }
     }
 }
@@ -677,8 +686,9 @@ impl Engine {
             return Vec::new();
         };
         branch.in_flight = false;
-        if let Ok(true) = result {
-            branch.wrote = true;
+        if let Ok(wrote) = result {
+            branch.began = true;
+            branch.wrote |= wrote;
         }
         let mut actions = self.flush_pending_rollback(participant);
         if let Err(failure) = result {
@@ -705,6 +715,9 @@ impl Engine {
         branch.in_flight = false;
         let mut actions = Vec::new();
         let mut abort = None;
+        if result.is_ok() {
+            branch.began = true;
+        }
         match result {
             Ok(Vote::Yes) => branch.state = BranchState::Prepared,
             Ok(Vote::ReadOnly { held: false }) => branch.state = BranchState::ReadOnly,
@@ -727,6 +740,18 @@ impl Engine {
             // The participant said it rolled the branch back.
             Err(failure) if failure.rolled_back => {
                 branch.state = BranchState::RolledBack;
+                abort = Some(Abort::failed(failure));
+            }
+            // The prepare never arrived and is never sent again: the branch
+            // cannot prepare, a durable NO. One that began earlier is rolled
+            // back like any other (it holds what its statements did); one
+            // this request would have begun does not exist.
+            Err(failure) if failure.not_delivered => {
+                branch.state = if branch.began {
+                    BranchState::Active
+                } else {
+                    BranchState::RolledBack
+                };
                 abort = Some(Abort::failed(failure));
             }
             // The branch may be prepared although the reply was lost: fence
@@ -774,8 +799,11 @@ impl Engine {
             }
             // Still running, or no answer: ask again (it cannot stay so:
             // the participant rolls back an unprepared branch shortly after
-            // the deadline), unless the transaction aborted meanwhile.
-            Ok(Fate::Active) | Err(_) if self.state == State::Aborting => {}
+            // the deadline), unless the transaction aborted meanwhile: then
+            // roll it back. A held reader's confirmation may have committed
+            // its marker, which a rollback would report as a hazard: it is
+            // asked until the answer is definite.
+            Ok(Fate::Active) | Err(_) if self.state == State::Aborting && !branch.reader => {}
             Ok(Fate::Active) | Err(_) => {
                 branch.in_flight = true;
                 return vec![Action::Retry(participant.to_owned())];

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
 use tandem_common::Identity;
-use tandem_proto::v1::{DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
+use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
 use tonic::Status;
 
 use crate::Shared;
@@ -389,18 +389,49 @@ impl Txns {
     /// How transaction `gtrid`, which no replica may hold any more, ended:
     /// from its participants (see [`resolve`]). A few at a time: each
     /// costs every participant asked a session and maybe a fence row.
-    pub async fn resolve(&self, shared: &Shared, gtrid: &str, set: &[String]) -> Result<Resolved, Status> {
+    ///
+    /// Only a participant that holds a prepared branch of the transaction
+    /// may have it fenced: `asker` (when known) must be in `set`, and its
+    /// own branch must be prepared with that same set, or nothing is asked.
+    pub async fn resolve(
+        &self,
+        shared: &Shared,
+        gtrid: &str,
+        set: &[String],
+        asker: Option<&str>,
+    ) -> Result<Resolved, Status> {
         let _lookup = self
             .participant_lookups
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
-        Ok(resolve::resolve(&shared.participants, gtrid, set).await)
+        if let Some(asker) = asker {
+            if !set.iter().any(|p| p == asker) {
+                return Err(Status::failed_precondition(format!(
+                    "participant {asker} asks about {gtrid} without being in the participant set it sent"
+                )));
+            }
+            let own = shared
+                .participants
+                .get(asker)
+                .map_err(Status::from)?
+                .inquire(gtrid, true)
+                .await?;
+            if own.fate != BranchFate::Prepared || own.participants != set {
+                return Err(Status::failed_precondition(format!(
+                    "participant {asker} holds no branch of {gtrid} prepared with that participant set"
+                )));
+            }
+        }
+        Ok(resolve::resolve(&shared.participants, gtrid, set, false).await)
     }
 
     /// What GetTransaction says of `id`: from memory, else (a transaction
     /// of another replica, of an earlier run, or one evicted from memory)
-    /// from the participants' marker rows (outcome only).
+    /// from the participants' marker rows (outcome only). A client only
+    /// probes (it must not end a transaction that may be another
+    /// principal's, or not begun yet); an operator fences, so its answer
+    /// is final.
     pub async fn lookup_info(&self, shared: &Shared, id: &str, caller: &Caller) -> Result<TransactionInfo, Status> {
         match self.info_for(id, caller) {
             Ok(Some(info)) => return Ok(info),
@@ -429,7 +460,7 @@ impl Txns {
             reason,
             ..TransactionInfo::default()
         };
-        match resolve::resolve(&shared.participants, id, &[]).await {
+        match resolve::resolve(&shared.participants, id, &[], !caller.is_operator()).await {
             Resolved::Committed { hazard } => Ok(TransactionInfo {
                 hazard,
                 ..decided(
@@ -442,6 +473,11 @@ impl Txns {
             Resolved::Aborted(why) => Ok(decided(Outcome::Aborted, why)),
             Resolved::Pending(why) => Err(Status::unavailable(format!("{why}; ask again"))),
             Resolved::NotOurs => Err(Status::not_found(format!("no transaction {id}"))),
+            Resolved::NoRecord => Err(Status::not_found(format!(
+                "no transaction {id} on this replica, and no participant has a record of it: it has not \
+                 prepared anywhere (ask the replica that began it; an operator's GetTransaction settles it \
+                 for good)"
+            ))),
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Target {
     /// One pool per participant's database, for the baselines.
     pub pools: Vec<MySqlPool>,
     pub timeout: Duration,
+    /// When tandem answers a committed Submit.
+    pub ack: pb::Ack,
     /// Distinguishes this run's baseline XIDs from an earlier run's.
     pub run_id: String,
     pub sequence: AtomicU64,
@@ -99,6 +101,7 @@ impl Target {
                     statements: b.ops.iter().map(statement).collect(),
                 })
                 .collect(),
+            ack: self.ack as i32,
             ..pb::SubmitRequest::default()
         };
         match client.clone().submit_with(request).await {

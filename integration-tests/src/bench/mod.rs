@@ -31,7 +31,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, Executor, MySqlPool};
-use tandem_client::Client;
+use tandem_client::{Client, pb};
 use tokio::time::Instant;
 
 use self::driver::{BASELINE_FORMAT_ID, Ended, System, Target};
@@ -84,6 +84,9 @@ pub struct Options {
     pub coordinator_only: bool,
     /// Deadline of each transaction (and the baselines' lock wait limit).
     pub timeout: Duration,
+    /// When tandem answers a committed Submit: after phase 2 (visible) or
+    /// as soon as every branch is durably prepared (durable).
+    pub ack: pb::Ack,
     pub seed: u64,
     pub json: PathBuf,
     pub attach: Option<Attach>,
@@ -251,6 +254,7 @@ async fn measure_all(
         tandem: Some(client),
         pools: pools.clone(),
         timeout: options.timeout,
+        ack: options.ack,
         run_id: driver::run_id(),
         sequence: AtomicU64::new(0),
     });
@@ -685,6 +689,7 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
         tandem: Some(Client::connect(&format!("http://{coordinator_addr}")).await?),
         pools: Vec::new(),
         timeout: options.timeout,
+        ack: options.ack,
         run_id: driver::run_id(),
         sequence: AtomicU64::new(0),
     });

@@ -62,6 +62,8 @@ pub struct Settings {
     pub seed: u64,
     pub attached: bool,
     pub mariadb: &'static str,
+    /// When tandem answered a committed Submit (`ACK_VISIBLE`, `ACK_DURABLE`).
+    pub ack: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +109,7 @@ impl Report {
                 seed: options.seed,
                 attached: options.attach.is_some(),
                 mariadb: "innodb_flush_log_at_trx_commit=1, innodb_buffer_pool_size=32M, SERIALIZABLE branches",
+                ack: options.ack.as_str_name(),
             },
             machine: machine(),
             sections: Vec::new(),
@@ -142,9 +145,10 @@ impl Report {
         let s = &self.settings;
         println!();
         println!(
-            "=== binlog {}, TLS {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up, median of {} rounds ===",
+            "=== binlog {}, TLS {}, tandem {}: {} clients, {} participants, {} accounts each, {} keys, {}s measured after {}s warm-up, median of {} rounds ===",
             if section.binlog { "on (sync_binlog=1)" } else { "off" },
             if section.tls { "on" } else { "off" },
+            s.ack,
             s.clients,
             s.participants,
             s.accounts,

@@ -90,6 +90,10 @@ struct Args {
     /// Deadline of every transaction; also the baselines' lock wait limit.
     #[arg(long, default_value = "5s", value_parser = tandem_integration_tests::parse_duration)]
     timeout: Duration,
+    /// When tandem answers a committed Submit: visible (after phase 2, the
+    /// default) or durable (every branch prepared, before phase 2).
+    #[arg(long, value_enum, default_value_t = AckArg::Visible)]
+    ack: AckArg,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where the JSON results go.
@@ -109,6 +113,12 @@ struct Args {
     /// RUST_LOG of the launched tandem processes (the shipped default is info).
     #[arg(long, default_value = "info")]
     log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AckArg {
+    Visible,
+    Durable,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +210,10 @@ fn main() -> Result<()> {
         single_client: !args.no_single_client,
         coordinator_only: !args.no_coordinator_only,
         timeout: args.timeout,
+        ack: match args.ack {
+            AckArg::Visible => tandem_client::pb::Ack::Visible,
+            AckArg::Durable => tandem_client::pb::Ack::Durable,
+        },
         seed: args.seed,
         json: args.json,
         attach,

@@ -280,17 +280,14 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
             }
         }
     }
-    // A client per replica: a transaction is asked about at the replica
-    // that issued it (its id names it), which still holds it in memory;
-    // any other would resolve it from the participants.
+    // An operator per replica: a transaction is asked about at the replica
+    // that issued it (its id names it), which may still hold it in memory;
+    // otherwise the participants tell, fenced for a final answer (a
+    // client's GetTransaction only probes).
+    let ops = tandem_common::Identity::new(tandem_common::Role::Operator, "ops").map_err(anyhow::Error::msg)?;
     let mut clients = Vec::new();
     for i in 0..cluster.replica_count() {
-        clients.push(
-            cluster
-                .replica_access(i, crate::cluster::TEST_PRINCIPAL)?
-                .connect()
-                .await?,
-        );
+        clients.push(cluster.replica_access_as(i, &ops)?.connect().await?);
     }
     let clients = &clients;
     // Completions of transfers: those with an id, and unknown Submits

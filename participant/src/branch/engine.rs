@@ -103,6 +103,10 @@ pub enum Ending {
     RolledBack,
     /// Wrote nothing; finished at vote time or released after it.
     ReadOnly,
+    /// Wrote nothing, and confirmed its locks by committing its marker row
+    /// (a read-only branch of a participant set): a durable YES, with no
+    /// data to commit or roll back.
+    Confirmed,
     /// A one-phase commit whose connection broke and could not be settled
     /// yet; the MySQL session that ran it, to end before looking again.
     Unknown(Option<SessionId>),
@@ -197,6 +201,7 @@ impl Engine {
     /// How the branch ended, once it has.
     pub fn ending(&self) -> Option<Ending> {
         match self.phase {
+            Phase::Committed if self.read_only => Some(Ending::Confirmed),
             Phase::Committed => Some(Ending::Committed),
             Phase::RolledBack if self.read_only => Some(Ending::ReadOnly),
             Phase::RolledBack => Some(Ending::RolledBack),
@@ -215,6 +220,10 @@ impl Engine {
     pub fn settled(&mut self, committed: bool) {
         if self.phase == Phase::Unknown {
             self.phase = if committed { Phase::Committed } else { Phase::RolledBack };
+            if !committed {
+                // A read-only confirmation that did not commit is no YES.
+                self.read_only = false;
+            }
         }
     }
 

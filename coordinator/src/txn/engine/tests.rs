@@ -69,6 +69,7 @@ fn failure(reason: &str, rolled_back: bool, invalid_argument: bool, heuristic: b
         invalid_argument,
         rolled_back,
         heuristic,
+        not_delivered: false,
     }
 }
 
@@ -180,6 +181,60 @@ fn a_missing_vote_found_prepared_commits() {
         e.on(ok_vote("b", Vote::Yes)),
         vec![Action::StartReplyWait, Action::Commit(s("b"))]
     );
+}
+
+#[test]
+fn a_prepare_that_never_left_is_a_no_and_its_branch_is_rolled_back() {
+    let mut e = two_writers();
+    e.commit(Ack::Visible).unwrap();
+    e.on(ok_vote("a", Vote::Yes));
+    let actions = e.on(Event::Voted {
+        participant: s("b"),
+        result: Err(Failure {
+            not_delivered: true,
+            ..Failure::unknown("participant b: tcp connect error")
+        }),
+    });
+    // No fence: the prepare never arrived. b still holds its statements'
+    // locks, so it is rolled back with a.
+    assert_eq!(
+        actions,
+        vec![
+            Action::Rollback(s("a")),
+            Action::Rollback(s("b")),
+            Action::StartReplyWait
+        ]
+    );
+    // A Submit's branch that request would have begun does not exist:
+    // nothing to roll back there.
+    let mut e = Engine::new();
+    e.submit(&[s("a"), s("b")], Ack::Visible).unwrap();
+    e.on(ok_vote("a", Vote::Yes));
+    let actions = e.on(Event::Voted {
+        participant: s("b"),
+        result: Err(Failure {
+            not_delivered: true,
+            ..Failure::unknown("participant b: tcp connect error")
+        }),
+    });
+    assert_eq!(actions, vec![Action::Rollback(s("a")), Action::StartReplyWait]);
+}
+
+#[test]
+fn a_reader_whose_confirmation_is_unanswered_is_asked_until_definite_even_after_an_abort() {
+    let mut e = Engine::new();
+    e.submit(&[s("a"), s("b"), s("c")], Ack::Visible).unwrap();
+    e.on(ok_vote("a", Vote::ReadOnly { held: true }));
+    e.on(ok_vote("b", Vote::YesHeld));
+    e.on(ok_vote("c", Vote::Yes));
+    // a's confirmation is lost; b cannot prepare: the transaction aborts.
+    e.on(lost_vote("a"));
+    e.on(ok_vote("b", Vote::No(s("session gone"))));
+    assert_eq!(e.state(), State::Aborting);
+    // a may have committed its marker: no rollback (a false hazard), ask.
+    assert_eq!(e.on(fenced("a", Fate::Active)), vec![Action::Retry(s("a"))]);
+    assert!(e.on(fenced("a", Fate::Committed)).is_empty());
+    assert_eq!(e.branch("a"), Some(BranchState::ReadOnly));
 }
 
 #[test]
@@ -612,7 +667,17 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
                     Some(Event::Voted { participant: p, result })
                 }
                 Action::Prepare(p) => {
-                    let result = match next(8) {
+                    let result = match next(9) {
+                        8 => {
+                            // Never left: the branch it would begin never
+                            // exists.
+                            seen.insert("not delivered");
+                            truth.insert(p.clone(), Truth::No);
+                            Err(Failure {
+                                not_delivered: true,
+                                ..Failure::unknown("tcp connect error")
+                            })
+                        }
                         0 => {
                             truth.insert(p.clone(), Truth::No);
                             Ok(Vote::No(s("no")))
@@ -789,6 +854,7 @@ fn exhaustive_random_interleavings_keep_the_invariants() {
         "held writer",
         "confirm",
         "lost vote",
+        "not delivered",
         "fence",
         "heuristic rollback",
         "heuristic commit",

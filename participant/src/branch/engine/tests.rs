@@ -299,7 +299,7 @@ fn a_held_read_only_branch_is_confirmed_by_committing_its_marker_on_its_session(
         ),
         Ok(Step::ConfirmReadOnly)
     );
-    assert_eq!(e.ending(), Some(Ending::Committed));
+    assert_eq!(e.ending(), Some(Ending::Confirmed));
     // A repeated confirmation gets the same answer; it needs no phase 2.
     assert_eq!(
         run(
@@ -324,6 +324,16 @@ fn a_held_read_only_branch_is_confirmed_by_committing_its_marker_on_its_session(
     .unwrap();
     e.failed(Step::ConfirmReadOnly, true);
     assert_eq!(e.phase(), Phase::Unknown);
+    // Its marker row says it did not commit: no YES, not even a repeat.
+    e.settled(false);
+    assert_eq!(e.ending(), Some(Ending::RolledBack));
+    assert!(
+        e.decide(Request::Prepare {
+            hold: false,
+            marked: true
+        })
+        .is_err()
+    );
     // Outside the participant set, it is only ended.
     let mut e = Engine::new();
     run(
