@@ -308,7 +308,13 @@ impl Decisions for DecisionService {
         if crate::ids::parse(&gtrid).is_none() {
             return Err(Error::InvalidArgument(format!("{gtrid:?} is not a tandem gtrid")).into());
         }
-        for name in &participants {
+        for (i, name) in participants.iter().enumerate() {
+            if participants[..i].contains(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "participant {name} appears twice in {gtrid}'s participant set"
+                ))
+                .into());
+            }
             self.shared.participants.get(name).map_err(|_| {
                 Status::failed_precondition(format!(
                     "transaction {gtrid}'s participant set names participant {name}, which this coordinator \
