@@ -140,6 +140,21 @@ async fn outcome_at(cluster: &Cluster, i: usize, id: &str) -> pb::TransactionInf
     }
 }
 
+/// What an operator must never do: `XA ROLLBACK` of a tandem branch by
+/// hand (its participant killed first, so its session goes away).
+async fn roll_back_by_hand(cluster: &Cluster, participant: &str, id: &str) {
+    let rollback = format!("XA ROLLBACK '{id}', '{participant}', {}", 0x7464_6d31);
+    let until = Instant::now() + Duration::from_secs(10);
+    // XAER_NOTA until MariaDB notices the participant's session is gone.
+    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
+        .execute(cluster.node(participant).pool())
+        .await
+    {
+        assert!(Instant::now() < until, "{rollback}: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two coordinator replicas.
 fn replicated() -> ClusterConfig {
     ClusterConfig {
@@ -610,16 +625,7 @@ async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_haz
     // must be gone first).
     cluster.kill_participant("beta");
     wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
-    let rollback = format!("XA ROLLBACK '{id}', 'beta', {}", 0x7464_6d31);
-    let until = Instant::now() + Duration::from_secs(10);
-    // XAER_NOTA until MariaDB notices the participant's session is gone.
-    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
-        .execute(cluster.node("beta").pool())
-        .await
-    {
-        assert!(Instant::now() < until, "{rollback}: {err}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    roll_back_by_hand(&cluster, "beta", &id).await;
 
     cluster.restart_participant("beta").await.unwrap();
     cluster.restart_coordinator().await.unwrap();
@@ -652,15 +658,7 @@ async fn a_hazard_found_in_phase_two_is_listed_for_operators() {
     let commit = commit_in_background(&cluster, &id);
     wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(5)).await;
     cluster.kill_participant("beta");
-    let rollback = format!("XA ROLLBACK '{id}', 'beta', {}", 0x7464_6d31);
-    let until = Instant::now() + Duration::from_secs(10);
-    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
-        .execute(cluster.node("beta").pool())
-        .await
-    {
-        assert!(Instant::now() < until, "{rollback}: {err}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    roll_back_by_hand(&cluster, "beta", &id).await;
     cluster.restart_participant("beta").await.unwrap();
     let answer = commit.await.unwrap().unwrap();
     assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
