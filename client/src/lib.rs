@@ -223,6 +223,19 @@ impl Client {
     pub async fn get_transaction(&mut self, txn_id: &str) -> Result<pb::TransactionInfo, Status> {
         let request = pb::GetTransactionRequest {
             txn_id: txn_id.to_owned(),
+            ..pb::GetTransactionRequest::default()
+        };
+        Ok(self.inner.get_transaction(request).await?.into_inner())
+    }
+
+    /// The caller's transaction of client key `key` (see
+    /// `SubmitRequest.key`). At a replica that does not hold it, this
+    /// settles it for good: if it has not prepared everywhere, it never
+    /// will.
+    pub async fn get_transaction_by_key(&mut self, key: &str) -> Result<pb::TransactionInfo, Status> {
+        let request = pb::GetTransactionRequest {
+            key: key.to_owned(),
+            ..pb::GetTransactionRequest::default()
         };
         Ok(self.inner.get_transaction(request).await?.into_inner())
     }

@@ -13,6 +13,13 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_COORDINATOR_NAME_LEN: usize = 22;
 /// MySQL's limit for a gtrid and a bqual, each.
 pub const MAX_XA_ID_LEN: usize = 64;
+/// Longest client key (idempotency key), in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+/// The head of every gtrid derived from a client key. No coordinator may
+/// take the name: a keyed gtrid names no replica, any of them may run it.
+pub const KEYED_PREFIX: &str = "key-";
+/// Hex digits of the key's digest in a keyed gtrid (160 bits).
+const KEY_DIGEST_HEX: usize = 40;
 
 /// The alphabet every name and id is drawn from.
 pub fn is_name_char(c: char) -> bool {
@@ -37,8 +44,14 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A coordinator's name: a name without '-', at most 22 long.
+/// A coordinator's name: a name without '-', at most 22 long, and not
+/// `key` (the head of keyed gtrids).
 pub fn validate_coordinator_name(name: &str) -> Result<(), String> {
+    if name == KEYED_PREFIX.trim_end_matches('-') {
+        return Err(format!(
+            "coordinator name {name:?} is reserved: gtrids derived from client keys begin with it"
+        ));
+    }
     let ok = !name.is_empty() && name.len() <= MAX_COORDINATOR_NAME_LEN && !name.contains('-');
     if ok && validate_name(name).is_ok() {
         Ok(())
@@ -61,6 +74,46 @@ pub fn validate_xa_id(kind: &str, id: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+/// A client's idempotency key: 1 to [`MAX_KEY_LEN`] bytes of printable
+/// text (no control characters). It only ever reaches a digest, never SQL.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(format!("key must be 1 to {MAX_KEY_LEN} bytes, got {}", key.len()));
+    }
+    if key.chars().any(char::is_control) {
+        return Err("key must not contain control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// The gtrid of the transaction that principal `owner` (its identity as
+/// text) runs under client key `key`: the same at every replica and in
+/// every attempt, so a retried Submit finds its first attempt's branches,
+/// and different for every principal, so one client's key never reaches
+/// another's transaction. `key-` and 40 hex digits of a SHA-256 over both.
+pub fn keyed_gtrid(owner: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(b"tandem keyed gtrid v1\0");
+    digest.update((owner.len() as u64).to_be_bytes());
+    digest.update(owner.as_bytes());
+    digest.update(key.as_bytes());
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .take(KEY_DIGEST_HEX / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{KEYED_PREFIX}{hex}")
+}
+
+/// Whether `gtrid` has the form of one derived from a client key.
+pub fn is_keyed_gtrid(gtrid: &str) -> bool {
+    gtrid.strip_prefix(KEYED_PREFIX).is_some_and(|hex| {
+        hex.len() == KEY_DIGEST_HEX && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 #[cfg(test)]
@@ -112,6 +165,27 @@ mod tests {
         }
         assert!(validate_xa_id("gtrid", &"g".repeat(MAX_XA_ID_LEN)).is_ok());
         assert!(validate_xa_id("gtrid", "tc-1-42").is_ok());
+    }
+
+    #[test]
+    fn keyed_gtrids_are_per_principal_and_never_a_replicas() {
+        let a = keyed_gtrid("client alice", "order-17");
+        assert_eq!(a, keyed_gtrid("client alice", "order-17"));
+        assert_ne!(a, keyed_gtrid("client bob", "order-17"));
+        assert_ne!(a, keyed_gtrid("client alice", "order-18"));
+        // The owner's length is hashed: no shifting of bytes between the two.
+        assert_ne!(keyed_gtrid("ab", "c"), keyed_gtrid("a", "bc"));
+        assert!(is_keyed_gtrid(&a), "{a}");
+        assert!(validate_xa_id("gtrid", &a).is_ok());
+        for not in ["tc-1-2", "key-12", "key-", &a.to_uppercase(), &format!("{a}0")] {
+            assert!(!is_keyed_gtrid(not), "{not}");
+        }
+        assert!(validate_coordinator_name("key").is_err());
+        assert!(validate_key("k").is_ok());
+        assert!(validate_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
+        for bad in ["", "a\nb", &"k".repeat(MAX_KEY_LEN + 1)] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

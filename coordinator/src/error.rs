@@ -30,6 +30,9 @@ pub enum Error {
     /// A limit was reached (live transactions, result size).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A transaction with the client's key is already here.
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -45,6 +48,7 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, err.to_string())

@@ -52,6 +52,10 @@ impl IdGen {
 
     /// Where `gtrid` comes from.
     pub fn origin(&self, gtrid: &str) -> Origin {
+        if names::is_keyed_gtrid(gtrid) {
+            // Derived from a client key: any replica may have run it.
+            return Origin::Elsewhere;
+        }
         let Some((name, epoch, seq)) = parse(gtrid) else {
             return Origin::Malformed;
         };
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(ids.origin(&format!("tc-{}-1", epoch ^ 1)), Origin::Elsewhere);
         assert_eq!(ids.origin(&format!("tc2-{epoch}-1")), Origin::Elsewhere);
         assert_eq!(ids.origin(&format!("xtc-{epoch}-1")), Origin::Elsewhere);
+        assert_eq!(ids.origin(&names::keyed_gtrid("client a", "k")), Origin::Elsewhere);
         for malformed in ["tc-x-1", "tc-1", "tc", "", "a b-1-1"] {
             assert_eq!(ids.origin(malformed), Origin::Malformed, "{malformed}");
         }

@@ -352,6 +352,9 @@ pub fn failure(participant: &str, status: &Status) -> Failure {
         // INVALID_ARGUMENT: it refused the request before running anything.
         rolled_back: matches!(status.code(), Code::Aborted | Code::InvalidArgument),
         not_delivered: not_delivered(status),
+        // ALREADY_EXISTS: an earlier attempt of a keyed transaction holds
+        // the branch.
+        exists: status.code() == Code::AlreadyExists,
         // DATA_LOSS: phase 2 found the branch finished the other way.
         heuristic: status.code() == Code::DataLoss,
     }

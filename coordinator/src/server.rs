@@ -24,7 +24,8 @@ use crate::error::Error;
 use crate::resolve::Resolved;
 use crate::txn::actor::CallError;
 use crate::txn::engine::Ack;
-use crate::txn::{Lookup, ended_status};
+use crate::txn::{Lookup, Start, ended_status};
+use tandem_common::names;
 
 /// Most statements in one Execute or Submit branch.
 const MAX_STATEMENTS: usize = 1_000;
@@ -62,7 +63,9 @@ impl CoordinatorService {
         label: String,
         isolation: i32,
         timeout_ms: u32,
+        key: String,
     ) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
+        let key = checked_key(key)?;
         if label.len() > MAX_LABEL_LEN {
             return Err(Error::InvalidArgument(format!(
                 "label is longer than {MAX_LABEL_LEN} bytes"
@@ -74,9 +77,59 @@ impl CoordinatorService {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Unavailable("the coordinator is shutting down".to_owned()));
         }
-        self.shared
-            .txns
-            .begin(&self.shared, caller.principal, label, isolation, timeout)
+        let start = Start {
+            label,
+            isolation,
+            timeout,
+            key,
+        };
+        self.shared.txns.begin(&self.shared, caller.principal, start)
+    }
+
+    /// The answer to a Submit whose key names transaction `txn_id`, which
+    /// this replica already holds: its outcome once it has one (the
+    /// results stayed with the first call), or UNKNOWN past its deadline
+    /// and the reply wait.
+    async fn earlier_submit(&self, txn_id: &str, caller: &Caller) -> Result<SubmitResponse, Status> {
+        loop {
+            let record = match self.shared.txns.lookup(txn_id, caller) {
+                Lookup::Finished(record) => record,
+                Lookup::Live { .. } => {
+                    let info = self.shared.txns.info(txn_id).unwrap_or_default();
+                    let wait_until = info.deadline_unix_ms + self.shared.config.reply_wait.as_millis() as u64;
+                    if crate::txn::actor::unix_ms(std::time::SystemTime::now()) > wait_until {
+                        return Err(Status::unknown(format!(
+                            "transaction {txn_id} with this key is still deciding; do not resubmit, ask \
+                             GetTransaction"
+                        )));
+                    }
+                    tokio::time::sleep(EARLIER_POLL).await;
+                    continue;
+                }
+                Lookup::Unknown => return Err(unknown_txn(txn_id).into()),
+            };
+            let info = record.info;
+            let outcome = pb::Outcome::try_from(info.outcome).unwrap_or(pb::Outcome::Unspecified);
+            if outcome == pb::Outcome::Unspecified {
+                return Err(Status::unknown(format!(
+                    "the outcome of transaction {txn_id} with this key is not known yet; do not resubmit, ask \
+                     GetTransaction"
+                )));
+            }
+            let said = if info.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", info.reason)
+            };
+            return Ok(SubmitResponse {
+                txn_id: info.txn_id,
+                outcome: outcome as i32,
+                reason: format!(
+                    "a Submit with this key already ran (this is its outcome{said}); its results are not kept"
+                ),
+                results: Vec::new(),
+            });
+        }
     }
 
     /// The status for a request whose actor ended while it was being sent.
@@ -112,6 +165,18 @@ impl CoordinatorService {
     }
 }
 
+/// How often a retried Submit looks whether its first attempt ended.
+const EARLIER_POLL: Duration = Duration::from_millis(20);
+
+/// A client key as sent (empty: none), checked.
+fn checked_key(key: String) -> Result<Option<String>, Error> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    names::validate_key(&key).map_err(Error::InvalidArgument)?;
+    Ok(Some(key))
+}
+
 fn unknown_txn(txn_id: &str) -> Error {
     Error::NotFound(format!("unknown transaction {txn_id:?}"))
 }
@@ -144,7 +209,7 @@ impl Coordinator for CoordinatorService {
     async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms)?;
+        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms, req.key)?;
         Ok(Response::new(BeginResponse {
             txn_id: info.txn_id,
             deadline_unix_ms: info.deadline_unix_ms,
@@ -216,7 +281,24 @@ impl Coordinator for CoordinatorService {
             }
             check_statements(&branch.participant, &branch.statements)?;
         }
-        let (handle, info) = self.start(caller, req.label, req.isolation, req.timeout_ms)?;
+        let keyed = !req.key.is_empty();
+        let started = self.start(
+            caller.clone(),
+            req.label,
+            req.isolation,
+            req.timeout_ms,
+            req.key.clone(),
+        );
+        let (handle, info) = match started {
+            Ok(started) => started,
+            // A retry of a keyed Submit this replica holds: the first
+            // attempt's outcome, never a second run.
+            Err(Error::AlreadyExists(_)) if keyed => {
+                let txn_id = names::keyed_gtrid(&caller.principal.to_string(), &req.key);
+                return Ok(Response::new(self.earlier_submit(&txn_id, &caller).await?));
+            }
+            Err(err) => return Err(err.into()),
+        };
         let participants: Vec<String> = req.branches.iter().map(|b| b.participant.clone()).collect();
         if let Err(refused) = self.shared.txns.open_branches(&info.txn_id, &participants) {
             // Nothing ran: end the transaction that was just begun.
@@ -235,11 +317,20 @@ impl Coordinator for CoordinatorService {
         request: Request<GetTransactionRequest>,
     ) -> Result<Response<TransactionInfo>, Status> {
         let caller = Caller::of(&request)?;
-        let txn_id = request.into_inner().txn_id;
-        if txn_id.is_empty() {
-            return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
-        }
-        let info = self.shared.txns.lookup_info(&self.shared, &txn_id, &caller).await?;
+        let GetTransactionRequest { txn_id, key } = request.into_inner();
+        let (txn_id, by_key) = match (txn_id.is_empty(), checked_key(key)?) {
+            (false, None) => (txn_id, false),
+            (true, Some(key)) => (names::keyed_gtrid(&caller.principal.to_string(), &key), true),
+            (true, None) => return Err(Error::InvalidArgument("txn_id or key is required".to_owned()).into()),
+            (false, Some(_)) => {
+                return Err(Error::InvalidArgument("give txn_id or key, not both".to_owned()).into());
+            }
+        };
+        let info = self
+            .shared
+            .txns
+            .lookup_info(&self.shared, &txn_id, &caller, by_key)
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -305,7 +396,7 @@ impl Decisions for DecisionService {
     async fn decision(&self, request: Request<DecisionRequest>) -> Result<Response<DecisionResponse>, Status> {
         let asker = Asker::of(&request)?;
         let DecisionRequest { gtrid, participants } = request.into_inner();
-        if crate::ids::parse(&gtrid).is_none() {
+        if crate::ids::parse(&gtrid).is_none() && !names::is_keyed_gtrid(&gtrid) {
             return Err(Error::InvalidArgument(format!("{gtrid:?} is not a tandem gtrid")).into());
         }
         for (i, name) in participants.iter().enumerate() {

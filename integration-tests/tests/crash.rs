@@ -255,49 +255,206 @@ async fn every_replica_killed_then_one_restarted_resolves_everything() {
     assert_eq!(outcome_at(&cluster, 1, &id).await.outcome(), Outcome::Committed);
 }
 
+/// Alpha, beta and gamma, two replicas: a transfer out of alpha's account
+/// 1 split over beta's and gamma's.
+async fn three_way() -> (Cluster, Client) {
+    let cluster = Cluster::start(ClusterConfig {
+        participants: vec!["alpha".into(), "beta".into(), "gamma".into()],
+        ..replicated()
+    })
+    .await
+    .expect("cluster starts");
+    let mut client = cluster.client().await.expect("client connects");
+    seed_accounts(&mut client, &["alpha", "beta", "gamma"], 1, 100).await;
+    (cluster, client)
+}
+
+/// The split transfer as a Submit with client key `key`.
+fn split_transfer(key: &str) -> pb::SubmitRequest {
+    let branch = |participant: &str, statement| pb::Branch {
+        participant: participant.into(),
+        statements: vec![statement],
+    };
+    pb::SubmitRequest {
+        key: key.into(),
+        label: key.into(),
+        branches: vec![
+            branch("alpha", debit(1, 2 * AMOUNT)),
+            branch("beta", credit(1, AMOUNT)),
+            branch("gamma", credit(1, AMOUNT)),
+        ],
+        ..Default::default()
+    }
+}
+
+async fn three_balances(cluster: &Cluster) -> [i64; 3] {
+    let sql = "SELECT balance FROM accounts WHERE id = 1";
+    [
+        scalar(cluster.node("alpha").pool(), sql).await,
+        scalar(cluster.node("beta").pool(), sql).await,
+        scalar(cluster.node("gamma").pool(), sql).await,
+    ]
+}
+
+/// GetTransaction by client key at replica `i`, as [`TEST_PRINCIPAL`],
+/// asked again while the answer is not known yet.
+async fn outcome_by_key(cluster: &Cluster, i: usize, key: &str) -> pb::TransactionInfo {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut client = cluster
+            .replica_access(i, TEST_PRINCIPAL)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        match client.get_transaction_by_key(key).await {
+            Ok(info) if info.outcome() != Outcome::Unspecified => return info,
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::Unavailable => {}
+            Err(status) => panic!("GetTransaction(key {key}) at replica {i}: {status:?}"),
+        }
+        assert!(Instant::now() < until, "no outcome for key {key} at replica {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Submit retried at replica `i`, as [`TEST_PRINCIPAL`].
+async fn submit_at(
+    cluster: &Cluster,
+    i: usize,
+    request: pb::SubmitRequest,
+) -> Result<pb::SubmitResponse, tonic::Status> {
+    let mut client = cluster
+        .replica_access(i, TEST_PRINCIPAL)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    client.submit_with(request).await
+}
+
 #[tokio::test]
-async fn a_submit_whose_replica_died_mid_call_is_resolved_by_another_replica() {
-    let (mut cluster, _) = bank(replicated()).await;
+async fn a_keyed_submit_whose_replica_died_mid_call_is_found_by_its_key_and_never_runs_twice() {
+    // The report: a 3-participant Submit, its coordinator killed
+    // mid-call, committed everywhere, and the client never got an id.
+    let (mut cluster, _) = three_way().await;
     cluster
         .failpoint("coordinator", "coordinator::before_phase2", "return(crash)")
         .await
         .unwrap();
     let access = cluster.access(TEST_PRINCIPAL).unwrap();
-    let submit = tokio::spawn(async move {
-        let mut client = access.connect().await?;
-        client
-            .submit_with(pb::SubmitRequest {
-                label: "died-mid-call".into(),
-                branches: vec![
-                    pb::Branch {
-                        participant: "alpha".into(),
-                        statements: vec![debit(1, AMOUNT)],
-                    },
-                    pb::Branch {
-                        participant: "beta".into(),
-                        statements: vec![credit(1, AMOUNT)],
-                    },
-                ],
-                ..Default::default()
-            })
-            .await
-    });
+    let submit = tokio::spawn(async move { access.connect().await?.submit_with(split_transfer("order-1")).await });
     cluster.wait_coordinator_exit(Duration::from_secs(10)).await.unwrap();
     assert!(submit.await.unwrap().is_err(), "the call died with its replica");
-    assert_settled(&cluster, true).await;
-    // The client never learned the id (finding it by a client key is the
-    // next step); the test reads it from a marker row. tc2 never saw the
-    // transaction and answers from the participants.
-    let prepared_or_marked = format!(
-        "SELECT CAST(gtrid AS CHAR) FROM tandem.xa_markers WHERE gtrid LIKE '{}-%' ORDER BY created_at DESC LIMIT 1",
-        tandem_integration_tests::cluster::COORDINATOR_NAME
+
+    // tc2 never saw it: it finds it by the key, from the participants.
+    let info = outcome_by_key(&cluster, 1, "order-1").await;
+    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    let id = info.txn_id.clone();
+    assert!(id.starts_with("key-"), "{id}");
+    wait_prepared(&cluster, &[], Duration::from_secs(30)).await;
+    assert_eq!(three_balances(&cluster).await, [80, 110, 110]);
+
+    // Retried at tc2, and at tc once it is back: the first outcome, the
+    // same transaction, nothing applied twice.
+    let again = submit_at(&cluster, 1, split_transfer("order-1"))
+        .await
+        .expect("retry at tc2");
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Committed, id.as_str()),
+        "{again:?}"
     );
-    let id: String = sqlx::query_scalar(sqlx::AssertSqlSafe(prepared_or_marked))
-        .fetch_one(cluster.node("beta").pool())
+    assert!(
+        again.reason.contains("already ran on alpha, beta, gamma"),
+        "{}",
+        again.reason
+    );
+    assert!(again.results.iter().all(|b| b.results.is_empty()), "{again:?}");
+    cluster.restart_coordinator().await.unwrap();
+    let again = submit_at(&cluster, 0, split_transfer("order-1"))
+        .await
+        .expect("retry at tc");
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Committed, id.as_str()),
+        "{again:?}"
+    );
+    // tc holds it in memory now: asked again there, it answers from there.
+    let again = submit_at(&cluster, 0, split_transfer("order-1"))
+        .await
+        .expect("second retry at tc");
+    assert_eq!(again.outcome(), Outcome::Committed, "{again:?}");
+    assert!(again.reason.contains("already ran"), "{}", again.reason);
+    assert_eq!(three_balances(&cluster).await, [80, 110, 110]);
+    assert_eq!(outcome_by_key(&cluster, 0, "order-1").await.txn_id, id);
+    wait_prepared(&cluster, &[], Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_keyed_submit_retried_while_its_first_attempt_still_runs_commits_once() {
+    let (mut cluster, _) = three_way().await;
+    // gamma's prepare is held back; the first replica dies once alpha and
+    // beta are prepared.
+    cluster
+        .failpoint("gamma", "participant::before_prepare", "1*return(delay:3000)")
         .await
         .unwrap();
-    let info = outcome_at(&cluster, 1, &id).await;
-    assert_eq!(info.outcome(), Outcome::Committed, "{info:?}");
+    let access = cluster.access(TEST_PRINCIPAL).unwrap();
+    let submit = tokio::spawn(async move { access.connect().await?.submit_with(split_transfer("order-2")).await });
+    let me = tandem_common::Identity::new(tandem_common::Role::Client, TEST_PRINCIPAL).unwrap();
+    let id = tandem_common::names::keyed_gtrid(&me.to_string(), "order-2");
+    wait_prepared(&cluster, &[("alpha", &id), ("beta", &id)], Duration::from_secs(10)).await;
+    cluster.kill_coordinator();
+    assert!(submit.await.unwrap().is_err(), "the call died with its replica");
+    // The retry finds alpha and beta prepared by the first attempt and
+    // gamma's branch still running; it waits for that branch instead of
+    // running it again, and commits the transaction once.
+    let again = submit_at(&cluster, 1, split_transfer("order-2"))
+        .await
+        .expect("retry at tc2");
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Committed, id.as_str()),
+        "{again:?}"
+    );
+    assert_settled_three(&cluster, [80, 110, 110]).await;
+}
+
+#[tokio::test]
+async fn a_keyed_submit_that_aborted_stays_aborted_when_retried_anywhere() {
+    let (cluster, mut client) = three_way().await;
+    // gamma's guard fails: the first attempt aborts.
+    let mut request = split_transfer("order-3");
+    request.branches[2].statements = vec![credit(99, AMOUNT)];
+    let first = client.submit_with(request.clone()).await.expect("first attempt");
+    assert_eq!(first.outcome(), Outcome::Aborted, "{first:?}");
+    // The retry at the other replica, even with a body that would now
+    // commit, answers the first outcome: every branch's NO was fenced.
+    let again = submit_at(&cluster, 1, split_transfer("order-3"))
+        .await
+        .expect("retry at tc2");
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Aborted, first.txn_id.as_str()),
+        "{again:?}"
+    );
+    let again = client
+        .submit_with(split_transfer("order-3"))
+        .await
+        .expect("retry at tc");
+    assert_eq!(again.outcome(), Outcome::Aborted, "{again:?}");
+    assert_eq!(outcome_by_key(&cluster, 1, "order-3").await.outcome(), Outcome::Aborted);
+    assert_settled_three(&cluster, [100, 100, 100]).await;
+}
+
+/// Nothing prepared, nothing locked, and these balances of account 1.
+async fn assert_settled_three(cluster: &Cluster, want: [i64; 3]) {
+    wait_prepared(cluster, &[], Duration::from_secs(30)).await;
+    assert_eq!(three_balances(cluster).await, want, "balances (alpha, beta, gamma)");
+    for node in ["alpha", "beta", "gamma"] {
+        assert_unlocked(cluster.node(node).pool(), "accounts", "id = 1").await;
+    }
 }
 
 #[tokio::test]

@@ -447,6 +447,102 @@ async fn a_transaction_belongs_to_the_principal_that_began_it() {
 }
 
 #[tokio::test]
+async fn a_client_key_names_only_its_own_principals_transaction() {
+    let cluster = start(ClusterConfig::default()).await;
+    let mut alice = principal(&cluster, "alice").await;
+    let mut mallory = principal(&cluster, "mallory").await;
+    let notes = |id, body: &str| pb::SubmitRequest {
+        key: "order-1".into(),
+        branches: vec![
+            pb::Branch {
+                participant: "alpha".into(),
+                statements: vec![insert_note(id, body)],
+            },
+            pb::Branch {
+                participant: "beta".into(),
+                statements: vec![insert_note(id, body)],
+            },
+        ],
+        ..Default::default()
+    };
+    let hers = alice.submit_with(notes(1, "alice")).await.unwrap();
+    assert_eq!(hers.outcome(), Outcome::Committed, "{}", hers.reason);
+    // The same key, another principal: another transaction, which runs.
+    let his = mallory.submit_with(notes(2, "mallory")).await.unwrap();
+    assert_eq!(his.outcome(), Outcome::Committed, "{}", his.reason);
+    assert_ne!(his.txn_id, hers.txn_id);
+    assert!(his.reason.is_empty(), "{}", his.reason);
+    assert_eq!(
+        mallory.get_transaction_by_key("order-1").await.unwrap().txn_id,
+        his.txn_id
+    );
+    assert_eq!(alice.get_transaction_by_key("order-1").await.unwrap().key, "order-1");
+    expect_code(mallory.get_transaction(&hers.txn_id).await, Code::NotFound);
+    // Alice's retry answers her first outcome and writes nothing again.
+    let again = alice.submit_with(notes(1, "alice")).await.unwrap();
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Committed, hers.txn_id.as_str())
+    );
+    assert!(again.reason.contains("already ran"), "{}", again.reason);
+    for node in ["alpha", "beta"] {
+        let pool = cluster.node(node).pool();
+        assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes").await, 2, "{node}");
+    }
+
+    // Asking by a key nothing ran under settles it: that key's transaction
+    // has not prepared anywhere, so it never will.
+    let settled = mallory.get_transaction_by_key("never-sent").await.unwrap();
+    assert_eq!(settled.outcome(), Outcome::Aborted, "{settled:?}");
+    let late = pb::SubmitRequest {
+        key: "never-sent".into(),
+        ..notes(3, "late")
+    };
+    let late = mallory.submit_with(late).await.unwrap();
+    assert_eq!(late.outcome(), Outcome::Aborted, "{late:?}");
+    assert_eq!(late.txn_id, settled.txn_id);
+    // ... but alice's key of the same text is untouched.
+    let alices = pb::SubmitRequest {
+        key: "never-sent".into(),
+        ..notes(4, "alice-late")
+    };
+    assert_eq!(alice.submit_with(alices).await.unwrap().outcome(), Outcome::Committed);
+    for node in ["alpha", "beta"] {
+        let pool = cluster.node(node).pool();
+        assert_eq!(
+            scalar(pool, "SELECT COUNT(*) FROM notes WHERE id = 3").await,
+            0,
+            "{node}"
+        );
+        assert_eq!(
+            scalar(pool, "SELECT COUNT(*) FROM notes WHERE id = 4").await,
+            1,
+            "{node}"
+        );
+    }
+
+    // A keyed Begin this replica holds is refused; bad keys change nothing.
+    let keyed = |key: &str| pb::BeginRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    alice.begin_with(keyed("begin-1")).await.unwrap();
+    let err = expect_code(alice.begin_with(keyed("begin-1")).await, Code::AlreadyExists);
+    assert!(err.message().contains("already has this key"), "{err:?}");
+    for bad in ["a\u{0}b", &"k".repeat(257)] {
+        let err = expect_code(alice.begin_with(keyed(bad)).await, Code::InvalidArgument);
+        assert!(err.message().contains("key"), "{err:?}");
+        expect_code(alice.get_transaction_by_key(bad).await, Code::InvalidArgument);
+    }
+    let both = pb::GetTransactionRequest {
+        txn_id: hers.txn_id.clone(),
+        key: "order-1".into(),
+    };
+    let err = expect_code(alice.raw().get_transaction(both).await, Code::InvalidArgument);
+    assert!(err.message().contains("not both"), "{err:?}");
+}
+
+#[tokio::test]
 async fn live_transactions_are_bounded_per_principal_and_in_all() {
     let cluster = start(ClusterConfig {
         coordinator_args: ["--max-live-per-principal", "3", "--max-live-transactions", "5"]

@@ -86,9 +86,10 @@ impl CoordinatorAuth {
     }
 
     /// Whether a (configured, authenticated) coordinator may act on
-    /// `gtrid`: one of the configured replicas issued it.
+    /// `gtrid`: one of the configured replicas issued it, or it is derived
+    /// from a client key (any replica may run those).
     pub fn check_gtrid(&self, _calling: &Calling, gtrid: &str) -> Result<(), Status> {
-        if self.coordinators.contains(gtrid_coordinator(gtrid)) {
+        if self.coordinators.contains(gtrid_coordinator(gtrid)) || tandem_common::names::is_keyed_gtrid(gtrid) {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
@@ -127,7 +128,11 @@ mod tests {
         // A replica resolves what another replica issued.
         assert!(auth.check_gtrid(&tc, "tc-1-5").is_ok());
         assert!(auth.check_gtrid(&tc, "tc2-1-5").is_ok());
-        for bad in ["tcx-1-1", "evil-1-1", "", "-1-1"] {
+        assert!(
+            auth.check_gtrid(&tc, &tandem_common::names::keyed_gtrid("client a", "k"))
+                .is_ok()
+        );
+        for bad in ["tcx-1-1", "evil-1-1", "", "-1-1", "key-1-1"] {
             assert!(auth.check_gtrid(&tc, bad).is_err(), "{bad}");
         }
         let plaintext = CoordinatorAuth::new("alpha", ["tc".to_owned()], true);

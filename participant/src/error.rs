@@ -27,6 +27,10 @@ pub enum Error {
     /// than the coordinator decided. Retrying cannot change it.
     #[error("{0}")]
     Heuristic(String),
+    /// (keyed gtrids) An earlier attempt of the transaction holds the
+    /// branch.
+    #[error("{0}")]
+    AlreadyExists(String),
 }
 
 impl From<Error> for Status {
@@ -39,6 +43,7 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
             Error::Heuristic(_) => Code::DataLoss,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
         };
         Status::new(code, err.to_string())
     }

@@ -291,6 +291,75 @@ pub async fn one_phase_of_unknown(shared: &Arc<Shared>, xid: &Xid) -> Result<(),
     }
 }
 
+/// What a begin of a keyed gtrid finds of an earlier attempt of the same
+/// transaction (a Submit retried with the same client key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earlier {
+    /// Committed here (its marker row, or this process remembers it).
+    Committed,
+    /// Prepared here: durably YES.
+    Prepared,
+    /// Rolled back, or fenced: a NO (backed by a fence before it is told).
+    Aborted,
+    /// A read-only branch that finished (confirmed or not): nothing to
+    /// commit.
+    ReadOnly,
+    /// Still running here (or its one-phase commit is not settled): ask
+    /// again.
+    Running,
+}
+
+/// Whether an earlier attempt of the keyed transaction of `xid` left
+/// anything here; `None` when nothing: the branch may begin. Writes
+/// nothing. A live actor is asked (for at most 2 s; busy running
+/// statements, it is still running).
+pub async fn earlier(shared: &Arc<Shared>, xid: &Xid) -> Result<Option<Earlier>, Error> {
+    Ok(Some(match shared.branches.lookup(xid.gtrid()) {
+        Lookup::Live(handle) => match tokio::time::timeout(Duration::from_secs(2), handle.inquire()).await {
+            Ok(Ok(BranchFate::Prepared)) => Earlier::Prepared,
+            Ok(Ok(BranchFate::Committed)) => Earlier::Committed,
+            Ok(Ok(BranchFate::None)) => Earlier::Aborted,
+            _ => Earlier::Running,
+        },
+        Lookup::Ended(Ending::Committed) => Earlier::Committed,
+        Lookup::Ended(Ending::RolledBack) => Earlier::Aborted,
+        // A confirmed reader's marker changed no data: nothing to commit.
+        Lookup::Ended(Ending::ReadOnly | Ending::Confirmed) => Earlier::ReadOnly,
+        Lookup::Ended(Ending::Unknown(_)) => Earlier::Running,
+        Lookup::Unknown => {
+            if is_prepared(shared, xid).await? {
+                return Ok(Some(Earlier::Prepared));
+            }
+            let mut conn = acquire(shared).await?;
+            match xa::marker_kind(&mut conn, xid)
+                .await
+                .map_err(|e| unavailable(shared, &e))?
+            {
+                Some(xa::MarkerKind::Fence) => Earlier::Aborted,
+                Some(xa::MarkerKind::Branch) => Earlier::Committed,
+                Some(xa::MarkerKind::ReadOnly) => Earlier::ReadOnly,
+                None => return Ok(None),
+            }
+        }
+    }))
+}
+
+/// Backs a NO of a keyed branch (rolled back, or never begun) with a fence
+/// row before the NO is told: a later attempt with the same key can then
+/// never begin and prepare it, so the NO stays true. `Ok(true)`: fenced;
+/// `Ok(false)`: the branch's marker row is committed (an earlier attempt
+/// committed it here).
+pub async fn fence_no(shared: &Shared, xid: &Xid) -> Result<bool, Error> {
+    let mut conn = fencing_conn(shared).await?;
+    let fenced = xa::fence(&mut conn, xid).await;
+    drop(conn.detach());
+    match fenced.map_err(|e| unavailable(shared, &e))? {
+        xa::Fence::Fenced => Ok(true),
+        xa::Fence::Committed => Ok(false),
+        xa::Fence::InProgress => Err(in_progress(shared, xid)),
+    }
+}
+
 /// Settings of the recovery loop.
 #[derive(Debug, Clone)]
 pub struct Options {

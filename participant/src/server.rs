@@ -14,14 +14,16 @@ use tandem_proto::v1::{
     BranchRollbackRequest, BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest,
     PrepareResponse, RecoverRequest, RecoverResponse, Statement, Then, Vote, VoteKind,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Calling, CoordinatorAuth};
 use crate::branch::{Batch, Ending, Lookup};
 use crate::error::Error;
+use crate::recovery::Earlier;
 use crate::sql::{self, Effect};
 use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
+use tandem_common::names;
 
 /// Most statements accepted in one request.
 pub const MAX_STATEMENTS: usize = 1_000;
@@ -34,61 +36,11 @@ pub struct ParticipantService {
 }
 
 impl ParticipantService {
-    pub fn new(shared: Arc<Shared>, auth: CoordinatorAuth, max_timeout: Duration) -> Self {
-        Self {
-            shared,
-            auth,
-            max_timeout,
-        }
-    }
-
-    /// The branch's XID, if `gtrid` is well formed and the calling
-    /// coordinator issued it.
-    fn xid(&self, gtrid: &str, calling: &Calling) -> Result<Xid, Status> {
-        let xid = Xid::new(gtrid, &self.shared.name)?;
-        self.auth.check_gtrid(calling, gtrid)?;
-        Ok(xid)
-    }
-}
-
-/// Checks every statement of a batch before any of them runs, so a bad one
-/// changes nothing.
-pub fn check_statements(statements: &[Statement]) -> Result<Vec<Effect>, Error> {
-    if statements.len() > MAX_STATEMENTS {
-        return Err(Error::InvalidArgument(format!(
-            "{} statements in one request; at most {MAX_STATEMENTS} are allowed",
-            statements.len()
-        )));
-    }
-    statements
-        .iter()
-        .enumerate()
-        .map(|(i, statement)| {
-            let n = i + 1;
-            let checked =
-                sql::check(&statement.sql).map_err(|e| Error::InvalidArgument(format!("statement {n}: {e}")))?;
-            if checked.placeholders != statement.params.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "statement {n}: {} placeholders but {} parameters",
-                    checked.placeholders,
-                    statement.params.len()
-                )));
-            }
-            values::validate_params(n, &statement.params)?;
-            Ok(checked.effect())
-        })
-        .collect()
-}
-
-#[tonic::async_trait]
-impl Participant for ParticipantService {
-    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let req = request.into_inner();
-        let xid = self.xid(&req.gtrid, &calling)?;
+    /// Runs an Execute request of branch `xid`.
+    async fn run_execute(&self, xid: Xid, req: BranchExecuteRequest) -> Result<BranchExecuteResponse, Error> {
         let effects = check_statements(&req.statements)?;
         if req.timeout_ms == 0 {
-            return Err(Error::InvalidArgument("timeout_ms must be positive".to_owned()).into());
+            return Err(Error::InvalidArgument("timeout_ms must be positive".to_owned()));
         }
         if u128::from(req.timeout_ms) > self.max_timeout.as_millis() {
             return Err(Error::InvalidArgument(format!(
@@ -96,29 +48,44 @@ impl Participant for ParticipantService {
                 req.timeout_ms,
                 self.shared.name,
                 self.max_timeout.as_millis()
-            ))
-            .into());
+            )));
         }
         let isolation = Isolation::try_from(req.isolation)
             .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {}", req.isolation)))?;
         let then = Then::try_from(req.then)
             .map_err(|_| Error::InvalidArgument(format!("unknown `then` value {}", req.then)))?;
         xa::validate_participants(&req.participants)?;
+        let keyed = names::is_keyed_gtrid(&req.gtrid);
+        if req.begin
+            && keyed
+            && let Some(found) = recovery::earlier(&self.shared, &xid).await?
+        {
+            return earlier_answer(&self.shared.name, &xid, then, found);
+        }
         let handle = if req.begin {
             self.shared.check_serving()?;
-            self.shared.branches.begin(&self.shared, xid)?
+            match self.shared.branches.begin(&self.shared, xid.clone()) {
+                // Begun meanwhile by another attempt of the same keyed
+                // transaction.
+                Err(Error::FailedPrecondition(_)) if keyed => {
+                    return earlier_answer(&self.shared.name, &xid, then, Earlier::Running);
+                }
+                begun => begun?,
+            }
         } else {
             match self.shared.branches.lookup(&req.gtrid) {
                 Lookup::Live(handle) => handle,
                 Lookup::Ended(_) => {
-                    return Err(Error::FailedPrecondition(format!("branch {} has already ended", req.gtrid)).into());
+                    return Err(Error::FailedPrecondition(format!(
+                        "branch {} has already ended",
+                        req.gtrid
+                    )));
                 }
                 Lookup::Unknown => {
                     return Err(Error::NotFound(format!(
                         "no branch {} on participant {}",
                         req.gtrid, self.shared.name
-                    ))
-                    .into());
+                    )));
                 }
             }
         };
@@ -133,7 +100,7 @@ impl Participant for ParticipantService {
                 participants: req.participants,
             })
             .await?;
-        Ok(Response::new(BranchExecuteResponse {
+        Ok(BranchExecuteResponse {
             wrote: out.wrote,
             results: out.results,
             vote: out.vote,
@@ -143,40 +110,13 @@ impl Participant for ParticipantService {
                 Outcome::Unspecified as i32
             },
             reason: String::new(),
-        }))
+            earlier: false,
+        })
     }
 
-    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let PrepareRequest { gtrid, participants } = request.into_inner();
-        let xid = self.xid(&gtrid, &calling)?;
-        xa::validate_participants(&participants)?;
-        let vote = match self.shared.branches.lookup(&gtrid) {
-            Lookup::Live(handle) => handle.prepare(participants).await?,
-            Lookup::Ended(Ending::ReadOnly | Ending::Confirmed) => vote(VoteKind::ReadOnly, ""),
-            Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
-            Lookup::Ended(Ending::Committed) => {
-                return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
-            }
-            Lookup::Ended(Ending::Unknown(_)) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "branch {gtrid} ended in a one-phase commit of unknown outcome"
-                ))
-                .into());
-            }
-            Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
-            Lookup::Unknown => vote(
-                VoteKind::No,
-                &format!("participant {} has no branch {gtrid} (restarted?)", self.shared.name),
-            ),
-        };
-        Ok(Response::new(PrepareResponse { vote: Some(vote) }))
-    }
-
-    async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let req = request.into_inner();
-        let xid = self.xid(&req.gtrid, &calling)?;
+    /// Runs a Commit request of branch `xid`.
+    async fn run_commit(&self, xid: &Xid, req: &BranchCommitRequest) -> Result<(), Status> {
+        let xid = xid.clone();
         match self.shared.branches.lookup(&req.gtrid) {
             Lookup::Live(handle) => handle.commit(req.one_phase).await?,
             Lookup::Ended(Ending::Committed) => {}
@@ -235,16 +175,13 @@ impl Participant for ParticipantService {
                 .await?;
             }
         }
-        Ok(Response::new(BranchCommitResponse {}))
+        Ok(())
     }
 
-    async fn rollback(
-        &self,
-        request: Request<BranchRollbackRequest>,
-    ) -> Result<Response<BranchRollbackResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let gtrid = request.into_inner().gtrid;
-        let xid = self.xid(&gtrid, &calling)?;
+    /// Runs a Rollback request of branch `xid`.
+    async fn run_rollback(&self, xid: &Xid) -> Result<(), Status> {
+        let gtrid = xid.gtrid().to_owned();
+        let xid = xid.clone();
         match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.rollback().await?,
             // A read-only confirmation wrote no data: nothing to undo.
@@ -289,6 +226,173 @@ impl Participant for ParticipantService {
                     return Err(err.into());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Backs a keyed branch's NO with a fence row (see
+    /// [`recovery::fence_no`]); `false` when the branch's marker is
+    /// committed instead. A NO that cannot be fenced is not told: the
+    /// coordinator asks again.
+    async fn fence_no(&self, xid: &Xid) -> Result<bool, Status> {
+        let shared = Arc::clone(&self.shared);
+        let fenced = xid.clone();
+        detached("fence before a NO", async move {
+            recovery::fence_no(&shared, &fenced).await
+        })
+        .await
+        .map_err(|err| {
+            Status::unavailable(format!(
+                "branch {} on participant {} is not fenced, so its NO cannot be told yet ({err}); ask again",
+                xid.gtrid(),
+                self.shared.name
+            ))
+        })
+    }
+
+    pub fn new(shared: Arc<Shared>, auth: CoordinatorAuth, max_timeout: Duration) -> Self {
+        Self {
+            shared,
+            auth,
+            max_timeout,
+        }
+    }
+
+    /// The branch's XID, if `gtrid` is well formed and the calling
+    /// coordinator issued it.
+    fn xid(&self, gtrid: &str, calling: &Calling) -> Result<Xid, Status> {
+        let xid = Xid::new(gtrid, &self.shared.name)?;
+        self.auth.check_gtrid(calling, gtrid)?;
+        Ok(xid)
+    }
+}
+
+/// Checks every statement of a batch before any of them runs, so a bad one
+/// changes nothing.
+pub fn check_statements(statements: &[Statement]) -> Result<Vec<Effect>, Error> {
+    if statements.len() > MAX_STATEMENTS {
+        return Err(Error::InvalidArgument(format!(
+            "{} statements in one request; at most {MAX_STATEMENTS} are allowed",
+            statements.len()
+        )));
+    }
+    statements
+        .iter()
+        .enumerate()
+        .map(|(i, statement)| {
+            let n = i + 1;
+            let checked =
+                sql::check(&statement.sql).map_err(|e| Error::InvalidArgument(format!("statement {n}: {e}")))?;
+            if checked.placeholders != statement.params.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "statement {n}: {} placeholders but {} parameters",
+                    checked.placeholders,
+                    statement.params.len()
+                )));
+            }
+            values::validate_params(n, &statement.params)?;
+            Ok(checked.effect())
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Participant for ParticipantService {
+    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let req = request.into_inner();
+        let xid = self.xid(&req.gtrid, &calling)?;
+        if !names::is_keyed_gtrid(&req.gtrid) {
+            return Ok(Response::new(self.run_execute(xid, req).await?));
+        }
+        // A keyed branch's NO is fenced before it is told.
+        let then = Then::try_from(req.then).unwrap_or(Then::KeepOpen);
+        let answer = match self.run_execute(xid.clone(), req).await {
+            Ok(answer) if !voted_no(&answer) => return Ok(Response::new(answer)),
+            answer => answer,
+        };
+        match answer {
+            Err(err) if !matches!(err, Error::Aborted(_) | Error::InvalidArgument(_)) => Err(err.into()),
+            answer => {
+                if self.fence_no(&xid).await? {
+                    Ok(Response::new(answer?))
+                } else {
+                    // Its marker is committed: an earlier attempt committed it.
+                    Ok(Response::new(earlier_answer(
+                        &self.shared.name,
+                        &xid,
+                        then,
+                        Earlier::Committed,
+                    )?))
+                }
+            }
+        }
+    }
+
+    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let PrepareRequest { gtrid, participants } = request.into_inner();
+        let xid = self.xid(&gtrid, &calling)?;
+        xa::validate_participants(&participants)?;
+        let vote = match self.shared.branches.lookup(&gtrid) {
+            Lookup::Live(handle) => handle.prepare(participants).await?,
+            Lookup::Ended(Ending::ReadOnly | Ending::Confirmed) => vote(VoteKind::ReadOnly, ""),
+            Lookup::Ended(Ending::RolledBack) => vote(VoteKind::No, "the branch was already rolled back"),
+            Lookup::Ended(Ending::Committed) => {
+                return Err(Error::FailedPrecondition(format!("branch {gtrid} is already committed")).into());
+            }
+            Lookup::Ended(Ending::Unknown(_)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "branch {gtrid} ended in a one-phase commit of unknown outcome"
+                ))
+                .into());
+            }
+            Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
+            Lookup::Unknown => vote(
+                VoteKind::No,
+                &format!("participant {} has no branch {gtrid} (restarted?)", self.shared.name),
+            ),
+        };
+        // A keyed branch's NO is fenced before it is told; a marker found
+        // committed instead is a YES.
+        let vote = if vote.kind == VoteKind::No as i32 && names::is_keyed_gtrid(&gtrid) && !self.fence_no(&xid).await? {
+            self::vote(VoteKind::Yes, "")
+        } else {
+            vote
+        };
+        Ok(Response::new(PrepareResponse { vote: Some(vote) }))
+    }
+
+    async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let req = request.into_inner();
+        let xid = self.xid(&req.gtrid, &calling)?;
+        match self.run_commit(&xid, &req).await {
+            // A keyed branch's abort is fenced before it is told; a marker
+            // found committed instead means it committed.
+            Err(status) if status.code() == Code::Aborted && names::is_keyed_gtrid(&req.gtrid) => {
+                if self.fence_no(&xid).await? {
+                    return Err(status);
+                }
+            }
+            done => done?,
+        }
+        Ok(Response::new(BranchCommitResponse {}))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<BranchRollbackRequest>,
+    ) -> Result<Response<BranchRollbackResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let gtrid = request.into_inner().gtrid;
+        let xid = self.xid(&gtrid, &calling)?;
+        self.run_rollback(&xid).await?;
+        // A keyed branch stays rolled back: a later attempt with the same
+        // key must not begin it again. (A read-only branch's committed
+        // confirmation, found instead, changed no data.)
+        if names::is_keyed_gtrid(&gtrid) {
+            self.fence_no(&xid).await?;
         }
         Ok(Response::new(BranchRollbackResponse {}))
     }
@@ -340,6 +444,47 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(step)
         .await
         .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?
+}
+
+fn voted_no(answer: &BranchExecuteResponse) -> bool {
+    answer.vote.as_ref().is_some_and(|v| v.kind == VoteKind::No as i32)
+}
+
+/// The answer to a begin of a keyed branch that an earlier attempt of the
+/// same transaction already ran (or is running) here: that attempt's vote
+/// or outcome, with no results. An interactive begin is refused.
+fn earlier_answer(participant: &str, xid: &Xid, then: Then, found: Earlier) -> Result<BranchExecuteResponse, Error> {
+    let gtrid = xid.gtrid();
+    let earlier = |vote: Option<Vote>, outcome: Outcome| BranchExecuteResponse {
+        vote,
+        outcome: outcome as i32,
+        earlier: true,
+        ..BranchExecuteResponse::default()
+    };
+    let aborted = format!("an earlier attempt of transaction {gtrid} (same key) aborted on participant {participant}");
+    match (then, found) {
+        (Then::KeepOpen, Earlier::Running) => Err(Error::AlreadyExists(format!(
+            "a transaction with this key is already running on participant {participant} ({gtrid})"
+        ))),
+        (Then::KeepOpen, _) => Err(Error::AlreadyExists(format!(
+            "a transaction with this key already ran on participant {participant} ({gtrid}); ask GetTransaction"
+        ))),
+        (_, Earlier::Running) => Err(Error::Unavailable(format!(
+            "an earlier attempt of transaction {gtrid} (same key) is still running on participant {participant}; \
+             ask again"
+        ))),
+        (Then::Prepare, Earlier::Committed | Earlier::Prepared) => {
+            Ok(earlier(Some(vote(VoteKind::Yes, "")), Outcome::Unspecified))
+        }
+        (Then::Prepare, Earlier::ReadOnly) => Ok(earlier(Some(vote(VoteKind::ReadOnly, "")), Outcome::Unspecified)),
+        (Then::Prepare, Earlier::Aborted) => Ok(earlier(Some(vote(VoteKind::No, &aborted)), Outcome::Unspecified)),
+        (Then::CommitOnePhase, Earlier::Committed | Earlier::ReadOnly) => Ok(earlier(None, Outcome::Committed)),
+        (Then::CommitOnePhase, Earlier::Aborted) => Err(Error::Aborted(aborted)),
+        (Then::CommitOnePhase, Earlier::Prepared) => Err(Error::AlreadyExists(format!(
+            "an earlier attempt of transaction {gtrid} (same key) prepared its branch on participant {participant} \
+             as one of several; a one-branch retry cannot commit it"
+        ))),
+    }
 }
 
 fn vote(kind: VoteKind, reason: &str) -> Vote {

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use tandem_common::names;
 use tandem_proto::failpoints;
 use tandem_proto::v1::{
     self as pb, BranchResults, BranchState as PbBranch, CommitResponse, Isolation, Statement, StatementResult,
@@ -69,11 +70,16 @@ impl TxnHandle {
     /// Spawns the actor; it records itself in the registry until it ends.
     pub fn spawn(shared: Arc<Shared>, params: Params, record: Arc<std::sync::Mutex<super::Record>>) -> Self {
         let (tx, rx) = mpsc::channel(16);
+        let engine = if names::is_keyed_gtrid(&params.id) {
+            Engine::keyed()
+        } else {
+            Engine::new()
+        };
         let actor = TxnActor {
             deadline: Instant::now() + params.timeout,
             params,
             shared,
-            engine: Engine::new(),
+            engine,
             ack: Ack::Visible,
             rx,
             inflight: FuturesUnordered::new(),
@@ -129,6 +135,8 @@ enum Done {
     Ran {
         participant: String,
         results: Option<Vec<StatementResult>>,
+        /// (keyed) An earlier attempt ran this branch: no results.
+        earlier: bool,
         event: Event,
     },
     Executed {
@@ -149,6 +157,8 @@ struct SubmitState {
     order: Vec<String>,
     statements: HashMap<String, Vec<Statement>>,
     results: HashMap<String, Vec<StatementResult>>,
+    /// Branches an earlier attempt with the same key ran.
+    earlier: Vec<String>,
     reply: Reply<SubmitResponse>,
 }
 
@@ -274,6 +284,7 @@ impl TxnActor {
                             order,
                             statements: branches.into_iter().map(|b| (b.participant, b.statements)).collect(),
                             results: HashMap::new(),
+                            earlier: Vec::new(),
                             reply,
                         });
                         self.act(actions);
@@ -317,10 +328,16 @@ impl TxnActor {
             Done::Ran {
                 participant,
                 results,
+                earlier,
                 event,
             } => {
-                if let (Some(submit), Some(results)) = (self.submit.as_mut(), results) {
-                    submit.results.insert(participant, results);
+                if let Some(submit) = self.submit.as_mut() {
+                    if earlier {
+                        submit.earlier.push(participant.clone());
+                    }
+                    if let Some(results) = results {
+                        submit.results.insert(participant, results);
+                    }
                 }
                 let actions = self.engine.on(event);
                 self.act(actions);
@@ -394,17 +411,18 @@ impl TxnActor {
                         },
                     )
                     .await
-                    .map(|r| (Some(r.results), r.vote)),
-                (Ok(()), None) if then == Then::Prepare => {
-                    p.prepare(&gtrid, participants, timeout).await.map(|vote| (None, vote))
-                }
+                    .map(|r| (Some(r.results).filter(|_| !r.earlier), r.earlier, r.vote)),
+                (Ok(()), None) if then == Then::Prepare => p
+                    .prepare(&gtrid, participants, timeout)
+                    .await
+                    .map(|vote| (None, false, vote)),
                 // A one-phase commit, or asking again how it ended: never
                 // resend the statements.
-                (Ok(()), None) => p.commit(&gtrid, true).await.map(|()| (None, None)),
+                (Ok(()), None) => p.commit(&gtrid, true).await.map(|()| (None, false, None)),
             };
-            let (results, result) = match sent {
-                Ok((results, vote)) => (results, Ok(vote)),
-                Err(status) => (None, Err(failure(&participant, &status))),
+            let (results, earlier, result) = match sent {
+                Ok((results, earlier, vote)) => (results, earlier, Ok(vote)),
+                Err(status) => (None, false, Err(failure(&participant, &status))),
             };
             let event = if then == Then::Prepare {
                 Event::Voted {
@@ -420,6 +438,7 @@ impl TxnActor {
             Done::Ran {
                 participant,
                 results,
+                earlier,
                 event,
             }
         }));
@@ -562,10 +581,24 @@ impl TxnActor {
         for waiter in self.rollback_waiters.drain(..) {
             let _ = waiter.send(Ok(()));
         }
-        if let Some(submit) = self.submit.take() {
+        if let Some(mut submit) = self.submit.take() {
             let answer = match error {
                 Some(status) => Err(status),
                 None => {
+                    let reason = if submit.earlier.is_empty() {
+                        reason
+                    } else {
+                        submit.earlier.sort();
+                        let earlier = format!(
+                            "a Submit with this key already ran on {}: their results are not kept",
+                            submit.earlier.join(", ")
+                        );
+                        if reason.is_empty() {
+                            earlier
+                        } else {
+                            format!("{reason}; {earlier}")
+                        }
+                    };
                     let mut results = submit.results;
                     Ok(SubmitResponse {
                         txn_id: id.clone(),

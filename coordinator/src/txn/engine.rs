@@ -327,6 +327,10 @@ pub struct Failure {
     /// sent again, so it began or prepared nothing (the branch may still
     /// hold what earlier requests did).
     pub not_delivered: bool,
+    /// (keyed gtrids) The participant holds this gtrid from an earlier
+    /// attempt of the transaction: nothing of this attempt is there, and
+    /// that branch is not this attempt's to roll back.
+    pub exists: bool,
 }
 
 impl Failure {
@@ -337,6 +341,7 @@ impl Failure {
             rolled_back: false,
             heuristic: false,
             not_delivered: false,
+            exists: false,
         }
     }
 }
@@ -406,6 +411,10 @@ pub struct Engine {
     deadline_passed: bool,
     /// Heuristic hazards found in phase 2, one line per branch.
     hazards: Vec<String>,
+    /// The gtrid comes from a client key: a later attempt of the same
+    /// transaction may begin any branch that holds nothing, so only a
+    /// fenced branch is a durable NO (a request that never left is not).
+    keyed: bool,
 }
 
 impl Default for Engine {
@@ -425,6 +434,15 @@ impl Engine {
             ack: Ack::Visible,
             deadline_passed: false,
             hazards: Vec::new(),
+            keyed: false,
+        }
+    }
+
+    /// The engine of a transaction whose gtrid comes from a client key.
+    pub fn keyed() -> Self {
+        Self {
+            keyed: true,
+            ..Self::new()
         }
     }
 
@@ -690,6 +708,10 @@ impl Engine {
             branch.began = true;
             branch.wrote |= wrote;
         }
+        // An earlier attempt's branch (keyed gtrids): not ours to roll back.
+        if matches!(&result, Err(failure) if failure.exists) && !branch.began {
+            branch.state = BranchState::RolledBack;
+        }
         let mut actions = self.flush_pending_rollback(participant);
         if let Err(failure) = result {
             // A failed Execute aborts the whole transaction (nothing was
@@ -746,7 +768,7 @@ impl Engine {
             // cannot prepare, a durable NO. One that began earlier is rolled
             // back like any other (it holds what its statements did); one
             // this request would have begun does not exist.
-            Err(failure) if failure.not_delivered => {
+            Err(failure) if failure.not_delivered && !self.keyed => {
                 branch.state = if branch.began {
                     BranchState::Active
                 } else {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
-use tandem_common::Identity;
+use tandem_common::{Identity, names};
 use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
 use tonic::Status;
 
@@ -62,6 +62,16 @@ pub struct Txns {
     /// Bounds the GetTransactions that ask the participants.
     participant_lookups: tokio::sync::Semaphore,
     limits: Limits,
+}
+
+/// What a new transaction is begun with.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub label: String,
+    pub isolation: Isolation,
+    pub timeout: Duration,
+    /// The client's idempotency key (checked), if any.
+    pub key: Option<String>,
 }
 
 /// What principals may hold at once.
@@ -114,20 +124,34 @@ impl Txns {
         }
     }
 
-    /// Starts a transaction owned by `owner`: a fresh gtrid and its actor,
-    /// unless a live-transaction limit is reached.
+    /// Starts a transaction owned by `owner`: a fresh gtrid (or, with a
+    /// client key, the key's) and its actor, unless a live-transaction
+    /// limit is reached. A key this replica already holds, live or
+    /// finished, is [`Error::AlreadyExists`].
     pub fn begin(
         &self,
         shared: &Arc<Shared>,
         owner: Identity,
-        label: String,
-        isolation: Isolation,
-        timeout: Duration,
+        start: Start,
     ) -> Result<(TxnHandle, TransactionInfo), Error> {
+        let Start {
+            label,
+            isolation,
+            timeout,
+            key,
+        } = start;
         // Checked, issued and registered under one lock: concurrent
         // Begins cannot all pass a limit, and no id is ever issued without
         // being findable (a GetTransaction in between would fence it).
         let mut inner = self.lock();
+        let keyed = key.as_deref().map(|key| names::keyed_gtrid(&owner.to_string(), key));
+        if let Some(id) = &keyed
+            && (inner.live.contains_key(id) || inner.finished.contains_key(id))
+        {
+            return Err(Error::AlreadyExists(format!(
+                "transaction {id} already has this key on this coordinator; ask GetTransaction"
+            )));
+        }
         if inner.live.len() >= self.limits.max_live {
             return Err(Error::ResourceExhausted(format!(
                 "the coordinator has {} live transactions, its limit (--max-live-transactions); retry later",
@@ -141,11 +165,12 @@ impl Txns {
                  finish some first"
             )));
         }
-        let id = self.ids.next();
+        let id = keyed.unwrap_or_else(|| self.ids.next());
         let now = SystemTime::now();
         let info = TransactionInfo {
             txn_id: id.clone(),
             label,
+            key: key.unwrap_or_default(),
             state: TxnState::Active as i32,
             started_unix_ms: actor::unix_ms(now),
             deadline_unix_ms: actor::unix_ms(now + timeout),
@@ -432,7 +457,17 @@ impl Txns {
     /// probes (it must not end a transaction that may be another
     /// principal's, or not begun yet); an operator fences, so its answer
     /// is final.
-    pub async fn lookup_info(&self, shared: &Shared, id: &str, caller: &Caller) -> Result<TransactionInfo, Status> {
+    ///
+    /// `by_key`: the caller named its transaction by its key, so `id` is
+    /// its own (derived from its identity) and it may settle it for good
+    /// like an operator.
+    pub async fn lookup_info(
+        &self,
+        shared: &Shared,
+        id: &str,
+        caller: &Caller,
+        by_key: bool,
+    ) -> Result<TransactionInfo, Status> {
         match self.info_for(id, caller) {
             Ok(Some(info)) => return Ok(info),
             Ok(None) => {}
@@ -460,7 +495,8 @@ impl Txns {
             reason,
             ..TransactionInfo::default()
         };
-        match resolve::resolve(&shared.participants, id, &[], !caller.is_operator()).await {
+        let probe = !(caller.is_operator() || by_key);
+        match resolve::resolve(&shared.participants, id, &[], probe).await {
             Resolved::Committed { hazard } => Ok(TransactionInfo {
                 hazard,
                 ..decided(

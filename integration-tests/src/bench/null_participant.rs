@@ -50,6 +50,7 @@ impl Participant for NullParticipant {
                 Outcome::Unspecified as i32
             },
             reason: String::new(),
+            earlier: false,
         }))
     }
 

@@ -70,6 +70,7 @@ fn failure(reason: &str, rolled_back: bool, invalid_argument: bool, heuristic: b
         rolled_back,
         heuristic,
         not_delivered: false,
+        exists: false,
     }
 }
 
@@ -218,6 +219,65 @@ fn a_prepare_that_never_left_is_a_no_and_its_branch_is_rolled_back() {
         }),
     });
     assert_eq!(actions, vec![Action::Rollback(s("a")), Action::StartReplyWait]);
+}
+
+#[test]
+fn a_keyed_prepare_that_never_left_is_fenced_before_it_counts_as_no() {
+    // A later attempt with the same key may begin the branch that request
+    // would have begun: only a fence makes its NO durable.
+    let mut e = Engine::keyed();
+    e.submit(&[s("a"), s("b")], Ack::Visible).unwrap();
+    e.on(ok_vote("a", Vote::Yes));
+    let actions = e.on(Event::Voted {
+        participant: s("b"),
+        result: Err(Failure {
+            not_delivered: true,
+            ..Failure::unknown("participant b: tcp connect error")
+        }),
+    });
+    assert_eq!(actions, vec![Action::Inquire(s("b"))]);
+    // Fenced: now it is a NO, and a (prepared) is rolled back.
+    let actions = e.on(Event::Inquired {
+        participant: s("b"),
+        result: Ok(Fate::None),
+    });
+    assert_eq!(actions, vec![Action::Rollback(s("a")), Action::StartReplyWait]);
+    // The earlier attempt had prepared b after all: the vote is YES.
+    let mut e = Engine::keyed();
+    e.submit(&[s("a"), s("b")], Ack::Durable).unwrap();
+    e.on(ok_vote("a", Vote::Yes));
+    e.on(Event::Voted {
+        participant: s("b"),
+        result: Err(Failure::unknown(
+            "an earlier attempt of this transaction is still running here",
+        )),
+    });
+    let actions = e.on(Event::Inquired {
+        participant: s("b"),
+        result: Ok(Fate::Prepared),
+    });
+    assert!(actions.contains(&Action::Reply(Outcome::Committed)), "{actions:?}");
+}
+
+#[test]
+fn a_branch_an_earlier_keyed_attempt_holds_is_never_rolled_back_by_this_one() {
+    let mut e = Engine::keyed();
+    assert_eq!(e.execute("a"), Ok(true));
+    e.on(Event::Executed {
+        participant: s("a"),
+        result: Ok(true),
+    });
+    assert_eq!(e.execute("b"), Ok(true));
+    let actions = e.on(Event::Executed {
+        participant: s("b"),
+        result: Err(Failure {
+            exists: true,
+            ..Failure::unknown("participant b: a transaction with this key already began here")
+        }),
+    });
+    // a (this attempt's) is rolled back; b (the earlier attempt's) is not.
+    assert_eq!(actions, vec![Action::Rollback(s("a"))]);
+    assert_eq!(e.branch("b"), Some(BranchState::RolledBack));
 }
 
 #[test]
