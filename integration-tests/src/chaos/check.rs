@@ -12,9 +12,11 @@
 //! - a transfer reported COMMITTED is applied, one reported ABORTED (or
 //!   never committed) is not, and an unknown one ended one way;
 //! - no ledger row belongs to an operation nobody invoked;
-//! - the coordinator's word (`GetTransaction`, or `ListTransactions` by
-//!   label for a Submit that died before naming its transaction) agrees
-//!   with the data, and it can answer for every transaction it issued;
+//! - the coordinator's word (`GetTransaction`: by id, for a Submit whose
+//!   call died before naming its transaction by the id its client key
+//!   gives, or for an interactive one that died in Begin `ListTransactions`
+//!   by label) agrees with the data, and it can answer for every
+//!   transaction it issued;
 //! - no lock is held.
 //!
 //! Leftover XIDs are reported on their own.
@@ -29,7 +31,7 @@ use tandem_client::pb::{self, TxnFilter};
 use tandem_client::{Client, Outcome};
 
 use super::history::{Event, Type, Write};
-use super::workload::{Bank, NOT_SENT};
+use super::workload::{Bank, NOT_SENT, RETRIED};
 use crate::cluster::Cluster;
 use crate::mariadb;
 
@@ -46,7 +48,8 @@ pub struct FinalState {
     pub locked: Vec<String>,
     /// op → the outcome the coordinator reports for its transaction
     /// (`GetTransaction`, or for a Submit that died before it named its
-    /// transaction, `ListTransactions` by the op's label).
+    /// transaction, by the id its client key gives; for an interactive one
+    /// that died in Begin, `ListTransactions` by the op's label).
     pub reported: BTreeMap<String, Outcome>,
     /// Transaction ids the coordinator could not answer for, and why.
     pub unanswered: Vec<String>,
@@ -65,6 +68,9 @@ pub struct Counts {
     pub info_aborted: u64,
     /// Failed ones that never reached the coordinator (it was down).
     pub not_sent: u64,
+    /// Submits whose call ended without an answer and that a retry with
+    /// the same client key answered (counted in `ok` or `fail`).
+    pub retried: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -141,6 +147,9 @@ fn pair_operations(events: &[Event]) -> BTreeMap<&str, (&Event, Option<&Event>)>
 fn count(counts: &mut Counts, kind: Type, end: Option<&Event>) {
     if end.is_some_and(|e| e.detail.starts_with(NOT_SENT)) {
         counts.not_sent += 1;
+    }
+    if end.is_some_and(|e| e.detail.starts_with(RETRIED)) {
+        counts.retried += 1;
     }
     counts.attempted += 1;
     match kind {
@@ -290,12 +299,13 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
         clients.push(cluster.replica_access_as(i, &ops)?.connect().await?);
     }
     let clients = &clients;
-    // Completions of transfers: those with an id, and unknown Submits
-    // without one (found by their label, the op id).
+    // Completions of transfers: those with an id, every Submit (its key
+    // gives its id), and unknown interactive ones without an id (found by
+    // their label, the op id).
     let asks: Vec<&Event> = events
         .iter()
         .filter(|e| e.f == "transfer" && e.kind != Type::Invoke)
-        .filter(|e| !e.txn.is_empty() || e.kind == Type::Info)
+        .filter(|e| !e.txn.is_empty() || e.kind == Type::Info || e.mode == "submit")
         .collect();
     let answers: Vec<(String, Result<Option<Outcome>, String>)> = futures::stream::iter(asks)
         .map(|event| async move { (event.op.clone(), reported_outcome(clients, event).await) })
@@ -315,14 +325,24 @@ pub async fn read_state(cluster: &Cluster, events: &[Event]) -> Result<FinalStat
 }
 
 /// What the coordinator replicas say of an operation's transaction: by id,
-/// at the replica that issued it, or for an unknown Submit by its label, at
-/// every replica (`None` if no transaction has that label: labels do not
-/// survive a coordinator restart, and the Submit may never have arrived).
-/// Retries while the answer is UNAVAILABLE (ask again).
+/// at the replica that issued it (a Submit's id comes from its client key,
+/// the op id, and any replica answers for it, for good: an operator's
+/// question fences what did not prepare), or for an unknown interactive
+/// transaction by its label, at every replica (`None` if no transaction has
+/// that label: labels do not survive a coordinator restart, and the Begin
+/// may never have arrived). Retries while the answer is UNAVAILABLE (ask
+/// again).
 async fn reported_outcome(clients: &[Client], event: &Event) -> Result<Option<Outcome>, String> {
     let mut attempt = 0;
+    let txn = if event.mode == "submit" {
+        let client = tandem_common::Identity::new(tandem_common::Role::Client, crate::cluster::TEST_PRINCIPAL)
+            .map_err(|e| e.to_string())?;
+        tandem_common::names::keyed_gtrid(&client.to_string(), &event.op)
+    } else {
+        event.txn.clone()
+    };
     loop {
-        let answer = if event.txn.is_empty() {
+        let answer = if txn.is_empty() {
             let mut found = Ok(None);
             for client in clients {
                 let request = pb::ListTransactionsRequest {
@@ -342,26 +362,26 @@ async fn reported_outcome(clients: &[Client], event: &Event) -> Result<Option<Ou
             }
             found
         } else {
-            let issuer = event.txn.split('-').next().unwrap_or_default();
+            let issuer = txn.split('-').next().unwrap_or_default();
             let i = (0..clients.len())
                 .find(|i| crate::cluster::replica_name(*i) == issuer)
                 .unwrap_or(0);
             clients[i]
                 .clone()
-                .get_transaction(&event.txn)
+                .get_transaction(&txn)
                 .await
                 .map(|info| Some(info.outcome()))
         };
         match answer {
             Ok(Some(Outcome::Unspecified)) => {
-                return Err(format!("{} has no outcome after the run settled", event.txn));
+                return Err(format!("{txn} has no outcome after the run settled"));
             }
             Ok(outcome) => return Ok(outcome),
             Err(status) if status.code() == tonic::Code::Unavailable && attempt < 60 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(status) => return Err(format!("{}: {status}", event.txn)),
+            Err(status) => return Err(format!("{txn}: {status}")),
         }
     }
 }
@@ -450,7 +470,8 @@ mod tests {
                 info: 2,
                 info_committed: 1,
                 info_aborted: 1,
-                not_sent: 0
+                not_sent: 0,
+                retried: 0
             }
         );
     }

@@ -346,6 +346,11 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
+            "retried submits:     {} answered by a retry with the same client key",
+            t.retried
+        )?;
+        writeln!(
+            f,
             "reported outcomes:   {} transfers' outcomes from the coordinator agree with the data",
             self.reports_checked
         )?;

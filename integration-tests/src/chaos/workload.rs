@@ -8,6 +8,12 @@
 //! transfer were applied. Half the transfers are one `Submit`, half are
 //! interactive (Begin, one Execute per branch, Commit). An audit reads
 //! every balance on every participant in one SERIALIZABLE transaction.
+//!
+//! Every transfer Submit carries its op id as client key. When its call
+//! fails without an answer (the replica died, the call timed out, the
+//! outcome is not known yet), the client retries it with the same key, at
+//! the other replica first: the answer must be the first attempt's, and
+//! the transfer applied at most once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +43,8 @@ pub const LEDGER: &str = "CREATE TABLE ledger (
 /// How the detail of a `fail` starts when the call never left the client
 /// (the coordinator's port refused the connection).
 pub const NOT_SENT: &str = "not sent: ";
+/// How the detail of a Submit answered on a retry starts.
+pub const RETRIED: &str = "retry ";
 
 /// A transfer's deadline. Branches run in parallel, so two transactions
 /// can deadlock across databases, which no database can see: the deadline
@@ -51,6 +59,10 @@ const AUDIT_TIMEOUT_MS: u32 = 4_000;
 const AUDIT_PAUSE: Duration = Duration::from_millis(300);
 /// A client's limit on any one call: past it the outcome is unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries of a keyed Submit whose call ended without an answer.
+const SUBMIT_RETRIES: usize = 2;
+/// The pause before each of them.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The accounts: `accounts` per participant (ids 1..=accounts), each
 /// starting with `initial`.
@@ -102,17 +114,20 @@ impl Clients {
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for i in 0..transferers + auditors {
-            let access = &accesses[i % accesses.len()];
+        let connect = |access: &crate::Access| -> Result<Client> {
             let channel = access
                 .endpoint()?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true)
                 .connect_lazy();
+            Ok(Client::from_channel(channel, access.token.as_deref())?)
+        };
+        for i in 0..transferers + auditors {
             let worker = Worker {
                 name: format!("client-{i}"),
-                client: Client::from_channel(channel, access.token.as_deref())?,
+                client: connect(&accesses[i % accesses.len()])?,
+                other: connect(&accesses[(i + 1) % accesses.len()])?,
                 rng: StdRng::seed_from_u64(seed.wrapping_add(i as u64 + 1)),
                 bank: bank.clone(),
                 history: history.clone(),
@@ -137,6 +152,8 @@ impl Clients {
 struct Worker {
     name: String,
     client: Client,
+    /// The same principal at the next replica, for retries.
+    other: Client,
     rng: StdRng,
     bank: Bank,
     history: History,
@@ -145,9 +162,20 @@ struct Worker {
 
 /// How an operation ended.
 enum Done {
-    Ok { txn: String, reads: Vec<Read> },
-    Fail { txn: String, why: String },
-    Info { txn: String, why: String },
+    /// `note`: the coordinator's reason, if any (a retry's says so).
+    Ok {
+        txn: String,
+        reads: Vec<Read>,
+        note: String,
+    },
+    Fail {
+        txn: String,
+        why: String,
+    },
+    Info {
+        txn: String,
+        why: String,
+    },
 }
 
 impl Worker {
@@ -175,7 +203,7 @@ impl Worker {
                 (true, true) => self.interactive_audit(&op).await,
             };
             let (kind, txn, reads, detail) = match done {
-                Done::Ok { txn, reads } => (Type::Ok, txn, reads, String::new()),
+                Done::Ok { txn, reads, note } => (Type::Ok, txn, reads, note),
                 Done::Fail { txn, why } => (Type::Fail, txn, Vec::new(), why),
                 Done::Info { txn, why } => (Type::Info, txn, Vec::new(), why),
             };
@@ -241,12 +269,41 @@ impl Worker {
                     statements: branch_statements(op, w),
                 })
                 .collect(),
+            key: op.to_owned(),
             ..pb::SubmitRequest::default()
         };
-        match self.client.submit_with(request).await {
-            Ok(done) => outcome(done.txn_id.clone(), done.outcome(), done.reason, Vec::new()),
+        let mut done = match self.client.submit_with(request.clone()).await {
+            Ok(done) => return outcome(done.txn_id.clone(), done.outcome(), done.reason, Vec::new()),
             Err(status) => submit_error(status),
+        };
+        // No answer: the same Submit again, with the same key.
+        for attempt in 1..=SUBMIT_RETRIES {
+            let Done::Info { why, .. } = &done else {
+                break;
+            };
+            let first = why.clone();
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let client = if attempt % 2 == 1 {
+                &mut self.other
+            } else {
+                &mut self.client
+            };
+            done = match client.submit_with(request.clone()).await {
+                Ok(answer) => outcome(
+                    answer.txn_id.clone(),
+                    answer.outcome(),
+                    format!("{RETRIED}{attempt} after {first}: {}", answer.reason),
+                    Vec::new(),
+                ),
+                // Whatever a retry's call says (not sent, refused, lost),
+                // the first attempt's outcome stays unknown.
+                Err(status) => Done::Info {
+                    txn: String::new(),
+                    why: format!("{first}; retry {attempt}: Submit: {status}"),
+                },
+            };
         }
+        done
     }
 
     async fn interactive_transfer(&mut self, op: &str, writes: &[Write]) -> Done {
@@ -353,7 +410,11 @@ impl Worker {
 
 fn outcome(txn: String, outcome: Outcome, reason: String, reads: Vec<Read>) -> Done {
     match outcome {
-        Outcome::Committed => Done::Ok { txn, reads },
+        Outcome::Committed => Done::Ok {
+            txn,
+            reads,
+            note: reason,
+        },
         Outcome::Aborted => Done::Fail { txn, why: reason },
         Outcome::Unspecified => Done::Info {
             txn,
