@@ -2,7 +2,7 @@
 //! each (HTTP/2 multiplexes every transaction's RPCs over it), typed RPC
 //! helpers with timeouts, and the health view `ListParticipants` shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,10 +205,20 @@ impl Participant {
         }
     }
 
+    /// The gtrids of the branches not finished for good on this
+    /// participant: prepared in its database, or live in it.
+    pub async fn unfinished(&self) -> Result<HashSet<String>, Status> {
+        let mut request = self.request(RecoverRequest { live: true });
+        // Within the asking participant's own call limit (5 s).
+        request.set_timeout(Duration::from_secs(3));
+        let answer = self.note(self.client.clone().recover(request).await)?.into_inner();
+        Ok(answer.gtrids.into_iter().chain(answer.live).collect())
+    }
+
     /// Asks the participant for its prepared branches; keeps the health view
     /// current.
     async fn probe(&self) {
-        let mut request = self.request(RecoverRequest {});
+        let mut request = self.request(RecoverRequest { live: false });
         request.set_timeout(Duration::from_secs(2));
         match self.note(self.client.clone().recover(request).await) {
             Ok(response) => {

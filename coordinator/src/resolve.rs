@@ -20,7 +20,9 @@
 //! database lost it. That is reported as a heuristic hazard of a committed
 //! transaction, never resolved away as an abort.
 
-use tandem_proto::v1::BranchFate;
+use std::collections::{HashMap, HashSet};
+
+use tandem_proto::v1::{BranchFate, MarkedTransaction};
 use tonic::{Code, Status};
 
 use crate::participants::{Inquired, Participants};
@@ -173,6 +175,55 @@ fn decide(gtrid: &str, set: &[String], answers: &[(&str, Answer)]) -> Resolved {
     Resolved::Committed { hazard }
 }
 
+/// Which of `transactions` (marker rows a participant would collect) are
+/// not settled for good: a branch of the set is still prepared or live at
+/// its participant, or that participant could not be asked. Every
+/// participant of their sets is asked at once.
+pub async fn unsettled(participants: &Participants, transactions: &[MarkedTransaction]) -> Vec<String> {
+    let mut names: Vec<&str> = transactions
+        .iter()
+        .flat_map(|t| t.participants.iter().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let views = futures::future::join_all(names.into_iter().map(|name| async move {
+        let view = match participants.get(name) {
+            Ok(p) => match p.unfinished().await {
+                Ok(gtrids) => Some(gtrids),
+                Err(status) => {
+                    tracing::debug!(participant = name, error = %status.message(), "cannot list unfinished branches");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        (name.to_owned(), view)
+    }))
+    .await
+    .into_iter()
+    .collect();
+    still_unsettled(transactions, &views)
+}
+
+/// The verdict of [`unsettled`] from what each participant said (`None`:
+/// it did not answer, or is not configured here) (pure).
+fn still_unsettled(
+    transactions: &[MarkedTransaction],
+    views: &HashMap<String, Option<HashSet<String>>>,
+) -> Vec<String> {
+    transactions
+        .iter()
+        .filter(|t| {
+            t.participants.is_empty()
+                || t.participants.iter().any(|name| match views.get(name) {
+                    Some(Some(unfinished)) => unfinished.contains(&t.gtrid),
+                    Some(None) | None => true,
+                })
+        })
+        .map(|t| t.gtrid.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +280,33 @@ mod tests {
         assert_eq!(
             decide("g", &ab, &answers),
             Resolved::Committed { hazard: String::new() }
+        );
+    }
+
+    #[test]
+    fn a_transaction_is_settled_only_once_no_branch_of_its_set_is_prepared_or_live() {
+        let marked = |gtrid: &str, names: &[&str]| MarkedTransaction {
+            gtrid: gtrid.to_owned(),
+            participants: set(names),
+        };
+        let transactions = [
+            marked("done", &["a", "b"]),
+            marked("prepared-at-b", &["a", "b"]),
+            marked("live-at-a", &["a", "b"]),
+            marked("c-down", &["a", "c"]),
+            marked("d-unknown", &["a", "d"]),
+            marked("no-set", &[]),
+            marked("only-a", &["a"]),
+        ];
+        let unfinished = |gtrids: &[&str]| Some(gtrids.iter().map(|g| (*g).to_owned()).collect::<HashSet<_>>());
+        let views = HashMap::from([
+            ("a".to_owned(), unfinished(&["live-at-a", "elsewhere"])),
+            ("b".to_owned(), unfinished(&["prepared-at-b"])),
+            ("c".to_owned(), None),
+        ]);
+        assert_eq!(
+            still_unsettled(&transactions, &views),
+            set(&["prepared-at-b", "live-at-a", "c-down", "d-unknown", "no-set"])
         );
     }
 

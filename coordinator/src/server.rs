@@ -14,7 +14,7 @@ use tandem_proto::v1::{
     BeginRequest, BeginResponse, CommitRequest, CommitResponse, DecisionRequest, DecisionResponse, ExecuteRequest,
     ExecuteResponse, GetTransactionRequest, Isolation, ListParticipantsRequest, ListParticipantsResponse,
     ListTransactionsRequest, ListTransactionsResponse, RollbackRequest, RollbackResponse, Statement, SubmitRequest,
-    SubmitResponse, TransactionInfo, TxnFilter,
+    SubmitResponse, TransactionInfo, TxnFilter, UnsettledRequest, UnsettledResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,6 +32,8 @@ const MAX_STATEMENTS: usize = 1_000;
 const MAX_LABEL_LEN: usize = 256;
 /// Most transactions in one ListTransactions page.
 const MAX_PAGE: u32 = 1_000;
+/// Most transactions one Unsettled question names.
+const MAX_UNSETTLED: usize = 1_000;
 
 pub struct CoordinatorService {
     shared: Arc<Shared>,
@@ -396,9 +398,7 @@ impl Decisions for DecisionService {
     async fn decision(&self, request: Request<DecisionRequest>) -> Result<Response<DecisionResponse>, Status> {
         let asker = Asker::of(&request)?;
         let DecisionRequest { gtrid, participants } = request.into_inner();
-        if crate::ids::parse(&gtrid).is_none() && !names::is_keyed_gtrid(&gtrid) {
-            return Err(Error::InvalidArgument(format!("{gtrid:?} is not a tandem gtrid")).into());
-        }
+        check_gtrid(&gtrid)?;
         for (i, name) in participants.iter().enumerate() {
             if participants[..i].contains(name) {
                 return Err(Error::InvalidArgument(format!(
@@ -449,4 +449,42 @@ impl Decisions for DecisionService {
             decision: decision as i32,
         }))
     }
+
+    async fn unsettled(&self, request: Request<UnsettledRequest>) -> Result<Response<UnsettledResponse>, Status> {
+        let asker = Asker::of(&request)?;
+        let transactions = request.into_inner().transactions;
+        if transactions.len() > MAX_UNSETTLED {
+            return Err(Error::InvalidArgument(format!(
+                "{} transactions in one Unsettled question; at most {MAX_UNSETTLED}",
+                transactions.len()
+            ))
+            .into());
+        }
+        for t in &transactions {
+            check_gtrid(&t.gtrid)?;
+            if t.participants.len() > self.shared.participants.all().count() {
+                return Err(Error::InvalidArgument(format!(
+                    "{}'s participant set names more participants than this cluster has",
+                    t.gtrid
+                ))
+                .into());
+            }
+        }
+        // A participant asks about its own marker rows: a set without it
+        // cannot be one of them, and stays unsettled.
+        let (own, foreign): (Vec<_>, Vec<_>) = transactions
+            .into_iter()
+            .partition(|t| asker.0.as_ref().is_none_or(|name| t.participants.contains(name)));
+        let mut gtrids = crate::resolve::unsettled(&self.shared.participants, &own).await;
+        gtrids.extend(foreign.into_iter().map(|t| t.gtrid));
+        Ok(Response::new(UnsettledResponse { gtrids }))
+    }
+}
+
+/// Refuses a string that no replica of a tandem cluster issues as a gtrid.
+fn check_gtrid(gtrid: &str) -> Result<(), Status> {
+    if crate::ids::parse(gtrid).is_none() && !names::is_keyed_gtrid(gtrid) {
+        return Err(Error::InvalidArgument(format!("{gtrid:?} is not a tandem gtrid")).into());
+    }
+    Ok(())
 }

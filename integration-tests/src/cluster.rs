@@ -803,6 +803,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Cuts (or heals) only participant `name`'s own calls to the
+    /// coordinator replicas (its recovery's questions); the replicas still
+    /// reach it. Needs `network_proxies`.
+    pub fn set_link_to_coordinators(&self, name: &str, link: Link) -> Result<()> {
+        let Some(links) = &self.node(name).links else {
+            bail!("the cluster was started without network_proxies");
+        };
+        for proxy in &links.to_coordinator {
+            proxy.set(link);
+        }
+        Ok(())
+    }
+
     /// `SIGSTOP` (`pause`) or `SIGCONT` a process.
     pub fn pause(&mut self, target: &Target, pause: bool) -> Result<()> {
         let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };

@@ -921,6 +921,68 @@ async fn old_marker_rows_are_collected_but_an_in_doubt_branch_keeps_its_own() {
     assert_settled(&cluster, true).await;
 }
 
+/// Found by reading the collection rule against the commit rule: a marker
+/// deleted by age alone while a peer branch was still prepared would let
+/// that branch's recovery fence the deleted marker's key and abort a
+/// committed transaction.
+#[tokio::test]
+async fn a_committed_marker_is_kept_past_its_retention_while_a_branch_of_its_transaction_is_in_doubt() {
+    let (mut cluster, mut client) = bank(ClusterConfig {
+        recovery_interval_ms: 100,
+        marker_retention_secs: 1,
+        network_proxies: true,
+        ..ClusterConfig::default()
+    })
+    .await;
+    let marker_of = |gtrid: &str| format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{gtrid}'");
+    // alpha commits, beta stays prepared; beta's recovery cannot ask any
+    // replica (the replicas still reach beta).
+    let id = open_transfer(&mut client).await;
+    cluster
+        .failpoint("beta", "participant::before_commit", "1*return(delay:1000,error)")
+        .await
+        .unwrap();
+    cluster
+        .set_link_to_coordinators("beta", tandem_integration_tests::proxy::Link::Blackhole)
+        .unwrap();
+    crash_coordinator_during_commit(&mut cluster, &id, "coordinator::after_commit", "1*return(crash)").await;
+    wait_prepared(&cluster, &[("beta", &id)], Duration::from_secs(5)).await;
+    cluster.restart_coordinator().await.unwrap();
+    assert_eq!(scalar(cluster.node("alpha").pool(), &marker_of(&id)).await, 1);
+    // A later transaction on alpha alone: once its marker is collected,
+    // alpha's collection has weighed the older marker of `id` too.
+    let mut client = cluster.client().await.expect("client connects");
+    let later = client.submit(vec![("alpha", vec![debit(1, 1)])]).await.unwrap();
+    assert_eq!(later.outcome(), Outcome::Committed, "{later:?}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while scalar(cluster.node("alpha").pool(), &marker_of(&later.txn_id)).await > 0 {
+        assert!(Instant::now() < until, "the later marker row was never collected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        scalar(cluster.node("alpha").pool(), &marker_of(&id)).await,
+        1,
+        "alpha's marker of {id} was collected while beta's branch was in doubt"
+    );
+    // beta's recovery asks again and commits from alpha's marker; then
+    // both markers go.
+    cluster
+        .set_link_to_coordinators("beta", tandem_integration_tests::proxy::Link::Up)
+        .unwrap();
+    wait_prepared(&cluster, &[], Duration::from_secs(30)).await;
+    assert_eq!(balances(&cluster).await, (100 - AMOUNT - 1, 100 + AMOUNT));
+    let until = Instant::now() + Duration::from_secs(30);
+    for node in ["alpha", "beta"] {
+        while scalar(cluster.node(node).pool(), &marker_of(&id)).await > 0 {
+            assert!(
+                Instant::now() < until,
+                "{node}'s marker of {id} was never collected once settled"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// A Submit of `alpha`'s statements and a credit on beta, with beta's row
 /// held by another transaction, so beta's branch waits after alpha voted.
 struct HeldSubmit {

@@ -100,7 +100,7 @@ async fn attack_participant(
     };
     let (c, m) = code(client.commit(meant_for("alpha", request)).await);
     out.push(("commit", c, m));
-    let (c, m) = code(client.recover(meant_for("alpha", pb::RecoverRequest {})).await);
+    let (c, m) = code(client.recover(meant_for("alpha", pb::RecoverRequest::default())).await);
     out.push(("recover", c, m));
     out
 }
@@ -310,6 +310,57 @@ async fn only_participants_reach_the_internal_decisions_api() {
         ask(Some(id(Role::Participant, "gamma")), internal).await.unwrap(),
         pb::DecisionKind::Abort
     );
+
+    // Unsettled (which marker rows a participant may collect) sits behind
+    // the same gate, answers only about the asker's own sets, and bounds
+    // the question.
+    let unsettled = |me: Identity, transactions: Vec<pb::MarkedTransaction>| {
+        let endpoint = cluster.endpoint_as(internal, Some(&me), &coordinator).unwrap();
+        async move {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            pb::decisions_client::DecisionsClient::new(channel)
+                .unsettled(pb::UnsettledRequest { transactions })
+                .await
+                .map(|r| r.into_inner().gtrids)
+        }
+    };
+    let marked = |set: &[&str]| pb::MarkedTransaction {
+        gtrid: done.txn_id.clone(),
+        participants: set.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    let err = unsettled(id(Role::Client, "tester"), vec![marked(&["alpha", "beta"])])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Committed everywhere: settled.
+    assert_eq!(
+        unsettled(id(Role::Participant, "alpha"), vec![marked(&["alpha", "beta"])])
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    // A set without the asker is not one of its marker rows: never settled
+    // for it; nor is a set naming a participant this cluster lacks.
+    for (me, set) in [("gamma", &["alpha", "beta"][..]), ("alpha", &["alpha", "zeta"][..])] {
+        assert_eq!(
+            unsettled(id(Role::Participant, me), vec![marked(set)]).await.unwrap(),
+            vec![done.txn_id.clone()],
+            "{me} asks about {set:?}"
+        );
+    }
+    let err = unsettled(id(Role::Participant, "alpha"), vec![marked(&["alpha"]); 1001])
+        .await
+        .expect_err("too many");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let mut forged = marked(&["alpha"]);
+    forged.gtrid = "'; DROP TABLE tandem.xa_markers; --".into();
+    let err = unsettled(id(Role::Participant, "alpha"), vec![forged])
+        .await
+        .expect_err("not a gtrid");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }
 
 #[tokio::test]

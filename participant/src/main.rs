@@ -55,8 +55,10 @@ struct Args {
     /// coordinator about them.
     #[arg(long, env = "TANDEM_RECOVERY_INTERVAL_MS", default_value_t = 2_000)]
     recovery_interval_ms: u64,
-    /// How long the marker row of a committed branch is kept (it tells a
-    /// late phase 2 or inquiry that the branch committed).
+    /// How long a marker row (a committed branch's, or a fence) is kept at
+    /// least: it answers late inquiries and client-key lookups. Rows of a
+    /// transaction with a branch still in doubt are kept longer, until it
+    /// is settled.
     #[arg(long, env = "TANDEM_MARKER_RETENTION_SECS", default_value_t = 86_400)]
     marker_retention_secs: u64,
 }

@@ -12,6 +12,8 @@
 //! - [`finish_orphan`]: phase 2 from any session, that cannot lie: an XID
 //!   absent from `XA RECOVER` counts as done only when the branch's marker
 //!   row agrees with what was asked; otherwise it is a heuristic hazard.
+//! - [`collect_markers`]: deletes marker rows and fences past their
+//!   retention, but only those of transactions settled for good.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use tandem_common::{Identity, Role, Transport};
 use tandem_proto::v1::decisions_client::DecisionsClient;
-use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest};
+use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest, MarkedTransaction, UnsettledRequest};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -370,7 +372,8 @@ pub struct Options {
     /// identity).
     pub transport: Transport,
     pub interval: Duration,
-    /// Marker rows older than this are deleted.
+    /// Marker rows older than this are deleted once their transaction is
+    /// settled: how long a key or id can be looked up.
     pub marker_retention: Duration,
 }
 
@@ -407,7 +410,7 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
             }
         }
         if passes % 30 == 1 {
-            collect_markers(&shared, options.marker_retention).await;
+            collect_markers(&shared, &decisions, options.marker_retention).await;
         }
     }
 }
@@ -495,31 +498,97 @@ async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String
     Ok(prepared)
 }
 
-async fn collect_markers(shared: &Shared, retention: Duration) {
+/// Deletes this participant's marker rows older than `retention` whose
+/// transaction is settled for good, page by page (at most 100 pages a
+/// round).
+///
+/// A committed marker says YES for its branch to any resolver that asks
+/// later. Deleted while another branch of its set is still prepared, the
+/// resolver that branch's recovery asks would fence this one and decide
+/// abort: a split transaction. So a row is deleted only when no branch of
+/// its set is prepared or live anywhere; a replica's `Unsettled` asks the
+/// other participants (this one knows only itself). Settled is final: a
+/// branch never becomes prepared or live again once it ended.
+///
+/// A fence, or a marker whose set is this participant alone, needs no one
+/// else: its own branch ended (a fenced one can never prepare), and a
+/// resolver that asks after the row is gone fences again and reaches the
+/// same answer. Rows from before sets were kept go by age alone.
+async fn collect_markers(shared: &Shared, decisions: &Decisions, retention: Duration) {
     let Ok(mut conn) = acquire(shared).await else {
         return;
     };
-    // Batches until the old rows are gone (or a bound per round).
-    let mut deleted = 0;
+    let mut after: Option<xa::MarkerRow> = None;
+    let (mut deleted, mut kept) = (0, 0);
     for _ in 0..100 {
-        match xa::delete_old_markers(&mut conn, retention.as_secs()).await {
-            Ok(n) => {
-                deleted += n;
-                if n < 1000 {
+        let page = match xa::old_markers(&mut conn, &shared.name, retention.as_secs(), after.as_ref()).await {
+            Ok(page) => page,
+            Err(err) => {
+                warn!(error = %describe_sql(&err), "cannot read old marker rows");
+                break;
+            }
+        };
+        let full = page.len() == xa::MARKER_PAGE;
+        let unfinished: HashSet<String> = shared.branches.unfinished().into_iter().collect();
+        let (settled, ask): (Vec<_>, Vec<_>) = page
+            .iter()
+            .filter(|row| !unfinished.contains(&row.gtrid))
+            .partition(|row| row.kind == xa::MarkerKind::Fence || row.participants.iter().all(|p| *p == shared.name));
+        let mut settled: Vec<String> = settled.into_iter().map(|row| row.gtrid.clone()).collect();
+        if !ask.is_empty() {
+            let transactions: Vec<MarkedTransaction> = ask
+                .iter()
+                .map(|row| MarkedTransaction {
+                    gtrid: row.gtrid.clone(),
+                    participants: row.participants.clone(),
+                })
+                .collect();
+            if let Some(unsettled) = unsettled(decisions, transactions).await {
+                settled.extend(
+                    ask.iter()
+                        .filter(|row| !unsettled.contains(&row.gtrid))
+                        .map(|row| row.gtrid.clone()),
+                );
+            }
+        }
+        kept += page.len() - settled.len();
+        if !settled.is_empty() {
+            match xa::delete_markers(&mut conn, &shared.name, &settled).await {
+                Ok(n) => deleted += n,
+                Err(err) => {
+                    warn!(error = %describe_sql(&err), "cannot delete old marker rows");
                     break;
                 }
             }
-            Err(err) => {
-                warn!(error = %describe_sql(&err), "cannot delete old marker rows");
-                break;
+        }
+        after = page.into_iter().last();
+        if !full {
+            break;
+        }
+    }
+    if deleted > 0 || kept > 0 {
+        debug!(
+            deleted,
+            kept, "old marker rows collected; those of unsettled transactions kept"
+        );
+    }
+    // The session's isolation and lock wait were changed; do not pool it.
+    drop(conn.detach());
+}
+
+/// Which of `transactions` a replica says are not settled yet; `None`
+/// when no replica answered.
+async fn unsettled(decisions: &Decisions, transactions: Vec<MarkedTransaction>) -> Option<HashSet<String>> {
+    let request = UnsettledRequest { transactions };
+    for (name, client) in decisions {
+        match client.clone().unsettled(request.clone()).await {
+            Ok(answer) => return Some(answer.into_inner().gtrids.into_iter().collect()),
+            Err(status) => {
+                debug!(coordinator = %name, error = %status.message(), "cannot ask which marker rows are settled")
             }
         }
     }
-    if deleted > 0 {
-        debug!(deleted, "old marker rows deleted");
-    }
-    // The session's lock wait was shortened; do not pool it.
-    drop(conn.detach());
+    None
 }
 
 /// Ends the session that ran the branch: `owner` if known, else any session

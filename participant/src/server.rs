@@ -399,13 +399,19 @@ impl Participant for ParticipantService {
 
     async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
         let calling = Calling::of(&request)?;
+        let ours = |gtrid: &String| self.auth.check_gtrid(&calling, gtrid).is_ok();
         // A coordinator learns only of its own transactions' branches.
         let gtrids = recovery::prepared(&self.shared)
             .await?
             .into_iter()
-            .filter(|gtrid| self.auth.check_gtrid(&calling, gtrid).is_ok())
+            .filter(ours)
             .collect();
-        Ok(Response::new(RecoverResponse { gtrids }))
+        let live = if request.get_ref().live {
+            self.shared.branches.unfinished().into_iter().filter(ours).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(RecoverResponse { gtrids, live }))
     }
 
     async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {

@@ -258,11 +258,24 @@ pub async fn marker_kind(conn: &mut MySqlConnection, xid: &Xid) -> Result<Option
         .bind(xid.bqual.as_bytes())
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(kind.map(|k| match k {
+    Ok(kind.map(marker_kind_of))
+}
+
+fn marker_kind_of(fenced: i64) -> MarkerKind {
+    match fenced {
         1 => MarkerKind::Fence,
         2 => MarkerKind::ReadOnly,
         _ => MarkerKind::Branch,
-    }))
+    }
+}
+
+/// The participant set as the marker row's `participants` column holds it.
+fn participant_set(column: Option<Vec<u8>>) -> Vec<String> {
+    String::from_utf8_lossy(&column.unwrap_or_default())
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What a branch's marker row says (not a fence).
@@ -292,11 +305,7 @@ pub async fn marker(conn: &mut MySqlConnection, xid: &Xid) -> Result<Option<Mark
         .fetch_optional(&mut *conn)
         .await?;
     Ok(row.map(|(set, kind)| Marker {
-        participants: String::from_utf8_lossy(&set.unwrap_or_default())
-            .split(',')
-            .filter(|name| !name.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        participants: participant_set(set),
         read_only: kind == 2,
     }))
 }
@@ -366,11 +375,65 @@ pub async fn create_markers(conn: &mut MySqlConnection) -> Result<(), sqlx::Erro
     sqlx::raw_sql(CREATE_MARKERS).execute(conn).await.map(|_| ())
 }
 
-/// Deletes up to 1000 marker rows older than `secs`; returns how many went.
-/// Rows a transaction still holds (a branch in doubt that long) are
-/// skipped, not waited for. Runs READ COMMITTED (no gap locks that would
-/// hold up branches' marker inserts) on a session closed afterwards.
-pub async fn delete_old_markers(conn: &mut MySqlConnection, secs: u64) -> Result<u64, sqlx::Error> {
+/// A committed row of the marker table: a branch's marker, a read-only
+/// branch's confirmation, or a fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerRow {
+    pub gtrid: String,
+    pub kind: MarkerKind,
+    /// The participant set (empty for a fence, or a row from before sets
+    /// were kept).
+    pub participants: Vec<String>,
+    /// `created_at`, as the server prints it: where the next page starts.
+    created_at: String,
+}
+
+/// Rows per page of [`old_markers`].
+pub const MARKER_PAGE: usize = 1000;
+
+/// Participant `bqual`'s committed marker rows older than `secs`, oldest
+/// first, a page of at most [`MARKER_PAGE`] after the row `after` (the last
+/// of the previous page). A plain consistent read: rows a prepared branch
+/// still holds are not seen, and nothing is locked.
+pub async fn old_markers(
+    conn: &mut MySqlConnection,
+    bqual: &str,
+    secs: u64,
+    after: Option<&MarkerRow>,
+) -> Result<Vec<MarkerRow>, sqlx::Error> {
+    let select = format!(
+        "SELECT gtrid, CAST(fenced AS SIGNED), participants, DATE_FORMAT(created_at, '%Y-%m-%d %H:%i:%s.%f') \
+         FROM {MARKER_TABLE} WHERE bqual = ? AND created_at < NOW(3) - INTERVAL {secs} SECOND \
+         AND (created_at > ? OR (created_at = ? AND gtrid > ?)) \
+         ORDER BY created_at, gtrid LIMIT {MARKER_PAGE}"
+    );
+    let (from, from_gtrid) = after.map_or(("0000-00-00 00:00:00.000000", ""), |row| {
+        (row.created_at.as_str(), row.gtrid.as_str())
+    });
+    type Row = (Vec<u8>, i64, Option<Vec<u8>>, String);
+    let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(select))
+        .bind(bqual.as_bytes())
+        .bind(from)
+        .bind(from)
+        .bind(from_gtrid.as_bytes())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(gtrid, kind, set, created_at)| MarkerRow {
+            gtrid: String::from_utf8_lossy(&gtrid).into_owned(),
+            kind: marker_kind_of(kind),
+            participants: participant_set(set),
+            created_at,
+        })
+        .collect())
+}
+
+/// Deletes participant `bqual`'s marker rows of `gtrids`, in one
+/// transaction; returns how many went. Runs READ COMMITTED (no gap locks
+/// that would hold up branches' marker inserts), with short lock waits, on
+/// a session closed afterwards.
+pub async fn delete_markers(conn: &mut MySqlConnection, bqual: &str, gtrids: &[String]) -> Result<u64, sqlx::Error> {
     run(
         conn,
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
@@ -378,22 +441,19 @@ pub async fn delete_old_markers(conn: &mut MySqlConnection, secs: u64) -> Result
             .to_owned(),
     )
     .await?;
-    let select = format!(
-        "SELECT gtrid, bqual FROM {MARKER_TABLE} WHERE created_at < NOW(3) - INTERVAL {secs} SECOND \
-         ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
-    );
     let delete = format!("DELETE FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ?");
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let old: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(AssertSqlSafe(select)).fetch_all(&mut *tx).await?;
-    for (gtrid, bqual) in &old {
-        sqlx::query(AssertSqlSafe(delete.clone()))
-            .bind(gtrid)
-            .bind(bqual)
+    let mut deleted = 0;
+    for gtrid in gtrids {
+        deleted += sqlx::query(AssertSqlSafe(delete.clone()))
+            .bind(gtrid.as_bytes())
+            .bind(bqual.as_bytes())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
     }
     tx.commit().await?;
-    Ok(old.len() as u64)
+    Ok(deleted)
 }
 
 /// `XA END`, whose failure only says MySQL already ended the transaction.

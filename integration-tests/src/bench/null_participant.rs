@@ -67,7 +67,7 @@ impl Participant for NullParticipant {
     }
 
     async fn recover(&self, _: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
-        Ok(Response::new(RecoverResponse { gtrids: Vec::new() }))
+        Ok(Response::new(RecoverResponse::default()))
     }
 
     async fn inquire(&self, _: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {

@@ -128,6 +128,19 @@ impl Registry {
         self.lock().live.len()
     }
 
+    /// The gtrids of branches not finished for good: live ones, and
+    /// one-phase commits whose outcome is not settled yet (their MySQL
+    /// session may still be committing).
+    pub fn unfinished(&self) -> Vec<String> {
+        let inner = self.lock();
+        let unsettled = inner
+            .ended
+            .iter()
+            .filter(|(_, ending)| matches!(ending, Ending::Unknown(_)))
+            .map(|(gtrid, _)| gtrid);
+        inner.live.keys().chain(unsettled).cloned().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps half-updated
         // in a way that matters more than stopping would.
