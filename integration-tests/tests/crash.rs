@@ -768,6 +768,49 @@ async fn a_session_id_from_before_a_mariadb_restart_never_kills_an_unrelated_ses
     assert_no_prepared(&cluster).await;
 }
 
+/// A branch whose `XA PREPARE` lost its connection may or may not be
+/// prepared; its coordinator asks at once, but may die first. The branch
+/// then settles itself (fencing it if the prepare never happened) rather
+/// than waiting, maybe prepared, until someone asks.
+#[tokio::test]
+async fn a_prepare_that_lost_its_connection_settles_itself_when_its_coordinator_died() {
+    let (mut cluster, mut client) = bank(ClusterConfig::default()).await;
+    let id = open_transfer(&mut client).await;
+    let owner = scalar(
+        cluster.node("beta").pool(),
+        "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX",
+    )
+    .await;
+    // beta's prepare waits; meanwhile alpha prepares, the only replica
+    // dies, and beta's session is killed under the waiting prepare.
+    cluster
+        .failpoint("beta", "participant::before_prepare", "1*return(delay:3000)")
+        .await
+        .unwrap();
+    let commit = commit_in_background(&cluster, &id);
+    wait_prepared(&cluster, &[("alpha", &id)], Duration::from_secs(5)).await;
+    cluster.kill_coordinator();
+    assert!(
+        commit.await.unwrap().is_err(),
+        "the Commit call dies with the coordinator"
+    );
+    exec(cluster.node("beta").pool(), &format!("KILL {owner}")).await;
+    let fence = format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{id}' AND fenced = 1");
+    let until = Instant::now() + Duration::from_secs(30);
+    while scalar(cluster.node("beta").pool(), &fence).await == 0 {
+        assert!(
+            Instant::now() < until,
+            "beta's branch, whose prepare lost its connection, was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_prepared(&cluster, &[("alpha", &id)], Duration::from_secs(1)).await;
+    // Back with a replica, alpha's recovery learns the abort from beta's fence.
+    cluster.restart_coordinator().await.unwrap();
+    assert_settled(&cluster, false).await;
+    assert_eq!(outcome_of(&cluster, &id).await.outcome(), Outcome::Aborted);
+}
+
 #[tokio::test]
 async fn a_branch_rolled_back_behind_tandems_back_is_reported_as_a_heuristic_hazard() {
     let (mut cluster, mut client) = bank(ClusterConfig::default()).await;

@@ -246,10 +246,14 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
 /// What branch `xid`'s marker row says (empty if there is none).
 pub async fn marker(shared: &Shared, xid: &Xid) -> Result<xa::Marker, Error> {
     let mut conn = acquire(shared).await?;
-    let read = xa::marker(&mut conn, xid).await;
-    // Its isolation level was changed: do not pool it.
-    drop(conn.detach());
-    Ok(read.map_err(|e| unavailable(shared, &e))?.unwrap_or_default())
+    match xa::marker(&mut conn, xid).await {
+        Ok(marker) => Ok(marker.unwrap_or_default()),
+        Err(err) => {
+            // The next transaction's isolation level may still be set.
+            drop(conn.detach());
+            Err(unavailable(shared, &err))
+        }
+    }
 }
 
 /// How the branch of `gtrid` stands here, without writing anything (the
@@ -409,8 +413,29 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
                 Err(err) => debug!(error = %err, "recovery pass did not complete"),
             }
         }
+        settle_one_phase_commits(&shared).await;
         if passes % 30 == 1 {
             collect_markers(&shared, &decisions, options.marker_retention).await;
+        }
+    }
+}
+
+/// Settles one-phase commits that lost their connection while MySQL could
+/// not be asked, so none stays of unknown outcome when no one asks.
+async fn settle_one_phase_commits(shared: &Shared) {
+    for (gtrid, owner) in shared.branches.unsettled_one_phase() {
+        let Ok(xid) = Xid::new(&gtrid, &shared.name) else {
+            continue;
+        };
+        match settle_one_phase(shared, &xid, owner).await {
+            Ok(committed) => {
+                shared.branches.settle(&gtrid, committed);
+                info!(
+                    gtrid,
+                    committed, "settled a one-phase commit that had lost its connection"
+                );
+            }
+            Err(err) => debug!(gtrid, error = %err, "cannot settle a one-phase commit yet"),
         }
     }
 }

@@ -289,13 +289,10 @@ pub struct Marker {
 
 /// Branch `xid`'s marker row, committed or held by the prepared branch
 /// (read uncommitted, so it waits for no lock); `None` when there is none
-/// (or only a fence). Runs on a session that is closed afterwards.
+/// (or only a fence). The isolation level is set for this one read only:
+/// the session can be pooled again unless an error cut the pair short.
 pub async fn marker(conn: &mut MySqlConnection, xid: &Xid) -> Result<Option<Marker>, sqlx::Error> {
-    run(
-        conn,
-        "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED".to_owned(),
-    )
-    .await?;
+    run(conn, "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED".to_owned()).await?;
     let read = format!(
         "SELECT participants, CAST(fenced AS SIGNED) FROM {MARKER_TABLE} WHERE gtrid = ? AND bqual = ? AND fenced <> 1"
     );

@@ -31,6 +31,11 @@ use crate::{Shared, recovery, values};
 /// coordinator normally sends the rollback first.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a prepare that lost its connection waits for someone to ask
+/// about it (its coordinator normally does at once) before the branch
+/// settles it on its own.
+const SETTLE_DOUBT_AFTER: Duration = Duration::from_secs(5);
+
 /// Which marker row an XA step writes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
@@ -100,6 +105,7 @@ impl BranchHandle {
             conn: None,
             deadline: None,
             session: None,
+            settle_at: None,
             used: Used::default(),
             participants: Vec::new(),
             rx,
@@ -148,6 +154,9 @@ struct BranchActor {
     /// The pinned session's id, to `KILL` it if it outlives its
     /// connection while still owning the branch.
     session: Option<SessionId>,
+    /// When to settle a prepare that lost its connection, if no one has
+    /// asked about it by then.
+    settle_at: Option<Instant>,
     /// What the branch has used so far, against [`crate::Limits`].
     used: Used,
     /// The transaction's participant set, once the coordinator sent it:
@@ -189,6 +198,15 @@ impl BranchActor {
                 () = sleep_until(deadline) => {
                     warn!(xid = %self.xid, "deadline passed without a decision; rolling back the unprepared branch");
                     self.step(Request::Deadline).await.ok();
+                    None
+                }
+                // Its coordinator may have died with the question: the
+                // branch must not wait, maybe prepared, for ever.
+                () = sleep_until(self.settle_at) => {
+                    if let Err(err) = self.inquire().await {
+                        debug!(xid = %self.xid, error = %err, "cannot settle a prepare that lost its connection yet");
+                        self.settle_at = Some(Instant::now() + SETTLE_DOUBT_AFTER);
+                    }
                     None
                 }
             };
@@ -257,7 +275,9 @@ impl BranchActor {
     async fn inquire(&mut self) -> Result<BranchFate, Error> {
         Ok(match self.engine.phase() {
             Phase::Prepared if self.conn.is_none() => {
-                if recovery::settle_prepare(&self.shared, &self.xid, self.session).await? {
+                let prepared = recovery::settle_prepare(&self.shared, &self.xid, self.session).await?;
+                self.settle_at = None;
+                if prepared {
                     BranchFate::Prepared
                 } else {
                     warn!(xid = %self.xid, "a prepare that lost its connection never happened; fenced off");
@@ -692,6 +712,9 @@ impl BranchActor {
         self.engine.failed(step, connection_lost);
         if matches!(self.engine.phase(), Phase::Prepared | Phase::Unknown) {
             self.drop_conn();
+            if self.engine.phase() == Phase::Prepared {
+                self.settle_at = Some(Instant::now() + SETTLE_DOUBT_AFTER);
+            }
             return None;
         }
         if let Some(conn) = self.conn.as_mut() {

@@ -17,6 +17,7 @@ pub use engine::Ending;
 
 use crate::Shared;
 use crate::error::Error;
+use crate::sessions::SessionId;
 use crate::xa::Xid;
 
 /// How many ended branches are remembered for idempotent answers.
@@ -126,6 +127,20 @@ impl Registry {
 
     pub fn live(&self) -> usize {
         self.lock().live.len()
+    }
+
+    /// The one-phase commits whose outcome is not settled yet, with the
+    /// MySQL session that ran each.
+    pub fn unsettled_one_phase(&self) -> Vec<(String, Option<SessionId>)> {
+        let inner = self.lock();
+        inner
+            .ended
+            .iter()
+            .filter_map(|(gtrid, ending)| match ending {
+                Ending::Unknown(owner) => Some((gtrid.clone(), *owner)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The gtrids of branches not finished for good: live ones, and
