@@ -15,7 +15,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -515,6 +515,9 @@ impl Cluster {
                     .flatten(),
             )
             .env("RUST_LOG", &self.config.log_filter)
+            // An error a process exits with is its last lines, not a
+            // backtrace (panics keep theirs).
+            .env("RUST_LIB_BACKTRACE", "0")
             .env("NO_COLOR", "1");
         self.transport_args(
             &mut command,
@@ -580,6 +583,9 @@ impl Cluster {
             .arg("--default-timeout-ms")
             .arg(self.config.default_timeout_ms.to_string())
             .env("RUST_LOG", &self.config.log_filter)
+            // An error a process exits with is its last lines, not a
+            // backtrace (panics keep theirs).
+            .env("RUST_LIB_BACKTRACE", "0")
             .env("NO_COLOR", "1");
         for node in &self.nodes {
             let addr = node.links.as_ref().map_or(node.addr, |l| l.to_participant.addr());
@@ -991,10 +997,27 @@ pub fn participant_names(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, for a
+/// process to bind. Ports come from below the kernel's ephemeral range
+/// (32768 and up by default), so no outgoing connection's local port takes
+/// one before its process binds it: a port from `bind(0)` could be (a
+/// replica once failed to start so). Each test process starts at a random
+/// port and walks on, handing out a port only after a bind shows it free.
 pub fn free_addr() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    const PORTS: std::ops::Range<u16> = 10_000..32_000;
+    static NEXT: Mutex<u16> = Mutex::new(0);
+    let mut next = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in PORTS {
+        if !PORTS.contains(&*next) {
+            *next = rand::random_range(PORTS);
+        }
+        let port = *next;
+        *next += 1;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
+    bail!("no free loopback port in {PORTS:?}")
 }
 
 /// The directory holding `tandem-coordinator` and `tandem-participant`,
