@@ -66,6 +66,7 @@ impl CoordinatorService {
         isolation: i32,
         timeout_ms: u32,
         key: String,
+        branches: Vec<String>,
     ) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
         let key = checked_key(key)?;
         if label.len() > MAX_LABEL_LEN {
@@ -84,6 +85,7 @@ impl CoordinatorService {
             isolation,
             timeout,
             key,
+            branches,
         };
         self.shared.txns.begin(&self.shared, caller.principal, start)
     }
@@ -94,23 +96,34 @@ impl CoordinatorService {
     /// and the reply wait.
     async fn earlier_submit(&self, txn_id: &str, caller: &Caller) -> Result<SubmitResponse, Status> {
         loop {
-            let record = match self.shared.txns.lookup(txn_id, caller) {
-                Lookup::Finished(record) => record,
+            let info = match self.shared.txns.lookup(txn_id, caller) {
+                Lookup::Finished(record) => record.info,
                 Lookup::Live { .. } => {
-                    let info = self.shared.txns.info(txn_id).unwrap_or_default();
+                    // Finished since the lookup: look again.
+                    let Some(info) = self.shared.txns.info(txn_id) else {
+                        continue;
+                    };
                     let wait_until = info.deadline_unix_ms + self.shared.config.reply_wait.as_millis() as u64;
-                    if crate::txn::actor::unix_ms(std::time::SystemTime::now()) > wait_until {
-                        return Err(Status::unknown(format!(
-                            "transaction {txn_id} with this key is still deciding; do not resubmit, ask \
-                             GetTransaction"
-                        )));
+                    let past = crate::txn::actor::unix_ms(std::time::SystemTime::now()) > wait_until;
+                    let decided = info.outcome != pb::Outcome::Unspecified as i32;
+                    match (decided, past) {
+                        // Phase 2 still runs (a participant is slow to
+                        // commit): the outcome is known all the same.
+                        (true, true) => info,
+                        (false, true) => {
+                            return Err(Status::unknown(format!(
+                                "transaction {txn_id} with this key is still deciding; do not resubmit, ask \
+                                 GetTransaction"
+                            )));
+                        }
+                        (_, false) => {
+                            tokio::time::sleep(EARLIER_POLL).await;
+                            continue;
+                        }
                     }
-                    tokio::time::sleep(EARLIER_POLL).await;
-                    continue;
                 }
                 Lookup::Unknown => return Err(unknown_txn(txn_id).into()),
             };
-            let info = record.info;
             let outcome = pb::Outcome::try_from(info.outcome).unwrap_or(pb::Outcome::Unspecified);
             if outcome == pb::Outcome::Unspecified {
                 return Err(Status::unknown(format!(
@@ -211,7 +224,7 @@ impl Coordinator for CoordinatorService {
     async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
         let caller = Caller::of(&request)?;
         let req = request.into_inner();
-        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms, req.key)?;
+        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms, req.key, Vec::new())?;
         Ok(Response::new(BeginResponse {
             txn_id: info.txn_id,
             deadline_unix_ms: info.deadline_unix_ms,
@@ -284,12 +297,16 @@ impl Coordinator for CoordinatorService {
             check_statements(&branch.participant, &branch.statements)?;
         }
         let keyed = !req.key.is_empty();
+        // Branch shares are counted as the transaction is registered: a
+        // refusal leaves no key behind that a retry would find "already ran".
+        let participants: Vec<String> = req.branches.iter().map(|b| b.participant.clone()).collect();
         let started = self.start(
             caller.clone(),
             req.label,
             req.isolation,
             req.timeout_ms,
             req.key.clone(),
+            participants,
         );
         let (handle, info) = match started {
             Ok(started) => started,
@@ -301,12 +318,6 @@ impl Coordinator for CoordinatorService {
             }
             Err(err) => return Err(err.into()),
         };
-        let participants: Vec<String> = req.branches.iter().map(|b| b.participant.clone()).collect();
-        if let Err(refused) = self.shared.txns.open_branches(&info.txn_id, &participants) {
-            // Nothing ran: end the transaction that was just begun.
-            let _ = handle.rollback().await;
-            return Err(refused.into());
-        }
         let response = handle
             .submit(req.branches, ack)
             .await

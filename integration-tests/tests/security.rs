@@ -1430,6 +1430,18 @@ async fn one_principal_cannot_pin_every_session_of_a_participant() {
         .execute(&third, "beta", vec![insert_note(9, "beta")])
         .await
         .unwrap();
+    // A keyed Submit refused for her share leaves no key behind: nothing
+    // ran, so its retry below runs instead of answering "already ran".
+    let keyed = pb::SubmitRequest {
+        branches: vec![pb::Branch {
+            participant: "alpha".to_owned(),
+            statements: vec![insert_note(11, "keyed")],
+        }],
+        key: "refused-for-share".to_owned(),
+        ..pb::SubmitRequest::default()
+    };
+    let refused = alice.submit_with(keyed.clone()).await;
+    expect_code(refused, Code::ResourceExhausted);
     let refused = alice.submit(vec![("alpha", vec![insert_note(10, "submit")])]).await;
     expect_code(refused, Code::ResourceExhausted);
     let done = bob.submit(vec![("alpha", vec![insert_note(20, "bob")])]).await.unwrap();
@@ -1450,7 +1462,10 @@ async fn one_principal_cannot_pin_every_session_of_a_participant() {
     }
     let done = alice.commit(&third).await.unwrap();
     assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    let done = alice.submit_with(keyed).await.unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    assert!(!done.reason.contains("already ran"), "{}", done.reason);
     let alpha = cluster.node("alpha").pool();
-    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id IN (9, 20)").await, 2);
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id IN (9, 11, 20)").await, 3);
     assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id = 10").await, 0);
 }

@@ -72,6 +72,10 @@ pub struct Start {
     pub timeout: Duration,
     /// The client's idempotency key (checked), if any.
     pub key: Option<String>,
+    /// The participants a Submit opens branches on, counted against the
+    /// owner's share before the transaction (and its key) is registered:
+    /// a refused Submit leaves nothing behind, so its retry may run.
+    pub branches: Vec<String>,
 }
 
 /// What principals may hold at once.
@@ -139,6 +143,7 @@ impl Txns {
             isolation,
             timeout,
             key,
+            branches,
         } = start;
         // Checked, issued and registered under one lock: concurrent
         // Begins cannot all pass a limit, and no id is ever issued without
@@ -165,6 +170,8 @@ impl Txns {
                  finish some first"
             )));
         }
+        let new: Vec<&String> = dedup(&branches, &[]);
+        self.check_share(&inner, &owner, &new)?;
         let id = keyed.unwrap_or_else(|| self.ids.next());
         let now = SystemTime::now();
         let info = TransactionInfo {
@@ -177,7 +184,8 @@ impl Txns {
             ..TransactionInfo::default()
         };
         let params = actor::Params { id, isolation, timeout };
-        let handle = Self::spawn(&mut inner, shared, params, info.clone(), Some(owner));
+        let handle = Self::spawn(&mut inner, shared, params, info.clone(), Some(owner.clone()));
+        Self::reserve(&mut inner, &info.txn_id, &owner, &new);
         Ok((handle, info))
     }
 
@@ -240,17 +248,24 @@ impl Txns {
     /// `participants`, or refuses (before anything runs) when its owner
     /// already holds its share of one of them.
     pub fn open_branches(&self, id: &str, participants: &[String]) -> Result<(), Error> {
-        let max = self.limits.max_branches_per_principal;
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(live) = inner.live.get_mut(id) else {
+        let mut inner = self.lock();
+        let Some(live) = inner.live.get(id) else {
             return Ok(());
         };
         let Some(owner) = live.owner.clone() else {
             return Ok(());
         };
-        let new: Vec<&String> = participants.iter().filter(|p| !live.participants.contains(p)).collect();
-        for participant in &new {
+        let new = dedup(participants, &live.participants);
+        self.check_share(&inner, &owner, &new)?;
+        Self::reserve(&mut inner, id, &owner, &new);
+        Ok(())
+    }
+
+    /// Refuses when `owner` already holds its share of open branches on
+    /// one of the participants in `new`.
+    fn check_share(&self, inner: &Inner, owner: &Identity, new: &[&String]) -> Result<(), Error> {
+        let max = self.limits.max_branches_per_principal;
+        for participant in new {
             let held = inner
                 .branches
                 .get(&(owner.clone(), (*participant).clone()))
@@ -263,11 +278,18 @@ impl Txns {
                 )));
             }
         }
-        for participant in new {
-            *inner.branches.entry((owner.clone(), participant.clone())).or_insert(0) += 1;
-            live.participants.push(participant.clone());
-        }
         Ok(())
+    }
+
+    /// Counts the branches live transaction `id` of `owner` opens on `new`
+    /// (checked by [`Self::check_share`] under the same lock).
+    fn reserve(inner: &mut Inner, id: &str, owner: &Identity, new: &[&String]) {
+        for participant in new {
+            *inner.branches.entry((owner.clone(), (*participant).clone())).or_insert(0) += 1;
+        }
+        if let Some(live) = inner.live.get_mut(id) {
+            live.participants.extend(new.iter().map(|p| (*p).clone()));
+        }
     }
 
     /// What `caller` may see of transaction `id`, if the coordinator still
@@ -550,4 +572,15 @@ pub fn abort_status(id: &str, reason: &str, kind: AbortKind) -> Status {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The participants of `participants` not in `held`, each once.
+fn dedup<'a>(participants: &'a [String], held: &[String]) -> Vec<&'a String> {
+    let mut new: Vec<&String> = Vec::new();
+    for participant in participants {
+        if !held.contains(participant) && !new.contains(&participant) {
+            new.push(participant);
+        }
+    }
+    new
 }
