@@ -448,6 +448,58 @@ async fn a_keyed_submit_that_aborted_stays_aborted_when_retried_anywhere() {
     assert_settled_three(&cluster, [100, 100, 100]).await;
 }
 
+#[tokio::test]
+async fn a_keyed_branch_rolled_back_at_its_deadline_stays_aborted_after_its_participant_restarts() {
+    let (mut cluster, _) = three_way().await;
+    // Account 1's row on beta is held (through the replica that lives):
+    // the keyed Submit's branch waits.
+    let mut client = cluster
+        .replica_access(1, TEST_PRINCIPAL)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let holder = client.begin().await.unwrap();
+    client.execute(&holder, "beta", vec![credit(1, 0)]).await.unwrap();
+    let request = pb::SubmitRequest {
+        key: "order-4".into(),
+        timeout_ms: 2000,
+        branches: vec![pb::Branch {
+            participant: "beta".into(),
+            statements: vec![credit(1, AMOUNT)],
+        }],
+        ..Default::default()
+    };
+    let access = cluster.access(TEST_PRINCIPAL).unwrap();
+    let first = request.clone();
+    let submit = tokio::spawn(async move { access.connect().await?.submit_with(first).await });
+    let beta = cluster.node("beta").pool().clone();
+    let waiting = "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'";
+    wait_scalar(&beta, waiting, 1, Duration::from_secs(10)).await;
+    // Its replica dies; beta rolls the branch back when its deadline
+    // passes, with no one to tell.
+    cluster.kill_coordinator();
+    assert!(submit.await.unwrap().is_err(), "the call died with its replica");
+    let trxs = "SELECT COUNT(*) FROM information_schema.innodb_trx";
+    wait_scalar(&beta, trxs, 1, Duration::from_secs(30)).await;
+    // The other replica settles it by its key: aborted.
+    let info = outcome_by_key(&cluster, 1, "order-4").await;
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+    // beta forgets the branch; the row is free. A retry at the first
+    // replica, back with no memory either, must answer the same outcome,
+    // not run the Submit a second time.
+    client.rollback(&holder).await.unwrap();
+    cluster.restart_participant("beta").await.unwrap();
+    cluster.restart_coordinator().await.unwrap();
+    let again = submit_at(&cluster, 0, request).await.expect("retry at tc");
+    assert_eq!(
+        (again.outcome(), again.txn_id.as_str()),
+        (Outcome::Aborted, info.txn_id.as_str()),
+        "{again:?}"
+    );
+    assert_settled_three(&cluster, [100, 100, 100]).await;
+}
+
 /// Nothing prepared, nothing locked, and these balances of account 1.
 async fn assert_settled_three(cluster: &Cluster, want: [i64; 3]) {
     wait_prepared(cluster, &[], Duration::from_secs(30)).await;

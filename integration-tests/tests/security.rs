@@ -1466,6 +1466,9 @@ async fn one_principal_cannot_pin_every_session_of_a_participant() {
     assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
     assert!(!done.reason.contains("already ran"), "{}", done.reason);
     let alpha = cluster.node("alpha").pool();
-    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id IN (9, 11, 20)").await, 3);
+    assert_eq!(
+        scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id IN (9, 11, 20)").await,
+        3
+    );
     assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id = 10").await, 0);
 }

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_common::{Identity, Role, Transport};
+use tandem_common::{Identity, Role, Transport, names};
 use tandem_proto::v1::decisions_client::DecisionsClient;
 use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest, MarkedTransaction, UnsettledRequest};
 use tokio::sync::Notify;
@@ -200,14 +200,14 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
             }
             // Its actor knows (and settles a prepare that lost its
             // connection); one busy running statements is still active.
-            return Ok(
-                match tokio::time::timeout(Duration::from_secs(2), handle.inquire()).await {
-                    Ok(Ok(fate)) => fate,
-                    Ok(Err(_)) | Err(_) => BranchFate::Active,
-                },
-            );
+            return match tokio::time::timeout(Duration::from_secs(2), handle.inquire()).await {
+                Ok(Ok(BranchFate::None)) if names::is_keyed_gtrid(gtrid) => keyed_none(shared, xid).await,
+                Ok(Ok(fate)) => Ok(fate),
+                Ok(Err(_)) | Err(_) => Ok(BranchFate::Active),
+            };
         }
         Lookup::Ended(Ending::Committed | Ending::Confirmed) => return Ok(BranchFate::Committed),
+        Lookup::Ended(Ending::RolledBack) if names::is_keyed_gtrid(gtrid) => return keyed_none(shared, xid).await,
         Lookup::Ended(Ending::RolledBack | Ending::ReadOnly) => return Ok(BranchFate::None),
         Lookup::Ended(Ending::Unknown(owner)) => {
             let committed = settle_one_phase(shared, xid, owner).await?;
@@ -241,6 +241,18 @@ pub async fn fate(shared: &Arc<Shared>, xid: &Xid) -> Result<BranchFate, Error> 
         _ => {}
     }
     Ok(looked)
+}
+
+/// The NO of a keyed branch that rolled back, backed by a fence: a keyed
+/// gtrid can begin again (a Submit retried with its key), and once this
+/// process forgets the rollback (restarted, or its memory full), only the
+/// fence keeps the NO told now true.
+async fn keyed_none(shared: &Shared, xid: &Xid) -> Result<BranchFate, Error> {
+    Ok(if fence_no(shared, xid).await? {
+        BranchFate::None
+    } else {
+        BranchFate::Committed
+    })
 }
 
 /// What branch `xid`'s marker row says (empty if there is none).

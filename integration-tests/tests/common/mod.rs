@@ -12,6 +12,25 @@ pub async fn cluster() -> Cluster {
     Cluster::start(ClusterConfig::default()).await.expect("cluster starts")
 }
 
+/// Waits until direct query `sql` (outside tandem) returns `want`, asking
+/// every 200 ms; panics with what it last saw after `limit`. (InnoDB
+/// refreshes `information_schema.innodb_trx` only when it was last read
+/// more than 100 ms before: asked more often, it never changes.)
+pub async fn wait_scalar(pool: &MySqlPool, sql: &str, want: i64, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let got = scalar(pool, sql).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{sql}: {got} after {limit:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One integer from a direct query (outside tandem).
 pub async fn scalar(pool: &MySqlPool, sql: &str) -> i64 {
     let row = sqlx::query(AssertSqlSafe(sql.to_owned()))
