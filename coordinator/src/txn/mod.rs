@@ -285,7 +285,10 @@ impl Txns {
     /// (checked by [`Self::check_share`] under the same lock).
     fn reserve(inner: &mut Inner, id: &str, owner: &Identity, new: &[&String]) {
         for participant in new {
-            *inner.branches.entry((owner.clone(), (*participant).clone())).or_insert(0) += 1;
+            *inner
+                .branches
+                .entry((owner.clone(), (*participant).clone()))
+                .or_insert(0) += 1;
         }
         if let Some(live) = inner.live.get_mut(id) {
             live.participants.extend(new.iter().map(|p| (*p).clone()));
