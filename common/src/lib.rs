@@ -12,11 +12,13 @@
 //! - [`serve`]: what every tandem gRPC listener shares (TLS, keep-alive,
 //!   the handshake timeout, a bound on open connections and a per-host
 //!   share of it), and who the caller of a request is.
+//! - [`admin`]: the admin HTTP listener (Prometheus metrics).
 //!
 //! The trust model is DESIGN.md §8: clients call the coordinator's client
 //! API, only coordinators call participants, and only participants call
 //! the coordinator's internal `Decisions` API; mutual TLS names decide.
 
+pub mod admin;
 pub mod identity;
 pub mod names;
 pub mod serve;

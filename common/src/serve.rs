@@ -63,25 +63,37 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub type Incoming = Pin<Box<dyn Stream<Item = Result<Conn, io::Error>> + Send>>;
 
 /// Binds a listener (refusing plaintext off loopback) and returns its
-/// incoming connections and the address it got. At most
-/// `max_connections` are open at once: at the bound, new ones wait in the
-/// kernel's backlog until one closes. One source address holds at most
-/// half of them (more are closed at once), so a single host cannot take
-/// every place.
+/// incoming connections and the address it got, bounded as in
+/// [`bind_limited`].
 pub async fn bind(
     transport: &Transport,
     what: &'static str,
     addr: SocketAddr,
     max_connections: usize,
 ) -> Result<(Incoming, SocketAddr), TlsError> {
-    let max_connections = max_connections.max(2);
     transport.check_listen(addr)?;
+    bind_limited(what, addr, max_connections)
+        .await
+        .map_err(|e| TlsError::Invalid(e.to_string()))
+}
+
+/// Binds a listener and returns its incoming connections and the address
+/// it got. At most `max_connections` are open at once: at the bound, new
+/// ones wait in the kernel's backlog until one closes. One source address
+/// holds at most half of them (more are closed at once), so a single host
+/// cannot take every place.
+pub async fn bind_limited(
+    what: &'static str,
+    addr: SocketAddr,
+    max_connections: usize,
+) -> io::Result<(Incoming, SocketAddr)> {
+    let max_connections = max_connections.max(2);
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| TlsError::Invalid(format!("cannot listen on {addr} ({what}): {e}")))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))?;
     let local = listener
         .local_addr()
-        .map_err(|e| TlsError::Invalid(format!("{what} listener address: {e}")))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("{what} listener address: {e}")))?;
     let state = Accept {
         listener,
         permits: Arc::new(Semaphore::new(max_connections)),
@@ -107,6 +119,7 @@ pub async fn bind(
                     return Some((
                         Ok(Conn {
                             stream,
+                            peer,
                             _permit: permit,
                             _source: source,
                         }),
@@ -184,8 +197,16 @@ impl Drop for SourceGuard {
 /// closes.
 pub struct Conn {
     stream: TcpStream,
+    peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _source: SourceGuard,
+}
+
+impl Conn {
+    /// The address the connection came from.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
 }
 
 impl Connected for Conn {

@@ -22,6 +22,8 @@ pub struct Config {
     /// The internal API participants call (`Decisions`); only participant
     /// identities are served there.
     pub internal_listen: SocketAddr,
+    /// The admin HTTP listener (metrics), if any.
+    pub admin_listen: Option<SocketAddr>,
     /// TLS material, or the plaintext development mode.
     pub transport: Transport,
     /// Bearer tokens clients without a certificate may present.
@@ -54,6 +56,7 @@ pub struct Config {
 /// name = "tc"
 /// listen = "127.0.0.1:7500"
 /// internal_listen = "127.0.0.1:7600"
+/// admin_listen = "127.0.0.1:7700"
 /// tls_ca = "/etc/tandem/ca.pem"
 /// tls_cert = "/etc/tandem/tc.pem"
 /// tls_key = "/etc/tandem/tc.key"
@@ -68,6 +71,7 @@ pub struct FileConfig {
     pub name: Option<String>,
     pub listen: Option<SocketAddr>,
     pub internal_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,

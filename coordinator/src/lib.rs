@@ -18,6 +18,8 @@
 //! - [`ids`]: gtrids that never repeat across restarts or replicas (a
 //!   random epoch per run).
 //! - [`config`]: settings from flags and an optional TOML file.
+//! - [`metrics`]: Prometheus metrics on the admin listener
+//!   (`--admin-listen`).
 //!
 //! A coordinator keeps no state on disk: a transaction is committed iff
 //! every branch of its participant set is durably prepared (or, for a
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod participants;
 pub mod resolve;
 pub mod server;
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::Config;
-use tandem_common::{Transport, serve};
+use tandem_common::{Transport, admin, serve};
 use tandem_proto::v1::coordinator_server::CoordinatorServer;
 use tandem_proto::v1::decisions_server::DecisionsServer;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +64,7 @@ pub struct Shared {
     pub config: Config,
     pub participants: Arc<Participants>,
     pub txns: Txns,
+    pub metrics: metrics::Metrics,
     /// Cancelled when the coordinator stops taking new transactions.
     pub shutdown: CancellationToken,
 }
@@ -87,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         config,
         participants: Arc::clone(&participants),
         txns: Txns::new(ids, limits),
+        metrics: metrics::Metrics::default(),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));
@@ -105,6 +110,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     )
     .await
     .map_err(tls_error)?;
+    if let Some(addr) = shared.config.admin_listen {
+        let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
+        let local = admin::serve(addr, scraper, axum::Router::new(), shutdown.clone().cancelled_owned())
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        info!(%local, "admin listener (metrics) on {local}");
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Coordinator"])

@@ -29,6 +29,11 @@ struct Args {
     /// (their --coordinator URL) [default: 127.0.0.1:7600].
     #[arg(long, env = "TANDEM_INTERNAL_LISTEN")]
     internal_listen: Option<SocketAddr>,
+    /// Address of the admin HTTP listener: Prometheus metrics at
+    /// /metrics. Plain HTTP, no authentication, no transaction data:
+    /// keep it on a private network [default: none, not served].
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
     /// File of hashed bearer tokens for clients without a certificate
@@ -109,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             .internal_listen
             .or(file.internal_listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7600))),
+        admin_listen: args.admin_listen.or(file.admin_listen),
         transport,
         tokens,
         max_live: args

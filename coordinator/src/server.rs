@@ -456,6 +456,11 @@ impl Decisions for DecisionService {
                 Resolved::NotOurs | Resolved::NoRecord => DecisionKind::Pending,
             },
         };
+        self.shared.metrics.resolved(match decision {
+            DecisionKind::Commit => "committed",
+            DecisionKind::Abort => "aborted",
+            _ => "unknown",
+        });
         Ok(Response::new(DecisionResponse {
             decision: decision as i32,
         }))

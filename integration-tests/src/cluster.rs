@@ -108,6 +108,8 @@ pub struct Node {
     pub name: String,
     pub db: MariaDb,
     pub addr: SocketAddr,
+    /// Its admin listener (metrics).
+    pub admin_addr: SocketAddr,
     participant: Option<Process>,
     participant_starts: u32,
     pool: MySqlPool,
@@ -131,6 +133,8 @@ struct Replica {
     addr: SocketAddr,
     /// Its internal API (participants' `Decisions` calls).
     internal_addr: SocketAddr,
+    /// Its admin listener (metrics).
+    admin_addr: SocketAddr,
 }
 
 /// A process of the cluster, for faults.
@@ -259,6 +263,7 @@ impl Cluster {
                 starts: 0,
                 addr: free_addr()?,
                 internal_addr: free_addr()?,
+                admin_addr: free_addr()?,
             });
         }
         let ca = if config.tls {
@@ -284,6 +289,7 @@ impl Cluster {
             nodes.push(Node {
                 name: name.clone(),
                 addr,
+                admin_addr: free_addr()?,
                 pool: db.pool(Some(mariadb::DATABASE)).await?,
                 db,
                 participant: None,
@@ -486,6 +492,8 @@ impl Cluster {
             .arg(&node.name)
             .arg("--listen")
             .arg(node.addr.to_string())
+            .arg("--admin-listen")
+            .arg(node.admin_addr.to_string())
             .arg("--mysql-url")
             .arg(node.db.url())
             .arg("--coordinator")
@@ -580,6 +588,8 @@ impl Cluster {
             .arg(replica.addr.to_string())
             .arg("--internal-listen")
             .arg(replica.internal_addr.to_string())
+            .arg("--admin-listen")
+            .arg(replica.admin_addr.to_string())
             .arg("--default-timeout-ms")
             .arg(self.config.default_timeout_ms.to_string())
             .env("RUST_LOG", &self.config.log_filter)
@@ -832,6 +842,25 @@ impl Cluster {
             }
             _ => bail!("{target} is not running"),
         }
+    }
+
+    /// The address of a coordinator's or participant's admin listener.
+    pub fn admin_addr(&self, target: &Target) -> Option<SocketAddr> {
+        match target {
+            Target::Coordinator(i) => self.replicas.get(*i).map(|r| r.admin_addr),
+            Target::Participant(name) => Some(self.node(name).admin_addr),
+            Target::MariaDb(_) => None,
+        }
+    }
+
+    /// What a process's `/metrics` shows now.
+    pub async fn metrics(&self, target: &Target) -> Result<String> {
+        let addr = self
+            .admin_addr(target)
+            .with_context(|| format!("{target} has no admin listener"))?;
+        let (status, body) = crate::http::get(addr, "/metrics").await?;
+        anyhow::ensure!(status == 200, "GET /metrics of {target}: HTTP {status}: {body}");
+        Ok(body)
     }
 
     /// The process id of a running (or paused) process.

@@ -6,6 +6,7 @@
 //!   kills it on `Drop`; used by the `tandem-local` binary and every test.
 //! - [`certs`]: a throwaway CA issuing every process's TLS identity.
 //! - [`mariadb`]: one private MariaDB instance (own datadir and socket).
+//! - [`http`]: a minimal GET for the admin listeners.
 //! - [`process`]: child processes that die with their owner.
 //! - [`schema`]: the tables every local database gets.
 //! - [`demo`]: the scenarios `tandem-local` runs and prints.
@@ -18,6 +19,7 @@ pub mod certs;
 pub mod chaos;
 pub mod cluster;
 pub mod demo;
+pub mod http;
 pub mod mariadb;
 pub mod process;
 pub mod proxy;

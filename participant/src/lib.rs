@@ -22,10 +22,13 @@
 //!   back) and what the account should not have (FILE, SUPER, global
 //!   writes).
 //! - [`error`]: errors and their mapping to gRPC codes.
+//! - [`metrics`]: Prometheus metrics on the admin listener
+//!   (`--admin-listen`).
 
 pub mod auth;
 pub mod branch;
 pub mod error;
+pub mod metrics;
 pub mod recovery;
 pub mod schema;
 pub mod server;
@@ -65,6 +68,7 @@ pub struct Shared {
     pub refusal: std::sync::RwLock<Option<String>>,
     /// `--allow-non-transactional`: serve such tables anyway.
     pub allow_non_transactional: bool,
+    pub metrics: metrics::Metrics,
 }
 
 impl Shared {
@@ -104,6 +108,8 @@ impl Default for Limits {
 pub struct Config {
     pub name: String,
     pub listen: SocketAddr,
+    /// The admin HTTP listener (metrics), if any.
+    pub admin_listen: Option<SocketAddr>,
     pub mysql_url: String,
     /// TLS material, or the plaintext development mode.
     pub transport: Transport,
@@ -169,6 +175,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             config.name
         ))),
         allow_non_transactional: config.allow_non_transactional,
+        metrics: metrics::Metrics::default(),
     });
 
     // Its callers are a few coordinators, each with one channel.
@@ -197,6 +204,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         shutdown.clone(),
     ));
 
+    if let Some(addr) = config.admin_listen {
+        let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
+        let local = tandem_common::admin::serve(addr, scraper, axum::Router::new(), shutdown.clone().cancelled_owned())
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        info!(%local, "admin listener (metrics) on {local}");
+    }
     let (reflection, reflection_alpha) = tandem_proto::reflection::services(&["tandem.v1.Participant"])
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
@@ -274,6 +288,7 @@ async fn watch_mysql(
                 last_cause = cause;
             }
         }
+        shared.metrics.mysql_up(up);
         if last != Some(up) {
             if up {
                 info!("MySQL reachable");

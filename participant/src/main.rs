@@ -19,6 +19,11 @@ struct Args {
     /// Address for the gRPC server.
     #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:7501")]
     listen: SocketAddr,
+    /// Address of the admin HTTP listener: Prometheus metrics at
+    /// /metrics. Plain HTTP, no authentication, no transaction data:
+    /// keep it on a private network [default: none, not served].
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// The database, e.g. mysql://user:pass@127.0.0.1:3306/app or
     /// mysql://root@localhost/app?socket=/run/mysqld/mysqld.sock
     #[arg(long, env = "TANDEM_MYSQL_URL")]
@@ -85,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         tandem_participant::Config {
             name: args.name,
             listen: args.listen,
+            admin_listen: args.admin_listen,
             mysql_url: args.mysql_url,
             transport,
             coordinators: args.coordinators,

@@ -411,6 +411,8 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
     // prepared at the previous pass too: their coordinator normally
     // finishes them first.
     let mut seen: HashSet<String> = HashSet::new();
+    // When each prepared branch was first found, for the oldest's age.
+    let mut first_seen: HashMap<String, std::time::Instant> = HashMap::new();
     let mut passes: u64 = 0;
     loop {
         tokio::select! {
@@ -421,7 +423,16 @@ pub async fn run(shared: Arc<Shared>, options: Options, wake: Arc<Notify>, shutd
         passes += 1;
         if !decisions.is_empty() {
             match pass(&shared, &decisions, &seen).await {
-                Ok(prepared) => seen = prepared,
+                Ok(prepared) => {
+                    let now = std::time::Instant::now();
+                    first_seen.retain(|gtrid, _| prepared.contains(gtrid));
+                    for gtrid in &prepared {
+                        first_seen.entry(gtrid.clone()).or_insert(now);
+                    }
+                    let oldest = first_seen.values().map(|at| now - *at).max().unwrap_or_default();
+                    shared.metrics.recovery_pass(prepared.len(), oldest);
+                    seen = prepared;
+                }
                 Err(err) => debug!(error = %err, "recovery pass did not complete"),
             }
         }
@@ -524,10 +535,13 @@ async fn pass(shared: &Arc<Shared>, decisions: &Decisions, seen: &HashSet<String
             }
         };
         match done {
-            Ok(()) => info!(
-                gtrid,
-                commit, "recovered a prepared branch per the coordinators' decision"
-            ),
+            Ok(()) => {
+                shared.metrics.recovered(commit);
+                info!(
+                    gtrid,
+                    commit, "recovered a prepared branch per the coordinators' decision"
+                );
+            }
             Err(Error::Heuristic(msg)) => error!(gtrid, "{msg}"),
             Err(err) => warn!(gtrid, commit, error = %err, "could not finish a prepared branch; will retry"),
         }

@@ -82,6 +82,13 @@ impl Sessions {
         self.max
     }
 
+    /// Sessions open now (pinned by a branch or idle), and of them idle.
+    pub fn usage(&self) -> (usize, usize) {
+        let open = self.max.saturating_sub(self.permits.available_permits());
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).len();
+        (open, idle)
+    }
+
     /// An idle session, or a new one. While `max` sessions are open, waits
     /// for one to be released or closed.
     pub async fn acquire(&self) -> Result<Session, sqlx::Error> {

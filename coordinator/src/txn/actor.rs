@@ -26,6 +26,7 @@ use tracing::{debug, error, warn};
 
 use super::engine::{AbortKind, Ack, Action, BranchState, Engine, Event, Fate, Outcome, Refusal, State};
 use crate::Shared;
+use crate::metrics::{Phase, TxnLabels};
 use crate::participants::{ExecuteCall, failure, vote_of};
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
@@ -90,6 +91,14 @@ impl TxnHandle {
             attempts: HashMap::new(),
             reply_wait: None,
             record,
+            timing: Timing {
+                state: State::Active,
+                since: Instant::now(),
+                finishing: None,
+                asked: None,
+                one_phase: false,
+                api: "interactive",
+            },
         };
         tokio::spawn(actor.run());
         Self { tx }
@@ -180,6 +189,20 @@ struct TxnActor {
     reply_wait: Option<Instant>,
     /// What GetTransaction shows; shared with the registry.
     record: Arc<std::sync::Mutex<super::Record>>,
+    timing: Timing,
+}
+
+/// When the transaction's steps began, for the metrics.
+struct Timing {
+    /// The engine's state last published, and since when.
+    state: State,
+    since: Instant,
+    /// When it left `Active` for a decision (prepare or one-phase commit).
+    finishing: Option<Instant>,
+    /// When the client asked for the outcome (Submit or Commit).
+    asked: Option<Instant>,
+    one_phase: bool,
+    api: &'static str,
 }
 
 impl TxnActor {
@@ -207,6 +230,7 @@ impl TxnActor {
                 break;
             }
         }
+        self.count_ended();
         self.shared.txns.finish(&self.params.id);
         // Requests that raced with the end get the engine's final answer.
         self.rx.close();
@@ -255,6 +279,7 @@ impl TxnActor {
             Msg::Commit(ack, reply) => match self.engine.commit(ack) {
                 Ok(actions) => {
                     self.ack = ack;
+                    self.timing.asked.get_or_insert_with(Instant::now);
                     self.commit_waiters.push(reply);
                     self.act(actions);
                 }
@@ -280,6 +305,8 @@ impl TxnActor {
                 match self.engine.submit(&order, ack) {
                     Ok(actions) => {
                         self.ack = ack;
+                        self.timing.api = "submit";
+                        self.timing.asked.get_or_insert_with(Instant::now);
                         self.submit = Some(SubmitState {
                             order,
                             statements: branches.into_iter().map(|b| (b.participant, b.statements)).collect(),
@@ -566,7 +593,13 @@ impl TxnActor {
         match outcome {
             Outcome::Committed => debug!(txn = %id, "committed"),
             Outcome::Aborted(abort) => debug!(txn = %id, reason = %abort.reason, "aborted"),
-            Outcome::Unknown => warn!(txn = %id, "no answer from a participant; client told the outcome is unknown"),
+            Outcome::Unknown => {
+                warn!(txn = %id, "no answer from a participant; client told the outcome is unknown");
+                self.shared.metrics.unknown_answer();
+            }
+        }
+        if let Some(asked) = self.timing.asked.take() {
+            self.shared.metrics.phase(Phase::answer, asked.elapsed());
         }
         for waiter in self.commit_waiters.drain(..) {
             let answer = match &error {
@@ -670,8 +703,63 @@ impl TxnActor {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Measures the step the engine just left (the phase metrics).
+    fn timed(&mut self, state: State) {
+        let now = Instant::now();
+        let metrics = &self.shared.metrics;
+        let timing = &mut self.timing;
+        let took = now - timing.since;
+        let decided = matches!(
+            state,
+            State::Committing | State::Aborting | State::Committed | State::Aborted
+        );
+        match timing.state {
+            State::Active => {
+                metrics.phase(Phase::execute, took);
+                if !decided {
+                    timing.finishing = Some(now);
+                }
+            }
+            State::Preparing => metrics.phase(Phase::prepare, took),
+            State::Confirming => metrics.phase(Phase::confirm, took),
+            State::Committing | State::Aborting => metrics.phase(Phase::phase2, took),
+            State::OnePhase | State::Committed | State::Aborted => {}
+        }
+        if decided && let Some(from) = timing.finishing.take() {
+            metrics.phase(Phase::decision, now - from);
+        }
+        timing.one_phase |= state == State::OnePhase;
+        timing.state = state;
+        timing.since = now;
+    }
+
+    /// Counts the transaction as it ends.
+    fn count_ended(&self) {
+        let committed = self.engine.state() == State::Committed;
+        let wrote = self
+            .engine
+            .branches()
+            .any(|(_, state)| matches!(state, BranchState::Committed | BranchState::HeuristicCommit));
+        let shape = if self.timing.one_phase {
+            "one_phase"
+        } else if committed && !wrote {
+            "read_only"
+        } else {
+            "two_phase"
+        };
+        let labels = TxnLabels {
+            api: self.timing.api,
+            shape,
+            outcome: if committed { "committed" } else { "aborted" },
+        };
+        self.shared.metrics.ended(labels, !self.engine.hazards().is_empty());
+    }
+
     /// Updates what GetTransaction and ListTransactions show.
     fn publish(&mut self) {
+        if self.engine.state() != self.timing.state {
+            self.timed(self.engine.state());
+        }
         let mut record = self.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         record.abort = self.engine.abort().map(|a| a.kind);
         let info = &mut record.info;

@@ -64,17 +64,21 @@ async fn run(args: Args) -> Result<()> {
     .await?;
     for i in 0..cluster.replica_count() {
         let name = tandem_integration_tests::cluster::replica_name(i);
+        let admin = cluster
+            .admin_addr(&tandem_integration_tests::cluster::Target::Coordinator(i))
+            .map_or_else(String::new, |addr| format!("  metrics http://{addr}/metrics"));
         println!(
-            "coordinator {name:<4} {} (TLS, identity {name}.coordinator.tandem)",
+            "coordinator {name:<4} {} (TLS, identity {name}.coordinator.tandem){admin}",
             cluster.replica_url(i)
         );
     }
     for node in cluster.nodes() {
         println!(
-            "participant {:<6} grpc https://{}  mariadb socket {}",
+            "participant {:<6} grpc https://{}  mariadb socket {}  metrics http://{}/metrics",
             node.name,
             node.addr,
-            node.db.socket().display()
+            node.db.socket().display(),
+            node.admin_addr
         );
     }
     println!("logs and data: {}", cluster.dir().display());

@@ -24,7 +24,7 @@ use crate::error::{Error, describe_sql, is_connection_error};
 use crate::sessions::{Session, SessionId};
 use crate::sql::{Access, Effect};
 use crate::xa::{self, Op, Xid};
-use crate::{Shared, recovery, values};
+use crate::{Shared, metrics, recovery, values};
 
 /// Extra time a participant gives the coordinator past the transaction's
 /// deadline before rolling back an unprepared branch on its own: the
@@ -225,6 +225,7 @@ impl BranchActor {
                 other => other,
             };
             self.shared.branches.finish(self.xid.gtrid(), ending);
+            self.shared.metrics.ended(ending);
         }
         self.rx.close();
         while let Some(msg) = self.rx.recv().await {
@@ -345,7 +346,8 @@ impl BranchActor {
                 rows_limit: limits.max_result_rows,
             }
         };
-        let deadline = Instant::now() + batch.timeout;
+        let started = Instant::now();
+        let deadline = started + batch.timeout;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         let starting = self.conn.is_none();
         if let Err(err) = self.start_or_tighten(&batch).await {
@@ -376,6 +378,7 @@ impl BranchActor {
                 }
             }
         }
+        self.shared.metrics.step(metrics::Step::execute, started.elapsed());
         match batch.then {
             Then::KeepOpen => {}
             // Submit: other branches may still be running.
@@ -434,6 +437,7 @@ impl BranchActor {
     /// Runs the step the engine chooses for `request` and records its effect.
     async fn step(&mut self, request: Request) -> Result<Step, Error> {
         let step = self.engine.decide(request).map_err(refused)?;
+        let started = Instant::now();
         let result = match step {
             Step::RunStatements | Step::HoldReadOnly | Step::HoldWriter | Step::AlreadyDone(_) | Step::Ignore => Ok(()),
             Step::Prepare => {
@@ -463,6 +467,9 @@ impl BranchActor {
             },
             Step::RollbackPrepared => self.finish_prepared(Op::Rollback).await,
         };
+        if let Some(timed) = metrics::Step::of(step) {
+            self.shared.metrics.step(timed, started.elapsed());
+        }
         let result = match (result, step) {
             // Prepared, and no one has heard of it yet.
             (Ok(()), Step::Prepare) => {
