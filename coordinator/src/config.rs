@@ -48,6 +48,9 @@ pub struct Config {
     /// How long a committing client waits for phase 2 before it is answered
     /// with the participants still pending named.
     pub reply_wait: Duration,
+    /// On SIGTERM, how long live transactions may run to their end before
+    /// those still running statements are rolled back.
+    pub drain_timeout: Duration,
 }
 
 /// The TOML file: every key optional; flags win.
@@ -86,6 +89,7 @@ pub struct FileConfig {
     pub default_timeout_ms: Option<u64>,
     pub max_timeout_ms: Option<u64>,
     pub reply_wait_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {

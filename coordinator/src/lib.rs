@@ -156,13 +156,64 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             server::DecisionService::new(Arc::clone(&shared)),
             participant_auth,
         ));
-    let drained = shutdown.clone();
-    let client_api = router.serve_with_incoming_shutdown(incoming, async move {
-        drained.cancelled().await;
-        health.set_service_status("", ServingStatus::NotServing).await;
-    });
-    let internal_api = internal.serve_with_incoming_shutdown(internal_incoming, shutdown.clone().cancelled_owned());
+    // SIGTERM cancels `shutdown`: the drain runs, and the listeners stop
+    // once it is over (in-flight calls, Commits of live transactions and
+    // participants' questions are served until then).
+    let stopped = CancellationToken::new();
+    tokio::spawn(drain(Arc::clone(&shared), health, stopped.clone()));
+    let client_api = router.serve_with_incoming_shutdown(incoming, stopped.clone().cancelled_owned());
+    let internal_api = internal.serve_with_incoming_shutdown(internal_incoming, stopped.cancelled_owned());
     tokio::try_join!(client_api, internal_api).map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     info!(live = shared.txns.live(), "tandem-coordinator stopped");
     Ok(())
+}
+
+/// How long transactions that were deciding when the drain time ran out
+/// (and those rolled back then) get to finish before the coordinator
+/// exits anyway; participants' recovery finishes what is left.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// A drain, once `shared.shutdown` is cancelled (SIGTERM): health turns
+/// NOT_SERVING (load balancers and probes stop sending), no transaction
+/// begins (UNAVAILABLE: use another replica), and live transactions run to
+/// their end for up to `--drain-timeout-ms`. Then those still running
+/// statements roll back (nothing of theirs prepared), those deciding get
+/// [`DRAIN_GRACE`] more, and `stopped` ends the listeners.
+async fn drain(shared: Arc<Shared>, health: tonic_health::server::HealthReporter, stopped: CancellationToken) {
+    shared.shutdown.cancelled().await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let timeout = shared.config.drain_timeout;
+    info!(
+        live = shared.txns.live(),
+        ?timeout,
+        "draining: no new transactions; live ones may finish"
+    );
+    if !wait_drained(&shared, timeout).await {
+        let handles = shared.txns.live_handles();
+        tracing::warn!(
+            live = handles.len(),
+            "drain time is up: rolling back transactions still running statements"
+        );
+        futures::future::join_all(handles.iter().map(txn::TxnHandle::drain)).await;
+        if !wait_drained(&shared, DRAIN_GRACE).await {
+            tracing::warn!(
+                live = shared.txns.live(),
+                "stopping with transactions still deciding; participants' recovery will finish them"
+            );
+        }
+    }
+    info!("drained");
+    stopped.cancel();
+}
+
+/// Waits up to `limit` for every live transaction to end; whether they did.
+async fn wait_drained(shared: &Shared, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while shared.txns.live() > 0 {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }

@@ -76,6 +76,12 @@ struct Args {
     /// participants still pending named [default: 5000].
     #[arg(long, env = "TANDEM_REPLY_WAIT_MS")]
     reply_wait_ms: Option<u64>,
+    /// On SIGTERM the coordinator drains: health turns NOT_SERVING, no
+    /// transaction begins, and live ones may finish for this long; then
+    /// those still running statements are rolled back and it exits
+    /// [default: 20000].
+    #[arg(long, env = "TANDEM_DRAIN_TIMEOUT_MS")]
+    drain_timeout_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         default_timeout: ms(args.default_timeout_ms.or(file.default_timeout_ms).unwrap_or(10_000)),
         max_timeout: ms(args.max_timeout_ms.or(file.max_timeout_ms).unwrap_or(600_000)),
         reply_wait: ms(args.reply_wait_ms.or(file.reply_wait_ms).unwrap_or(5_000)),
+        drain_timeout: ms(args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(20_000)),
     };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -78,7 +78,9 @@ impl CoordinatorService {
             .map_err(|_| Error::InvalidArgument(format!("unknown isolation level {isolation}")))?;
         let timeout = self.timeout(timeout_ms)?;
         if self.shared.shutdown.is_cancelled() {
-            return Err(Error::Unavailable("the coordinator is shutting down".to_owned()));
+            return Err(Error::Unavailable(
+                "the coordinator is draining (shutting down): begin the transaction at another replica".to_owned(),
+            ));
         }
         let start = Start {
             label,

@@ -743,17 +743,22 @@ impl Cluster {
     /// Waits until the first replica's process exits (a failpoint crashed
     /// it).
     pub async fn wait_coordinator_exit(&mut self, limit: Duration) -> Result<()> {
-        self.wait_replica_exit(0, limit).await
+        self.wait_replica_exit(0, limit).await.map(|_| ())
     }
 
-    /// Waits until replica `i`'s process exits.
-    pub async fn wait_replica_exit(&mut self, i: usize, limit: Duration) -> Result<()> {
+    /// Waits until replica `i`'s process exits; how it exited, if it was
+    /// running.
+    pub async fn wait_replica_exit(&mut self, i: usize, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
         let until = Instant::now() + limit;
         loop {
             let replica = &mut self.replicas[i];
-            if replica.process.as_mut().is_none_or(|c| c.exited().is_some()) {
+            let status = match replica.process.as_mut() {
+                None => Some(None),
+                Some(process) => process.exited().map(Some),
+            };
+            if let Some(status) = status {
                 replica.process = None;
-                return Ok(());
+                return Ok(status);
             }
             if Instant::now() > until {
                 bail!("coordinator {} did not exit within {limit:?}", replica.name);
@@ -889,6 +894,14 @@ impl Cluster {
     }
 
     /// `kill -9` a process.
+    /// Sends SIGTERM to a running process (a drain, as an orchestrator
+    /// stops it).
+    pub fn terminate(&self, target: &Target) {
+        if let Some(pid) = self.pid(target) {
+            crate::process::signal(pid, libc::SIGTERM);
+        }
+    }
+
     pub fn kill(&mut self, target: &Target) {
         match target {
             Target::Coordinator(i) => self.kill_replica(*i),

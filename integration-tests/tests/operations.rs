@@ -1,5 +1,6 @@
-//! What an operator runs tandem with: the admin listener's metrics, seen
-//! from outside like a Prometheus scraper sees them, on real processes.
+//! What an operator runs tandem with, on real processes: the admin
+//! listener's metrics, seen like a Prometheus scraper sees them, and the
+//! drain on SIGTERM.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tandem_client::{Client, Outcome};
-use tandem_integration_tests::cluster::Target;
+use tandem_integration_tests::cluster::{TEST_PRINCIPAL, Target};
 use tandem_integration_tests::{Cluster, ClusterConfig};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 /// The samples of an OpenMetrics text, by series (name with its labels,
 /// as written).
@@ -218,5 +221,185 @@ async fn a_participant_reports_its_in_doubt_branches_and_their_age_until_recover
             r#"tandem_coordinator_resolutions_total{outcome="committed"}"#
         ) >= 1.0,
         "{resolved:?}"
+    );
+}
+
+/// What replica `i`'s gRPC health service says.
+async fn health(cluster: &Cluster, i: usize) -> i32 {
+    let endpoint = cluster.replica_access(i, TEST_PRINCIPAL).unwrap().endpoint().unwrap();
+    let channel = endpoint.connect().await.expect("connect for health");
+    let request = HealthCheckRequest { service: String::new() };
+    HealthClient::new(channel)
+        .check(request)
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+async fn replica_client(cluster: &Cluster, i: usize) -> Client {
+    cluster
+        .replica_access(i, TEST_PRINCIPAL)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn drain_cluster(drain_timeout_ms: u32) -> Cluster {
+    let cluster = Cluster::start(ClusterConfig {
+        participants: vec!["alpha".into(), "beta".into()],
+        replicas: 2,
+        coordinator_args: vec!["--drain-timeout-ms".into(), drain_timeout_ms.to_string()],
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let mut client = replica_client(&cluster, 1).await;
+    seed_accounts(&mut client, &["alpha", "beta"], 2, 100).await;
+    cluster
+}
+
+async fn balance(cluster: &Cluster, node: &str, account: i64) -> i64 {
+    scalar(
+        cluster.node(node).pool(),
+        &format!("SELECT balance FROM accounts WHERE id = {account}"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_replica_its_live_transactions_finish_and_it_exits_with_nothing_prepared() {
+    let mut cluster = drain_cluster(20_000).await;
+    let mut client = replica_client(&cluster, 0).await;
+    // An interactive transfer left open, and a Submit whose prepare on
+    // beta is held back 2 s: both live when SIGTERM comes.
+    let open = client.begin().await.unwrap();
+    client.execute(&open, "alpha", vec![debit(1, 10)]).await.unwrap();
+    client.execute(&open, "beta", vec![credit(1, 10)]).await.unwrap();
+    cluster
+        .failpoint("beta", "participant::before_prepare", "1*return(delay:2000)")
+        .await
+        .unwrap();
+    let mut submitter = replica_client(&cluster, 0).await;
+    let submit = tokio::spawn(async move {
+        submitter
+            .submit(vec![("alpha", vec![debit(2, 5)]), ("beta", vec![credit(2, 5)])])
+            .await
+    });
+    let coordinator = Target::Coordinator(0);
+    scrape_until(&cluster, &coordinator, "two live transactions", |now| {
+        value(now, "tandem_coordinator_live_transactions") == 2.0
+    })
+    .await;
+
+    cluster.terminate(&coordinator);
+    // Draining: NOT_SERVING, and nothing new begins there.
+    let until = Instant::now() + Duration::from_secs(10);
+    while health(&cluster, 0).await != ServingStatus::NotServing as i32 {
+        assert!(Instant::now() < until, "health never turned NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = expect_code(client.begin().await, tonic::Code::Unavailable);
+    assert!(refused.message().contains("draining"), "{refused:?}");
+    // What was live finishes: the open transfer commits on request, the
+    // Submit in flight commits.
+    let done = client.commit(&open).await.expect("commit while draining");
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    let done = submit.await.unwrap().expect("submit in flight while draining");
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    // Then it exits on its own, cleanly, long before its drain time.
+    let status = cluster
+        .wait_replica_exit(0, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("it was running");
+    assert!(status.success(), "exit status {status}");
+    assert_no_prepared(&cluster).await;
+    assert_eq!(
+        [balance(&cluster, "alpha", 1).await, balance(&cluster, "beta", 1).await],
+        [90, 110]
+    );
+    assert_eq!(
+        [balance(&cluster, "alpha", 2).await, balance(&cluster, "beta", 2).await],
+        [95, 105]
+    );
+    // The other replica serves on.
+    let mut other = replica_client(&cluster, 1).await;
+    let done = other
+        .submit(vec![("alpha", vec![debit(1, 1)]), ("beta", vec![credit(1, 1)])])
+        .await
+        .unwrap();
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+}
+
+#[tokio::test]
+async fn a_transaction_still_open_when_the_drain_time_ends_is_rolled_back_before_the_replica_exits() {
+    let mut cluster = drain_cluster(1_000).await;
+    let mut client = replica_client(&cluster, 0).await;
+    let open = client.begin().await.unwrap();
+    client.execute(&open, "alpha", vec![debit(1, 10)]).await.unwrap();
+    client.execute(&open, "beta", vec![credit(1, 10)]).await.unwrap();
+    let started = Instant::now();
+    cluster.terminate(&Target::Coordinator(0));
+    let status = cluster
+        .wait_replica_exit(0, Duration::from_secs(15))
+        .await
+        .unwrap()
+        .expect("it was running");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "exited before its drain time: {:?}",
+        started.elapsed()
+    );
+    // Rolled back before the exit: no lock, nothing prepared, nothing
+    // applied; the other replica finds it aborted.
+    assert_no_prepared(&cluster).await;
+    for node in ["alpha", "beta"] {
+        assert_unlocked(cluster.node(node).pool(), "accounts", "id = 1").await;
+    }
+    assert_eq!(
+        [balance(&cluster, "alpha", 1).await, balance(&cluster, "beta", 1).await],
+        [100, 100]
+    );
+    let mut other = replica_client(&cluster, 1).await;
+    let info = other.get_transaction(&open).await.unwrap();
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_participant_its_live_branch_commits_and_no_branch_begins() {
+    let mut cluster = drain_cluster(20_000).await;
+    let mut client = replica_client(&cluster, 0).await;
+    let open = client.begin().await.unwrap();
+    client.execute(&open, "alpha", vec![debit(1, 10)]).await.unwrap();
+    client.execute(&open, "beta", vec![credit(1, 10)]).await.unwrap();
+    cluster.terminate(&Target::Participant("alpha".into()));
+    // Draining: a branch that would begin on alpha is refused…
+    let until = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let other = client.begin().await.unwrap();
+        match client.execute(&other, "alpha", vec![credit(2, 1)]).await {
+            Err(status) => break status,
+            Ok(_) => {
+                client.rollback(&other).await.unwrap();
+                assert!(Instant::now() < until, "alpha kept beginning branches");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(refused.message().contains("shutting down"), "{refused:?}");
+    // …and the one it holds still commits, then alpha exits.
+    let done = client.commit(&open).await.expect("commit while alpha drains");
+    assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
+    cluster
+        .wait_participant_exit("alpha", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_no_prepared(&cluster).await;
+    assert_eq!(
+        [balance(&cluster, "alpha", 1).await, balance(&cluster, "beta", 1).await],
+        [90, 110]
     );
 }

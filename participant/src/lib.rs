@@ -69,12 +69,20 @@ pub struct Shared {
     /// `--allow-non-transactional`: serve such tables anyway.
     pub allow_non_transactional: bool,
     pub metrics: metrics::Metrics,
+    /// Set once the participant drains (SIGTERM): no branch begins.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     /// Refuses to begin a branch while the database holds tables that
     /// cannot roll back.
     pub fn check_serving(&self) -> Result<(), Error> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Unavailable(format!(
+                "participant {} is shutting down; no branch begins",
+                self.name
+            )));
+        }
         match &*self.refusal.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(why) => Err(Error::Unavailable(why.clone())),
             None => Ok(()),
@@ -128,6 +136,8 @@ pub struct Config {
     pub recovery_interval: Duration,
     /// How long marker rows are kept.
     pub marker_retention: Duration,
+    /// On SIGTERM, how long live branches may run to their end.
+    pub drain_timeout: Duration,
 }
 
 /// Serves the participant until `shutdown` is cancelled.
@@ -176,6 +186,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         ))),
         allow_non_transactional: config.allow_non_transactional,
         metrics: metrics::Metrics::default(),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
 
     // Its callers are a few coordinators, each with one channel.
@@ -224,8 +235,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         config.coordinators.iter().map(|(name, _)| name.clone()),
         plaintext,
     );
-    let drained = shutdown.clone();
-    let reporter = health.clone();
+    // SIGTERM cancels `shutdown`: the drain runs, and the listener stops
+    // once it is over.
+    let stopped = CancellationToken::new();
+    tokio::spawn(drain(
+        Arc::clone(&shared),
+        health.clone(),
+        shutdown.clone(),
+        config.drain_timeout,
+        stopped.clone(),
+    ));
     let service = server::ParticipantService::new(Arc::clone(&shared), auth.clone(), config.max_timeout);
     let router = serve::server(&config.transport, true)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?
@@ -236,10 +255,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     #[cfg(feature = "failpoints")]
     let router = router.add_service(tandem_proto::failpoints::service());
     router
-        .serve_with_incoming_shutdown(incoming, async move {
-            drained.cancelled().await;
-            reporter.set_service_status("", ServingStatus::NotServing).await;
-        })
+        .serve_with_incoming_shutdown(incoming, stopped.cancelled_owned())
         .await
         .map_err(|e| Error::Internal(format!("gRPC server: {e}")))?;
     let live = shared.branches.live();
@@ -251,6 +267,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     shared.sessions.close();
     shared.pool.close().await;
     Ok(())
+}
+
+/// A drain, once `shutdown` is cancelled (SIGTERM): health turns
+/// NOT_SERVING, no branch begins, and live branches may finish (their
+/// coordinators commit or roll them back) for up to `timeout`; then
+/// `stopped` ends the listener.
+async fn drain(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+    timeout: Duration,
+    stopped: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    health.set_service_status("", ServingStatus::NotServing).await;
+    info!(
+        live = shared.branches.live(),
+        ?timeout,
+        "draining: no new branches; live ones may finish"
+    );
+    let until = tokio::time::Instant::now() + timeout;
+    while shared.branches.live() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(live = shared.branches.live(), "drained");
+    stopped.cancel();
 }
 
 /// Reports SERVING while MySQL answers (and the marker table exists),
@@ -296,7 +339,9 @@ async fn watch_mysql(
                 warn_if_unsafe_binlog(&shared.pool).await;
                 schema::warn_about_privileges(&shared.pool).await;
                 schema::warn_about_stored_code(&shared.pool).await;
-                health.set_service_status("", ServingStatus::Serving).await;
+                if !shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    health.set_service_status("", ServingStatus::Serving).await;
+                }
                 mysql_back.notify_one();
             } else {
                 health.set_service_status("", ServingStatus::NotServing).await;

@@ -66,6 +66,12 @@ struct Args {
     /// is settled.
     #[arg(long, env = "TANDEM_MARKER_RETENTION_SECS", default_value_t = 86_400)]
     marker_retention_secs: u64,
+    /// On SIGTERM the participant drains: health turns NOT_SERVING, no
+    /// branch begins, and live branches may finish for this long before it
+    /// exits (unprepared ones then roll back; prepared ones stay in MySQL
+    /// for recovery). Keep it above the coordinators' --drain-timeout-ms.
+    #[arg(long, env = "TANDEM_DRAIN_TIMEOUT_MS", default_value_t = 25_000)]
+    drain_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -104,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections: args.max_connections,
             recovery_interval: std::time::Duration::from_millis(args.recovery_interval_ms.max(10)),
             marker_retention: std::time::Duration::from_secs(args.marker_retention_secs),
+            drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         },
         shutdown,
     )

@@ -44,6 +44,8 @@ enum Msg {
         ack: Ack,
         reply: Reply<SubmitResponse>,
     },
+    /// The drain time is up ([`Event::Drained`]).
+    Drain,
 }
 
 /// Cloneable address of a transaction actor.
@@ -127,6 +129,12 @@ impl TxnHandle {
 
     pub async fn submit(&self, branches: Vec<pb::Branch>, ack: Ack) -> Result<SubmitResponse, CallError> {
         self.call(|reply| Msg::Submit { branches, ack, reply }).await
+    }
+
+    /// Tells the actor the coordinator's drain time is up: a transaction
+    /// still running statements rolls back.
+    pub async fn drain(&self) {
+        let _ = self.tx.send(Msg::Drain).await;
     }
 
     async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> Result<T, CallError> {
@@ -300,6 +308,10 @@ impl TxnActor {
                     let _ = reply.send(Err(self.refusal_status(refusal)));
                 }
             },
+            Msg::Drain => {
+                let actions = self.engine.on(Event::Drained);
+                self.act(actions);
+            }
             Msg::Submit { branches, ack, reply } => {
                 let order: Vec<String> = branches.iter().map(|b| b.participant.clone()).collect();
                 match self.engine.submit(&order, ack) {

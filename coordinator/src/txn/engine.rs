@@ -52,6 +52,10 @@ use std::collections::BTreeMap;
 
 /// The abort reason when the client asked for the rollback.
 pub const CLIENT_ROLLBACK: &str = "rolled back by the client";
+/// Why a transaction still running statements when its coordinator's
+/// drain time ran out aborted.
+pub const DRAINED: &str = "rolled back: the coordinator is shutting down and the transaction did not commit within its drain time \
+     (--drain-timeout-ms)";
 /// The abort reason when the deadline passed.
 pub const DEADLINE_PASSED: &str = "the transaction's deadline passed";
 
@@ -309,6 +313,10 @@ pub enum Event {
     /// The coordinator waited long enough for phase 2 (or a one-phase
     /// commit) before answering the client.
     ReplyWaitElapsed,
+    /// The coordinator is draining and its drain time is up: a
+    /// transaction still running statements rolls back; one deciding
+    /// finishes.
+    Drained,
 }
 
 /// A failed RPC to a participant.
@@ -590,6 +598,14 @@ impl Engine {
             Event::Phase2Done { participant, result } => self.on_phase2(&participant, result),
             Event::DeadlineExpired => self.on_deadline(),
             Event::ReplyWaitElapsed => self.on_reply_wait(),
+            Event::Drained => match self.state {
+                // Nothing was prepared: nothing can commit.
+                State::Active => self.start_abort(Abort {
+                    reason: DRAINED.to_owned(),
+                    kind: AbortKind::Failed,
+                }),
+                _ => Vec::new(),
+            },
         }
     }
 

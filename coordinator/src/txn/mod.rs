@@ -546,6 +546,11 @@ impl Txns {
         self.lock().live.len()
     }
 
+    /// Every live transaction's actor.
+    pub fn live_handles(&self) -> Vec<TxnHandle> {
+        self.lock().live.values().map(|live| live.handle.clone()).collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         lock(&self.inner)
     }

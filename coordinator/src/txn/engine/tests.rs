@@ -524,6 +524,24 @@ fn a_failed_execute_aborts_everything_without_fences_and_later_requests_say_why(
 }
 
 #[test]
+fn a_drain_rolls_back_a_transaction_still_running_statements_and_lets_a_deciding_one_finish() {
+    let mut e = Engine::new();
+    executed(&mut e, "a", true);
+    assert_eq!(e.on(Event::Drained), vec![Action::Rollback(s("a"))]);
+    assert_eq!(e.abort().map(|a| a.reason.as_str()), Some(DRAINED));
+    e.on(phase2_ok("a"));
+    assert_eq!(e.state(), State::Aborted);
+
+    let mut e = two_writers();
+    let actions = e.commit(Ack::Visible).unwrap();
+    assert!(!actions.is_empty());
+    assert_eq!(e.state(), State::Preparing);
+    assert!(e.on(Event::Drained).is_empty(), "a deciding transaction is not aborted");
+    assert_eq!(e.state(), State::Preparing);
+    assert!(e.abort().is_none());
+}
+
+#[test]
 fn the_deadline_before_commit_waits_for_an_in_flight_execute_before_rolling_it_back() {
     let mut e = Engine::new();
     executed(&mut e, "a", true);
