@@ -257,6 +257,22 @@ impl Client {
         }
     }
 
+    /// The replica's status (operators only).
+    pub async fn status(&mut self) -> Result<pb::CoordinatorStatus, Status> {
+        Ok(self.inner.get_status(pb::GetStatusRequest {}).await?.into_inner())
+    }
+
+    /// Drains the replica as SIGTERM does (operators only); the number of
+    /// live transactions when it began.
+    pub async fn drain(&mut self) -> Result<u64, Status> {
+        Ok(self
+            .inner
+            .drain(pb::DrainRequest {})
+            .await?
+            .into_inner()
+            .live_transactions)
+    }
+
     pub async fn list_participants(&mut self) -> Result<Vec<pb::ParticipantInfo>, Status> {
         let request = pb::ListParticipantsRequest {};
         Ok(self.inner.list_participants(request).await?.into_inner().participants)

@@ -65,6 +65,8 @@ pub struct Shared {
     pub participants: Arc<Participants>,
     pub txns: Txns,
     pub metrics: metrics::Metrics,
+    /// When this process started (GetStatus).
+    pub started: std::time::SystemTime,
     /// Cancelled when the coordinator stops taking new transactions.
     pub shutdown: CancellationToken,
 }
@@ -92,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         participants: Arc::clone(&participants),
         txns: Txns::new(ids, limits),
         metrics: metrics::Metrics::default(),
+        started: std::time::SystemTime::now(),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(participants.watch(shutdown.clone()));

@@ -384,16 +384,51 @@ impl Coordinator for CoordinatorService {
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
         // Addresses, errors and in-doubt counts are the operators' view.
-        if !Caller::of(&request)?.is_operator() {
-            return Err(Error::PermissionDenied(
-                "ListParticipants is for operator identities (<name>.operator.tandem)".to_owned(),
-            )
-            .into());
-        }
+        operator_only(&request, "ListParticipants")?;
         Ok(Response::new(ListParticipantsResponse {
             participants: self.shared.participants.all().map(|p| p.info()).collect(),
         }))
     }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::CoordinatorStatus>, Status> {
+        operator_only(&request, "GetStatus")?;
+        let shared = &self.shared;
+        Ok(Response::new(pb::CoordinatorStatus {
+            name: shared.config.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            draining: shared.shutdown.is_cancelled(),
+            live_transactions: shared.txns.live() as u64,
+            started_unix_ms: crate::txn::actor::unix_ms(shared.started),
+            participants: shared.participants.all().map(|p| p.info()).collect(),
+        }))
+    }
+
+    async fn drain(&self, request: Request<pb::DrainRequest>) -> Result<Response<pb::DrainResponse>, Status> {
+        let caller = operator_only(&request, "Drain")?;
+        let live = self.shared.txns.live() as u64;
+        if !self.shared.shutdown.is_cancelled() {
+            tracing::warn!(operator = %caller.principal, live, "drain asked for by an operator");
+            self.shared.shutdown.cancel();
+        }
+        Ok(Response::new(pb::DrainResponse {
+            live_transactions: live,
+        }))
+    }
+}
+
+/// The caller, if it is an operator; PERMISSION_DENIED naming `call`
+/// otherwise.
+fn operator_only<T>(request: &Request<T>, call: &str) -> Result<Caller, Status> {
+    let caller = Caller::of(request)?;
+    if !caller.is_operator() {
+        return Err(
+            Error::PermissionDenied(format!("{call} is for operator identities (<name>.operator.tandem)")).into(),
+        );
+    }
+    Ok(caller)
 }
 
 pub struct DecisionService {
