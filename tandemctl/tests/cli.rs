@@ -125,7 +125,10 @@ async fn an_operator_sees_replicas_participants_and_transactions_and_drains_a_re
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("Drain is for operator identities"), "{stderr}");
     let status = json(&tandemctl(&cluster, &ops, &["status", "--json"]));
-    assert_eq!(status["replicas"][0]["draining"], false, "a client drained tc: {status}");
+    assert_eq!(
+        status["replicas"][0]["draining"], false,
+        "a client drained tc: {status}"
+    );
 
     // Drain tc2: it exits on its own, cleanly; status then says so.
     let drained = stdout(&tandemctl(&cluster, &ops, &["drain", "tc2"]));
