@@ -1,5 +1,8 @@
 //! The admin HTTP listener a binary serves when `--admin-listen` is set:
-//! Prometheus metrics at `/metrics` (OpenMetrics text).
+//! Prometheus metrics at `/metrics` (OpenMetrics text), and probes for an
+//! orchestrator: `/livez` (the process answers) and `/readyz` (what its
+//! gRPC health says: 200 while SERVING, 503 with the reason otherwise;
+//! Kubernetes' own gRPC probes cannot speak TLS).
 //!
 //! Plain HTTP, meant for a private network (a Prometheus scraper, a
 //! kubelet): it shows counts and durations, never a transaction's data or
@@ -38,6 +41,11 @@ pub trait Scrape: Send + Sync + 'static {
     /// Sets the gauges read from the process's state (live transactions,
     /// pool use…); counters and histograms are kept as things happen.
     fn refresh(&self) {}
+    /// Whether the process takes new work, as its gRPC health says; why
+    /// not, if it does not.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Binds the admin listener at `addr` and serves it until `shutdown`
@@ -50,7 +58,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<SocketAddr> {
     let (incoming, local) = serve::bind_limited("admin", addr, ADMIN_CONNECTIONS).await?;
-    let app = extra.route("/metrics", get(move || async move { encode(metrics.as_ref()) }));
+    let ready = Arc::clone(&metrics);
+    let app = extra
+        .route("/metrics", get(move || async move { encode(metrics.as_ref()) }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                match ready.ready() {
+                    Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                }
+            }),
+        );
     tokio::spawn(async move {
         let served = axum::serve(Listener { incoming, local }, app)
             .with_graceful_shutdown(shutdown)

@@ -113,9 +113,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     )
     .await
     .map_err(tls_error)?;
+    // Set when the drain is over: every listener stops then (the admin
+    // one too, so probes and metrics see the drain).
+    let stopped = CancellationToken::new();
     if let Some(addr) = shared.config.admin_listen {
         let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
-        let local = admin::serve(addr, scraper, axum::Router::new(), shutdown.clone().cancelled_owned())
+        let local = admin::serve(addr, scraper, axum::Router::new(), stopped.clone().cancelled_owned())
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         info!(%local, "admin listener (metrics) on {local}");
@@ -162,7 +165,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     // SIGTERM cancels `shutdown`: the drain runs, and the listeners stop
     // once it is over (in-flight calls, Commits of live transactions and
     // participants' questions are served until then).
-    let stopped = CancellationToken::new();
     tokio::spawn(drain(Arc::clone(&shared), health, stopped.clone()));
     let client_api = router.serve_with_incoming_shutdown(incoming, stopped.clone().cancelled_owned());
     let internal_api = internal.serve_with_incoming_shutdown(internal_incoming, stopped.cancelled_owned());

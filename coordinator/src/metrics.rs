@@ -130,6 +130,28 @@ impl Default for Metrics {
             "Prepared branches the participant reported at the last probe",
             in_doubt.clone(),
         );
+        // Every series from the start, at zero: rates work from the first
+        // scrape, and dashboards find every family.
+        for api in ["submit", "interactive"] {
+            for shape in ["two_phase", "one_phase", "read_only"] {
+                for outcome in ["committed", "aborted"] {
+                    let _ = transactions.get_or_create(&TxnLabels { api, shape, outcome });
+                }
+            }
+        }
+        for phase in [
+            Phase::execute,
+            Phase::prepare,
+            Phase::confirm,
+            Phase::decision,
+            Phase::phase2,
+            Phase::answer,
+        ] {
+            let _ = phases.get_or_create(&PhaseLabels { phase });
+        }
+        for outcome in ["committed", "aborted", "unknown"] {
+            let _ = resolutions.get_or_create(&ResolveLabels { outcome });
+        }
         Self {
             registry,
             transactions,
@@ -174,6 +196,13 @@ pub struct Scraper(pub Arc<Shared>);
 impl Scrape for Scraper {
     fn registry(&self) -> &Registry {
         &self.0.metrics.registry
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.0.shutdown.is_cancelled() {
+            return Err("draining: begins no transaction".to_owned());
+        }
+        Ok(())
     }
 
     fn refresh(&self) {

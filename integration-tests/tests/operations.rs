@@ -153,9 +153,43 @@ async fn metrics_count_transactions_by_outcome_and_time_each_phase() {
     );
     assert!(alpha_grew(r#"tandem_participant_step_seconds_count{step="execute"}"#) >= 4.0);
     assert_eq!(value(&alpha_now, "tandem_participant_mysql_up"), 1.0);
+    let admin = cluster.admin_addr(&alpha).unwrap();
+    assert_eq!(
+        tandem_integration_tests::http::get(admin, "/readyz").await.unwrap().0,
+        200
+    );
+    assert_eq!(
+        tandem_integration_tests::http::get(admin, "/livez").await.unwrap().0,
+        200
+    );
     assert_eq!(value(&alpha_now, "tandem_participant_live_branches"), 0.0);
     assert_eq!(value(&alpha_now, "tandem_participant_mysql_sessions_max"), 64.0);
     assert!(value(&alpha_now, "tandem_participant_recovery_passes_total") >= 1.0);
+
+    // Every metric the Grafana dashboard asks for is one the processes
+    // serve.
+    let served = format!(
+        "{}{}",
+        cluster.metrics(&coordinator).await.unwrap(),
+        cluster.metrics(&alpha).await.unwrap()
+    );
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/tandem.json"))
+        .expect("deploy/grafana/tandem.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                asked += 1;
+                assert!(
+                    served.contains(&format!("# TYPE {name} ")),
+                    "the dashboard asks for {name}, which no process serves ({expr})"
+                );
+            }
+        }
+    }
+    assert!(asked >= 10, "{asked} metrics in the dashboard");
 
     // No series names a transaction.
     for target in [&coordinator, &alpha] {
@@ -163,6 +197,27 @@ async fn metrics_count_transactions_by_outcome_and_time_each_phase() {
         assert!(!text.contains(&txn), "{target} shows transaction {txn}:\n{text}");
         assert!(!text.contains(&done.txn_id), "{target} shows a transaction id:\n{text}");
     }
+}
+
+/// The tandem metric families an expression reads (`_bucket`, `_count`,
+/// `_sum` and `_total` name their family's series).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("tandem_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_count", "_sum", "_total"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.push(family.to_owned());
+        rest = &tail[end..];
+    }
+    names
 }
 
 /// An interactive transfer alpha → beta, committed; returns its id.
@@ -293,13 +348,20 @@ async fn sigterm_drains_a_replica_its_live_transactions_finish_and_it_exits_with
     })
     .await;
 
+    let admin = cluster.admin_addr(&coordinator).unwrap();
+    let ready = tandem_integration_tests::http::get(admin, "/readyz").await.unwrap();
+    assert_eq!(ready.0, 200, "{ready:?}");
     cluster.terminate(&coordinator);
-    // Draining: NOT_SERVING, and nothing new begins there.
+    // Draining: NOT_SERVING (also to an HTTP probe), and nothing new
+    // begins there.
     let until = Instant::now() + Duration::from_secs(10);
     while health(&cluster, 0).await != ServingStatus::NotServing as i32 {
         assert!(Instant::now() < until, "health never turned NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let ready = tandem_integration_tests::http::get(admin, "/readyz").await.unwrap();
+    assert_eq!(ready.0, 503, "{ready:?}");
+    assert!(ready.1.contains("draining"), "{ready:?}");
     let refused = expect_code(client.begin().await, tonic::Code::Unavailable);
     assert!(refused.message().contains("draining"), "{refused:?}");
     // What was live finishes: the open transfer commits on request, the

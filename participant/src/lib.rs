@@ -215,9 +215,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         shutdown.clone(),
     ));
 
+    // Set when the drain is over: every listener stops then (the admin
+    // one too, so probes and metrics see the drain).
+    let stopped = CancellationToken::new();
     if let Some(addr) = config.admin_listen {
         let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
-        let local = tandem_common::admin::serve(addr, scraper, axum::Router::new(), shutdown.clone().cancelled_owned())
+        let local = tandem_common::admin::serve(addr, scraper, axum::Router::new(), stopped.clone().cancelled_owned())
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         info!(%local, "admin listener (metrics) on {local}");
@@ -237,7 +240,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     );
     // SIGTERM cancels `shutdown`: the drain runs, and the listener stops
     // once it is over.
-    let stopped = CancellationToken::new();
     tokio::spawn(drain(
         Arc::clone(&shared),
         health.clone(),

@@ -144,6 +144,24 @@ impl Default for Metrics {
             "Most branch sessions open at once (--max-connections)",
             max_sessions.clone(),
         );
+        // Every series from the start, at zero: rates work from the first
+        // scrape, and dashboards find every family.
+        for step in [
+            Step::execute,
+            Step::prepare,
+            Step::commit,
+            Step::commit_one_phase,
+            Step::confirm,
+            Step::rollback,
+        ] {
+            let _ = steps.get_or_create(&StepLabels { step });
+        }
+        for ending in ["committed", "rolled_back", "read_only", "confirmed", "unknown"] {
+            let _ = branches.get_or_create(&EndingLabels { ending });
+        }
+        for outcome in ["committed", "rolled_back"] {
+            let _ = recovered.get_or_create(&RecoveredLabels { outcome });
+        }
         Self {
             registry,
             steps,
@@ -204,6 +222,14 @@ pub struct Scraper(pub Arc<Shared>);
 impl Scrape for Scraper {
     fn registry(&self) -> &Registry {
         &self.0.metrics.registry
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.0.check_serving().map_err(|e| e.to_string())?;
+        if self.0.metrics.mysql_up.get() != 1 {
+            return Err("MySQL is not reachable".to_owned());
+        }
+        Ok(())
     }
 
     fn refresh(&self) {
