@@ -23,6 +23,20 @@ use tracing::warn;
 
 use crate::tls::{TlsError, Transport};
 
+/// Waits up to `limit` for `live` (what is still in flight: transactions,
+/// branches) to reach zero, looking every 20 ms; whether it did. A drain
+/// waits this way before its listeners stop.
+pub async fn wait_idle(limit: Duration, live: impl Fn() -> usize) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while live() > 0 {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// How often an HTTP/2 connection is pinged, and how long a ping may go
 /// unanswered before the connection is closed.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);

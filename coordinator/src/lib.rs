@@ -97,7 +97,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         started: std::time::SystemTime::now(),
         shutdown: shutdown.clone(),
     });
-    tokio::spawn(participants.watch(shutdown.clone()));
 
     let transport = &shared.config.transport;
     let tls_error = |e: tandem_common::TlsError| Error::Unavailable(e.to_string());
@@ -114,8 +113,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     .await
     .map_err(tls_error)?;
     // Set when the drain is over: every listener stops then (the admin
-    // one too, so probes and metrics see the drain).
+    // one too, so probes and metrics see the drain), and so does the
+    // participants' health probe, which a draining replica still uses.
     let stopped = CancellationToken::new();
+    tokio::spawn(participants.watch(stopped.clone()));
     if let Some(addr) = shared.config.admin_listen {
         let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
         let local = admin::serve(addr, scraper, axum::Router::new(), stopped.clone().cancelled_owned())
@@ -193,14 +194,14 @@ async fn drain(shared: Arc<Shared>, health: tonic_health::server::HealthReporter
         ?timeout,
         "draining: no new transactions; live ones may finish"
     );
-    if !wait_drained(&shared, timeout).await {
+    if !serve::wait_idle(timeout, || shared.txns.live()).await {
         let handles = shared.txns.live_handles();
         tracing::warn!(
             live = handles.len(),
             "drain time is up: rolling back transactions still running statements"
         );
         futures::future::join_all(handles.iter().map(txn::TxnHandle::drain)).await;
-        if !wait_drained(&shared, DRAIN_GRACE).await {
+        if !serve::wait_idle(DRAIN_GRACE, || shared.txns.live()).await {
             tracing::warn!(
                 live = shared.txns.live(),
                 "stopping with transactions still deciding; participants' recovery will finish them"
@@ -209,16 +210,4 @@ async fn drain(shared: Arc<Shared>, health: tonic_health::server::HealthReporter
     }
     info!("drained");
     stopped.cancel();
-}
-
-/// Waits up to `limit` for every live transaction to end; whether they did.
-async fn wait_drained(shared: &Shared, limit: Duration) -> bool {
-    let until = tokio::time::Instant::now() + limit;
-    while shared.txns.live() > 0 {
-        if tokio::time::Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }

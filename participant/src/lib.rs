@@ -194,6 +194,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?;
 
+    // Set when the drain is over: the listeners stop then (the admin one
+    // too, so probes and metrics see the drain), and so do the health
+    // check and recovery, which a draining participant still needs.
+    let stopped = CancellationToken::new();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
     let mysql_back = Arc::new(tokio::sync::Notify::new());
@@ -201,7 +205,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         Arc::clone(&shared),
         health.clone(),
         Arc::clone(&mysql_back),
-        shutdown.clone(),
+        stopped.clone(),
     ));
     tokio::spawn(recovery::run(
         Arc::clone(&shared),
@@ -212,12 +216,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             marker_retention: config.marker_retention,
         },
         mysql_back,
-        shutdown.clone(),
+        stopped.clone(),
     ));
 
-    // Set when the drain is over: every listener stops then (the admin
-    // one too, so probes and metrics see the drain).
-    let stopped = CancellationToken::new();
     if let Some(addr) = config.admin_listen {
         let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
         let local = tandem_common::admin::serve(addr, scraper, axum::Router::new(), stopped.clone().cancelled_owned())
@@ -290,10 +291,7 @@ async fn drain(
         ?timeout,
         "draining: no new branches; live ones may finish"
     );
-    let until = tokio::time::Instant::now() + timeout;
-    while shared.branches.live() > 0 && tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tandem_common::serve::wait_idle(timeout, || shared.branches.live()).await;
     info!(live = shared.branches.live(), "drained");
     stopped.cancel();
 }
