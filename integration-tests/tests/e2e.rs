@@ -377,11 +377,20 @@ async fn participants_roll_back_unprepared_branches_when_the_coordinator_goes_si
 /// A participant that is down: the transaction aborts with a reason naming
 /// it, nothing is applied on the others, and the client is answered
 /// (after the bounded wait for the rollback that cannot reach the dead one).
+///
+/// "Down" means the coordinator already knows it: a request written on the
+/// connection of a participant that died a moment ago may have reached it,
+/// and then the honest answer is UNKNOWN, not ABORTED (the crash tests cover
+/// that case). So the test waits until the coordinator's own health probe
+/// reports gamma unreachable before it submits.
 #[tokio::test]
 async fn a_participant_that_is_down_aborts_the_transaction() {
     let mut cluster = cluster().await;
     let mut client = cluster.client().await.unwrap();
+    let mut operator = cluster.operator().await.unwrap();
+    gamma_seen_reachable(&mut operator, true).await;
     cluster.kill_participant("gamma");
+    gamma_seen_reachable(&mut operator, false).await;
     let done = client
         .submit(vec![
             ("alpha", vec![insert_note(1, "x")]),
@@ -398,10 +407,30 @@ async fn a_participant_that_is_down_aborts_the_transaction() {
     assert_unlocked(cluster.node("alpha").pool(), "notes", "id = 1").await;
     // Participants' health is the operators' view.
     expect_code(client.list_participants().await, Code::PermissionDenied);
-    let participants = cluster.operator().await.unwrap().list_participants().await.unwrap();
+    let participants = operator.list_participants().await.unwrap();
     let gamma = participants.iter().find(|p| p.name == "gamma").unwrap();
     assert!(!gamma.reachable, "{gamma:?}");
     assert_no_prepared(&cluster).await;
+}
+
+/// Waits until the coordinator's health probe (every 2 s) sees gamma as
+/// `reachable`.
+async fn gamma_seen_reachable(operator: &mut tandem_client::Client, reachable: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let participants = operator.list_participants().await.unwrap();
+        if participants
+            .iter()
+            .any(|p| p.name == "gamma" && p.reachable == reachable)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gamma not seen reachable={reachable}: {participants:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
