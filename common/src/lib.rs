@@ -13,6 +13,8 @@
 //!   the handshake timeout, a bound on open connections and a per-host
 //!   share of it), and who the caller of a request is.
 //! - [`admin`]: the admin HTTP listener (Prometheus metrics).
+//! - [`telemetry`]: the log and OpenTelemetry traces, and the trace
+//!   context carried in gRPC metadata.
 //!
 //! The trust model is DESIGN.md §8: clients call the coordinator's client
 //! API, only coordinators call participants, and only participants call
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod identity;
 pub mod names;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 

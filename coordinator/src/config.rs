@@ -90,6 +90,8 @@ pub struct FileConfig {
     pub max_timeout_ms: Option<u64>,
     pub reply_wait_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: Option<f64>,
 }
 
 impl FileConfig {

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tandem_common::telemetry::{self, TraceArgs};
 use tandem_common::tls::TlsArgs;
 use tandem_common::tokens::Tokens;
 use tandem_coordinator::config::{FileConfig, parse_participant};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Coordinates atomic transactions across several MySQL/MariaDB databases.
 #[derive(Debug, Parser)]
@@ -36,6 +36,8 @@ struct Args {
     admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
     /// File of hashed bearer tokens for clients without a certificate
     /// (lines `<principal> <client|operator> <sha256 hex>`).
     #[arg(long, env = "TANDEM_TOKENS")]
@@ -86,15 +88,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let trace = TraceArgs {
+        otlp_endpoint: args.trace.otlp_endpoint.clone().or(file.otlp_endpoint.clone()),
+        trace_sample_ratio: args.trace.trace_sample_ratio.or(file.trace_sample_ratio),
+    };
+    let telemetry = telemetry::init("tandem-coordinator", &trace).map_err(anyhow::Error::msg)?;
+    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let participants = if args.participants.is_empty() {
         file.participants.into_iter().collect()
     } else {
@@ -152,9 +156,11 @@ async fn main() -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    tandem_coordinator::run(config, shutdown)
+    let result = tandem_coordinator::run(config, shutdown)
         .await
-        .context("tandem-coordinator failed")
+        .context("tandem-coordinator failed");
+    telemetry.shutdown().await;
+    result
 }
 
 fn ms(v: u64) -> Duration {

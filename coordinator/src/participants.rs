@@ -115,6 +115,8 @@ impl Participant {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.metadata_mut().insert(PARTICIPANT_HEADER, self.header.clone());
+        // The trace of the transaction this call belongs to.
+        tandem_common::telemetry::inject(request.metadata_mut());
         request
     }
 

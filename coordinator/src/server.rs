@@ -25,7 +25,7 @@ use crate::resolve::Resolved;
 use crate::txn::actor::CallError;
 use crate::txn::engine::Ack;
 use crate::txn::{Lookup, Start, ended_status};
-use tandem_common::names;
+use tandem_common::{names, telemetry};
 
 /// Most statements in one Execute or Submit branch.
 const MAX_STATEMENTS: usize = 1_000;
@@ -37,6 +37,18 @@ const MAX_UNSETTLED: usize = 1_000;
 
 pub struct CoordinatorService {
     shared: Arc<Shared>,
+}
+
+/// What a Begin or Submit asks for, as the client sent it (checked by
+/// `start`).
+struct Asked {
+    label: String,
+    isolation: i32,
+    timeout_ms: u32,
+    key: String,
+    /// A Submit's participants.
+    branches: Vec<String>,
+    parent: telemetry::Parent,
 }
 
 impl CoordinatorService {
@@ -59,15 +71,15 @@ impl CoordinatorService {
         Ok(timeout)
     }
 
-    fn start(
-        &self,
-        caller: Caller,
-        label: String,
-        isolation: i32,
-        timeout_ms: u32,
-        key: String,
-        branches: Vec<String>,
-    ) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
+    fn start(&self, caller: Caller, asked: Asked) -> Result<(crate::txn::TxnHandle, TransactionInfo), Error> {
+        let Asked {
+            label,
+            isolation,
+            timeout_ms,
+            key,
+            branches,
+            parent,
+        } = asked;
         let key = checked_key(key)?;
         if label.len() > MAX_LABEL_LEN {
             return Err(Error::InvalidArgument(format!(
@@ -88,6 +100,7 @@ impl CoordinatorService {
             timeout,
             key,
             branches,
+            parent,
         };
         self.shared.txns.begin(&self.shared, caller.principal, start)
     }
@@ -225,8 +238,17 @@ fn check_statements(participant: &str, statements: &[Statement]) -> Result<(), E
 impl Coordinator for CoordinatorService {
     async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let parent = telemetry::Parent::of(request.metadata());
         let req = request.into_inner();
-        let (_, info) = self.start(caller, req.label, req.isolation, req.timeout_ms, req.key, Vec::new())?;
+        let asked = Asked {
+            label: req.label,
+            isolation: req.isolation,
+            timeout_ms: req.timeout_ms,
+            key: req.key,
+            branches: Vec::new(),
+            parent,
+        };
+        let (_, info) = self.start(caller, asked)?;
         Ok(Response::new(BeginResponse {
             txn_id: info.txn_id,
             deadline_unix_ms: info.deadline_unix_ms,
@@ -281,6 +303,7 @@ impl Coordinator for CoordinatorService {
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let parent = telemetry::Parent::of(request.metadata());
         let req = request.into_inner();
         let ack = ack_of(req.ack)?;
         if req.branches.is_empty() {
@@ -302,14 +325,15 @@ impl Coordinator for CoordinatorService {
         // Branch shares are counted as the transaction is registered: a
         // refusal leaves no key behind that a retry would find "already ran".
         let participants: Vec<String> = req.branches.iter().map(|b| b.participant.clone()).collect();
-        let started = self.start(
-            caller.clone(),
-            req.label,
-            req.isolation,
-            req.timeout_ms,
-            req.key.clone(),
-            participants,
-        );
+        let asked = Asked {
+            label: req.label,
+            isolation: req.isolation,
+            timeout_ms: req.timeout_ms,
+            key: req.key.clone(),
+            branches: participants,
+            parent,
+        };
+        let started = self.start(caller.clone(), asked);
         let (handle, info) = match started {
             Ok(started) => started,
             // A retry of a keyed Submit this replica holds: the first

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tandem_common::telemetry::{self, TraceArgs};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Wraps one MySQL/MariaDB and votes in tandem's two-phase commit through XA.
 #[derive(Debug, Parser)]
@@ -35,6 +35,8 @@ struct Args {
     /// environment takes a comma-separated list.
     #[arg(long = "coordinator", env = "TANDEM_COORDINATORS", value_delimiter = ',', value_parser = parse_coordinator)]
     coordinators: Vec<(String, String)>,
+    #[command(flatten)]
+    trace: TraceArgs,
     #[command(flatten)]
     tls: tandem_common::tls::TlsArgs,
     /// Longest transaction deadline a coordinator may ask for.
@@ -76,11 +78,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let args = Args::parse();
+    let telemetry = telemetry::init("tandem-participant", &args.trace).map_err(anyhow::Error::msg)?;
+    tandem_proto::failpoints::arm_from_env().map_err(anyhow::Error::msg)?;
     let transport = tandem_common::Transport::from_flags(
         args.tls.files(None, None, None).map_err(anyhow::Error::msg)?,
         args.tls.insecure_plaintext,
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    tandem_participant::run(
+    let result = tandem_participant::run(
         tandem_participant::Config {
             name: args.name,
             listen: args.listen,
@@ -115,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await
-    .context("tandem-participant failed")
+    .context("tandem-participant failed");
+    telemetry.shutdown().await;
+    result
 }
 
 /// Parses `NAME=URL`.

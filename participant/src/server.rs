@@ -23,7 +23,8 @@ use crate::recovery::Earlier;
 use crate::sql::{self, Effect};
 use crate::xa::{self, Op, Xid};
 use crate::{Shared, recovery, values};
-use tandem_common::names;
+use tandem_common::{names, telemetry};
+use tracing::Instrument;
 
 /// Most statements accepted in one request.
 pub const MAX_STATEMENTS: usize = 1_000;
@@ -296,9 +297,12 @@ pub fn check_statements(statements: &[Statement]) -> Result<Vec<Effect>, Error> 
         .collect()
 }
 
-#[tonic::async_trait]
-impl Participant for ParticipantService {
-    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+/// The branch RPCs, each run inside its trace span (see the trait impl).
+impl ParticipantService {
+    async fn serve_execute(
+        &self,
+        request: Request<BranchExecuteRequest>,
+    ) -> Result<Response<BranchExecuteResponse>, Status> {
         let calling = Calling::of(&request)?;
         let req = request.into_inner();
         let xid = self.xid(&req.gtrid, &calling)?;
@@ -329,7 +333,7 @@ impl Participant for ParticipantService {
         }
     }
 
-    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+    async fn serve_prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
         let calling = Calling::of(&request)?;
         let PrepareRequest { gtrid, participants } = request.into_inner();
         let xid = self.xid(&gtrid, &calling)?;
@@ -363,7 +367,10 @@ impl Participant for ParticipantService {
         Ok(Response::new(PrepareResponse { vote: Some(vote) }))
     }
 
-    async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+    async fn serve_commit(
+        &self,
+        request: Request<BranchCommitRequest>,
+    ) -> Result<Response<BranchCommitResponse>, Status> {
         let calling = Calling::of(&request)?;
         let req = request.into_inner();
         let xid = self.xid(&req.gtrid, &calling)?;
@@ -380,7 +387,7 @@ impl Participant for ParticipantService {
         Ok(Response::new(BranchCommitResponse {}))
     }
 
-    async fn rollback(
+    async fn serve_rollback(
         &self,
         request: Request<BranchRollbackRequest>,
     ) -> Result<Response<BranchRollbackResponse>, Status> {
@@ -397,24 +404,7 @@ impl Participant for ParticipantService {
         Ok(Response::new(BranchRollbackResponse {}))
     }
 
-    async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let ours = |gtrid: &String| self.auth.check_gtrid(&calling, gtrid).is_ok();
-        // A coordinator learns only of its own transactions' branches.
-        let gtrids = recovery::prepared(&self.shared)
-            .await?
-            .into_iter()
-            .filter(ours)
-            .collect();
-        let live = if request.get_ref().live {
-            self.shared.branches.unfinished().into_iter().filter(ours).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(Response::new(RecoverResponse { gtrids, live }))
-    }
-
-    async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
+    async fn serve_inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
         let calling = Calling::of(&request)?;
         let InquireRequest { gtrid, probe } = request.into_inner();
         let xid = self.xid(&gtrid, &calling)?;
@@ -437,6 +427,79 @@ impl Participant for ParticipantService {
             participants: marker.participants,
             read_only: marker.read_only,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Participant for ParticipantService {
+    async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
+        let span = self.span("execute", &request.get_ref().gtrid, request.metadata());
+        self.serve_execute(request).instrument(span).await
+    }
+
+    async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
+        let span = self.span("prepare", &request.get_ref().gtrid, request.metadata());
+        self.serve_prepare(request).instrument(span).await
+    }
+
+    async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
+        let name = if request.get_ref().one_phase {
+            "commit one-phase"
+        } else {
+            "commit"
+        };
+        let span = self.span(name, &request.get_ref().gtrid, request.metadata());
+        self.serve_commit(request).instrument(span).await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<BranchRollbackRequest>,
+    ) -> Result<Response<BranchRollbackResponse>, Status> {
+        let span = self.span("rollback", &request.get_ref().gtrid, request.metadata());
+        self.serve_rollback(request).instrument(span).await
+    }
+
+    async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
+        let span = self.span("inquire", &request.get_ref().gtrid, request.metadata());
+        self.serve_inquire(request).instrument(span).await
+    }
+
+    async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let ours = |gtrid: &String| self.auth.check_gtrid(&calling, gtrid).is_ok();
+        // A coordinator learns only of its own transactions' branches.
+        let gtrids = recovery::prepared(&self.shared)
+            .await?
+            .into_iter()
+            .filter(ours)
+            .collect();
+        let live = if request.get_ref().live {
+            self.shared.branches.unfinished().into_iter().filter(ours).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(RecoverResponse { gtrids, live }))
+    }
+}
+
+impl ParticipantService {
+    /// The trace span of a branch RPC: a child of the coordinator's phase
+    /// span when the request carries its context. (The gtrid is the
+    /// caller's claim until `xid` checks it; the span only names it.)
+    fn span(&self, rpc: &'static str, gtrid: &str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+        if !telemetry::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            target: "tandem::trace",
+            "branch",
+            otel.name = rpc,
+            gtrid = %gtrid.chars().take(names::MAX_XA_ID_LEN).collect::<String>(),
+            participant = %self.shared.name,
+        );
+        telemetry::Parent::of(metadata).adopt(&span);
+        span
     }
 }
 

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tandem_common::names;
+use tandem_common::telemetry;
 use tandem_proto::failpoints;
 use tandem_proto::v1::{
     self as pb, BranchResults, BranchState as PbBranch, CommitResponse, Isolation, Statement, StatementResult,
@@ -22,7 +23,7 @@ use tandem_proto::v1::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
-use tracing::{debug, error, warn};
+use tracing::{Instrument, Span, debug, error, field, warn};
 
 use super::engine::{AbortKind, Ack, Action, BranchState, Engine, Event, Fate, Outcome, Refusal, State};
 use crate::Shared;
@@ -67,6 +68,8 @@ pub struct Params {
     pub id: String,
     pub isolation: Isolation,
     pub timeout: Duration,
+    /// The trace context of the client's Begin or Submit.
+    pub parent: telemetry::Parent,
 }
 
 impl TxnHandle {
@@ -78,8 +81,21 @@ impl TxnHandle {
         } else {
             Engine::new()
         };
+        // One trace per transaction: this span, a span per phase under it
+        // (the participants' spans join through the RPCs' metadata).
+        let span = tracing::info_span!(
+            target: "tandem::trace",
+            "transaction",
+            gtrid = %params.id,
+            api = field::Empty,
+            outcome = field::Empty,
+        );
+        params.parent.adopt(&span);
+        let phase = phase_span(&span, State::Active);
         let actor = TxnActor {
             deadline: Instant::now() + params.timeout,
+            span: span.clone(),
+            phase,
             params,
             shared,
             engine,
@@ -102,7 +118,7 @@ impl TxnHandle {
                 api: "interactive",
             },
         };
-        tokio::spawn(actor.run());
+        tokio::spawn(actor.run().instrument(span));
         Self { tx }
     }
 
@@ -182,6 +198,10 @@ struct SubmitState {
 struct TxnActor {
     params: Params,
     deadline: Instant,
+    /// The transaction's trace span, and the span of its current phase
+    /// (the parent of the RPCs sent in it).
+    span: Span,
+    phase: Span,
     shared: Arc<Shared>,
     engine: Engine,
     /// When the client asked to be answered.
@@ -261,7 +281,7 @@ impl TxnActor {
                     let timeout = self.remaining();
                     let budget = self.result_budget(1);
                     self.executes.insert(participant.clone(), reply);
-                    self.inflight.push(Box::pin(async move {
+                    self.send(async move {
                         let result = p
                             .execute(
                                 &gtrid,
@@ -278,7 +298,7 @@ impl TxnActor {
                             .await
                             .map(|r| (r.results, r.wrote));
                         Done::Executed { participant, result }
-                    }));
+                    });
                 }
                 Err(refusal) => {
                     let _ = reply.send(Err(self.refusal_status(refusal)));
@@ -401,10 +421,10 @@ impl TxnActor {
                     if *attempt >= 3 {
                         warn!(txn = %self.params.id, participant = %p, attempt, ?backoff, "no answer yet; asking again");
                     }
-                    self.inflight.push(Box::pin(async move {
+                    self.send(async move {
                         tokio::time::sleep(backoff).await;
                         Done::RetryDue(p)
-                    }));
+                    });
                 }
                 Action::StartReplyWait => {
                     self.reply_wait = Some(Instant::now() + self.shared.config.reply_wait);
@@ -428,7 +448,7 @@ impl TxnActor {
         let isolation = self.params.isolation;
         let budget = self.result_budget(self.submit.as_ref().map_or(1, |s| s.order.len()));
         let participants = self.engine.participant_set().to_vec();
-        self.inflight.push(Box::pin(async move {
+        self.send(async move {
             let injected = if then == Then::Prepare {
                 failpoints::hit("coordinator::before_prepare").await
             } else {
@@ -480,7 +500,7 @@ impl TxnActor {
                 earlier,
                 event,
             }
-        }));
+        });
     }
 
     /// Fences a branch whose vote did not come: the participant answers
@@ -488,7 +508,7 @@ impl TxnActor {
     fn send_inquire(&mut self, participant: String) {
         let p = Arc::clone(self.participant(&participant));
         let gtrid = self.params.id.clone();
-        self.inflight.push(Box::pin(async move {
+        self.send(async move {
             let result = match p.inquire(&gtrid, false).await {
                 Ok(answer) => Ok(match answer.fate {
                     pb::BranchFate::Prepared => Fate::Prepared,
@@ -501,13 +521,13 @@ impl TxnActor {
                 Err(status) => Err(failure(&participant, &status)),
             };
             Done::Event(Event::Inquired { participant, result })
-        }));
+        });
     }
 
     fn send_phase2(&mut self, participant: String, commit: bool) {
         let p = Arc::clone(self.participant(&participant));
         let gtrid = self.params.id.clone();
-        self.inflight.push(Box::pin(async move {
+        self.send(async move {
             let result = if commit {
                 // Committed (every branch durably YES), and no participant
                 // has heard so yet.
@@ -536,7 +556,7 @@ impl TxnActor {
                 result: result.map_err(|s| failure(&participant, &s)),
                 participant,
             })
-        }));
+        });
     }
 
     fn resend_phase2(&mut self, participant: String) {
@@ -610,6 +630,7 @@ impl TxnActor {
                 self.shared.metrics.unknown_answer();
             }
         }
+        tracing::info!(target: "tandem::trace", parent: &self.span, answer = ?code, "client answered");
         if let Some(asked) = self.timing.asked.take() {
             self.shared.metrics.phase(Phase::answer, asked.elapsed());
         }
@@ -715,7 +736,18 @@ impl TxnActor {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Measures the step the engine just left (the phase metrics).
+    /// Runs an RPC (or a timer) of the current phase; its result comes
+    /// back as a [`Done`].
+    fn send(&mut self, rpc: impl std::future::Future<Output = Done> + Send + 'static) {
+        // The engine may have moved on with the actions that send this.
+        if self.engine.state() != self.timing.state {
+            self.timed(self.engine.state());
+        }
+        self.inflight.push(Box::pin(rpc.instrument(self.phase.clone())));
+    }
+
+    /// Measures the step the engine just left (the phase metrics) and
+    /// starts the next phase's span.
     fn timed(&mut self, state: State) {
         let now = Instant::now();
         let metrics = &self.shared.metrics;
@@ -743,6 +775,10 @@ impl TxnActor {
         timing.one_phase |= state == State::OnePhase;
         timing.state = state;
         timing.since = now;
+        if decided && !matches!(state, State::Committed | State::Aborted) {
+            tracing::info!(target: "tandem::trace", parent: &self.span, decision = ?state, "decided");
+        }
+        self.phase = phase_span(&self.span, state);
     }
 
     /// Counts the transaction as it ends.
@@ -764,6 +800,11 @@ impl TxnActor {
             shape,
             outcome: if committed { "committed" } else { "aborted" },
         };
+        self.span.record("api", labels.api);
+        self.span.record("outcome", labels.outcome);
+        if !self.engine.hazards().is_empty() {
+            tracing::info!(target: "tandem::trace", parent: &self.span, "heuristic hazard");
+        }
         self.shared.metrics.ended(labels, !self.engine.hazards().is_empty());
     }
 
@@ -844,4 +885,19 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The span of a protocol phase: the engine's state while it runs.
+fn phase_span(transaction: &Span, state: State) -> Span {
+    let name = match state {
+        State::Active => "execute",
+        State::Preparing => "prepare",
+        State::Confirming => "confirm",
+        State::OnePhase => "commit one-phase",
+        State::Committing => "phase 2: commit",
+        State::Aborting => "phase 2: rollback",
+        // Done: nothing more is sent.
+        State::Committed | State::Aborted => return Span::none(),
+    };
+    tracing::info_span!(target: "tandem::trace", parent: transaction, "phase", otel.name = name)
 }

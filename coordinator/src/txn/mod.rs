@@ -76,6 +76,8 @@ pub struct Start {
     /// owner's share before the transaction (and its key) is registered:
     /// a refused Submit leaves nothing behind, so its retry may run.
     pub branches: Vec<String>,
+    /// The trace context of the client's call.
+    pub parent: tandem_common::telemetry::Parent,
 }
 
 /// What principals may hold at once.
@@ -144,6 +146,7 @@ impl Txns {
             timeout,
             key,
             branches,
+            parent,
         } = start;
         // Checked, issued and registered under one lock: concurrent
         // Begins cannot all pass a limit, and no id is ever issued without
@@ -183,7 +186,12 @@ impl Txns {
             deadline_unix_ms: actor::unix_ms(now + timeout),
             ..TransactionInfo::default()
         };
-        let params = actor::Params { id, isolation, timeout };
+        let params = actor::Params {
+            id,
+            isolation,
+            timeout,
+            parent,
+        };
         let handle = Self::spawn(&mut inner, shared, params, info.clone(), Some(owner.clone()));
         Self::reserve(&mut inner, &info.txn_id, &owner, &new);
         Ok((handle, info))
