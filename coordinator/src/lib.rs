@@ -20,6 +20,7 @@
 //! - [`config`]: settings from flags and an optional TOML file.
 //! - [`metrics`]: Prometheus metrics on the admin listener
 //!   (`--admin-listen`).
+//! - [`status_page`]: the live status page beside them.
 //!
 //! A coordinator keeps no state on disk: a transaction is committed iff
 //! every branch of its participant set is durably prepared (or, for a
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod participants;
 pub mod resolve;
 pub mod server;
+pub mod status_page;
 pub mod txn;
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct Shared {
     pub participants: Arc<Participants>,
     pub txns: Txns,
     pub metrics: metrics::Metrics,
+    /// The status page's last minutes.
+    pub series: status_page::Series,
     /// When this process started (GetStatus).
     pub started: std::time::SystemTime,
     /// Cancelled when the coordinator stops taking new transactions.
@@ -94,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         participants: Arc::clone(&participants),
         txns: Txns::new(ids, limits),
         metrics: metrics::Metrics::default(),
+        series: status_page::Series::default(),
         started: std::time::SystemTime::now(),
         shutdown: shutdown.clone(),
     });
@@ -119,10 +124,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     tokio::spawn(participants.watch(stopped.clone()));
     if let Some(addr) = shared.config.admin_listen {
         let scraper = Arc::new(metrics::Scraper(Arc::clone(&shared)));
-        let local = admin::serve(addr, scraper, axum::Router::new(), stopped.clone().cancelled_owned())
+        let page = status_page::routes(Arc::clone(&shared));
+        let local = admin::serve(addr, scraper, page, stopped.clone().cancelled_owned())
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        info!(%local, "admin listener (metrics) on {local}");
+        tokio::spawn(status_page::Series::run(Arc::clone(&shared), stopped.clone()));
+        info!(%local, "admin listener (metrics, status page) on {local}");
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;

@@ -75,6 +75,8 @@ pub struct Metrics {
     live: Gauge,
     reachable: Family<ParticipantLabels, Gauge>,
     in_doubt: Family<ParticipantLabels, Gauge>,
+    /// What the status page charts.
+    pub page: crate::status_page::Recorder,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,12 +164,14 @@ impl Default for Metrics {
             live,
             reachable,
             in_doubt,
+            page: crate::status_page::Recorder::default(),
         }
     }
 }
 
 impl Metrics {
     pub fn ended(&self, labels: TxnLabels, hazard: bool) {
+        self.page.ended(labels.outcome == "committed");
         self.transactions.get_or_create(&labels).inc();
         if hazard {
             self.hazards.inc();
@@ -175,6 +179,9 @@ impl Metrics {
     }
 
     pub fn phase(&self, phase: Phase, took: Duration) {
+        if phase == Phase::answer {
+            self.page.answered(took);
+        }
         self.phases
             .get_or_create(&PhaseLabels { phase })
             .observe(took.as_secs_f64());
@@ -182,6 +189,14 @@ impl Metrics {
 
     pub fn unknown_answer(&self) {
         self.unknown_answers.inc();
+    }
+
+    pub fn hazards_total(&self) -> u64 {
+        self.hazards.get()
+    }
+
+    pub fn unknown_answers_total(&self) -> u64 {
+        self.unknown_answers.get()
     }
 
     pub fn resolved(&self, outcome: &'static str) {

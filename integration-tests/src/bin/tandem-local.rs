@@ -66,7 +66,9 @@ async fn run(args: Args) -> Result<()> {
         let name = tandem_integration_tests::cluster::replica_name(i);
         let admin = cluster
             .admin_addr(&tandem_integration_tests::cluster::Target::Coordinator(i))
-            .map_or_else(String::new, |addr| format!("  metrics http://{addr}/metrics"));
+            .map_or_else(String::new, |addr| {
+                format!("  status page http://{addr}/  metrics http://{addr}/metrics")
+            });
         println!(
             "coordinator {name:<4} {} (TLS, identity {name}.coordinator.tandem){admin}",
             cluster.replica_url(i)
