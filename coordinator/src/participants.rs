@@ -9,8 +9,9 @@ use std::time::Duration;
 use tandem_common::{Identity, Role, Transport};
 use tandem_proto::v1::participant_client::ParticipantClient;
 use tandem_proto::v1::{
-    BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse, BranchFate, BranchRollbackRequest,
-    InquireRequest, Isolation, ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
+    AuditEntry, AuditRequest, AuditResponse, BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse,
+    BranchFate, BranchRollbackRequest, InquireRequest, Isolation, ListInDoubtRequest, ListInDoubtResponse,
+    ParticipantInfo, PrepareRequest, RecoverRequest, Statement, Then, Vote, VoteKind,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
@@ -118,6 +119,26 @@ impl Participant {
         // The trace of the transaction this call belongs to.
         tandem_common::telemetry::inject(request.metadata_mut());
         request
+    }
+
+    /// Every branch prepared on this participant (for an operator).
+    pub async fn list_in_doubt(&self) -> Result<ListInDoubtResponse, Status> {
+        let mut request = self.request(ListInDoubtRequest {});
+        request.set_timeout(Duration::from_secs(5));
+        self.note(self.client.clone().list_in_doubt(request).await)
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The audit trail of `gtrid` on this participant, after recording
+    /// `record` (if given and not there yet).
+    pub async fn audit(&self, gtrid: &str, record: Option<AuditEntry>) -> Result<AuditResponse, Status> {
+        let mut request = self.request(AuditRequest {
+            gtrid: gtrid.to_owned(),
+            record,
+        });
+        request.set_timeout(Duration::from_secs(5));
+        self.note(self.client.clone().audit(request).await)
+            .map(tonic::Response::into_inner)
     }
 
     /// Runs statements in the branch; `call.then` may prepare or commit it

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tandem_proto::v1::{BranchFate, MarkedTransaction};
+use tandem_proto::v1::{self as pb, BranchFate, MarkedTransaction};
 use tonic::{Code, Status};
 
 use crate::participants::{Inquired, Participants};
@@ -327,4 +327,50 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// The audit action of an operator's hazard resolution.
+pub const RESOLVE_HAZARD: &str = "resolve-hazard";
+
+/// How an operator resolved `gtrid`'s hazard, from the participants'
+/// audit tables (the first resolution recorded), if one did. `answers`
+/// are the participants' audit trails; `recorded` whether any call added
+/// the entry now.
+pub fn resolution_of(gtrid: &str, answers: &[(String, Vec<pb::AuditEntry>)]) -> Option<pb::HazardResolution> {
+    let mut first: Option<&pb::AuditEntry> = None;
+    let mut recorded_on = Vec::new();
+    for (participant, entries) in answers {
+        if let Some(entry) = entries.iter().find(|e| e.action == RESOLVE_HAZARD) {
+            recorded_on.push(participant.clone());
+            if first.is_none_or(|f| entry.at_unix_ms < f.at_unix_ms) {
+                first = Some(entry);
+            }
+        }
+    }
+    let first = first?;
+    recorded_on.sort();
+    Some(pb::HazardResolution {
+        txn_id: gtrid.to_owned(),
+        operator: first.operator.clone(),
+        reason: first.reason.clone(),
+        resolved_unix_ms: first.at_unix_ms,
+        recorded_on,
+        failed: Vec::new(),
+        already: true,
+    })
+}
+
+/// Reads how an operator resolved `gtrid`'s hazard from every reachable
+/// participant's audit table, if one did.
+pub async fn hazard_resolution(participants: &Participants, gtrid: &str) -> Option<pb::HazardResolution> {
+    let asked = futures::future::join_all(participants.all().map(|p| async move {
+        let name = p.info().name;
+        (name, p.audit(gtrid, None).await)
+    }))
+    .await;
+    let answers: Vec<(String, Vec<pb::AuditEntry>)> = asked
+        .into_iter()
+        .filter_map(|(name, answer)| answer.ok().map(|a| (name, a.entries)))
+        .collect();
+    resolution_of(gtrid, &answers)
 }

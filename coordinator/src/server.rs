@@ -441,6 +441,144 @@ impl Coordinator for CoordinatorService {
             live_transactions: live,
         }))
     }
+
+    async fn list_in_doubt(
+        &self,
+        request: Request<pb::ListInDoubtRequest>,
+    ) -> Result<Response<pb::InDoubtReport>, Status> {
+        operator_only(&request, "ListInDoubt")?;
+        let asked = futures::future::join_all(self.shared.participants.all().map(|p| async move {
+            let name = p.info().name;
+            (name, p.list_in_doubt().await)
+        }))
+        .await;
+        let mut report = pb::InDoubtReport::default();
+        for (participant, answer) in asked {
+            match answer {
+                Ok(listed) => {
+                    report.branches.extend(listed.branches);
+                    report.truncated |= listed.truncated;
+                }
+                Err(status) => report.unreachable.push(pb::ParticipantError {
+                    participant,
+                    error: status.message().to_owned(),
+                }),
+            }
+        }
+        report
+            .branches
+            .sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then_with(|| a.gtrid.cmp(&b.gtrid)));
+        Ok(Response::new(report))
+    }
+
+    async fn resolve_hazard(
+        &self,
+        request: Request<pb::ResolveHazardRequest>,
+    ) -> Result<Response<pb::HazardResolution>, Status> {
+        let caller = operator_only(&request, "ResolveHazard")?;
+        let pb::ResolveHazardRequest { txn_id, reason } = request.into_inner();
+        let reason = reason.trim().to_owned();
+        if txn_id.is_empty() {
+            return Err(Error::InvalidArgument("txn_id is required".to_owned()).into());
+        }
+        if reason.is_empty() {
+            return Err(Error::InvalidArgument(
+                "reason is required: say how the data was reconciled (it goes in the audit table)".to_owned(),
+            )
+            .into());
+        }
+        if reason.len() > MAX_AUDIT_REASON {
+            return Err(Error::InvalidArgument(format!("reason is longer than {MAX_AUDIT_REASON} bytes")).into());
+        }
+        let info = self
+            .shared
+            .txns
+            .lookup_info(&self.shared, &txn_id, &caller, false)
+            .await?;
+        if info.hazard.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "transaction {txn_id} has no heuristic hazard: nothing to resolve"
+            ))
+            .into());
+        }
+        let entry = pb::AuditEntry {
+            action: crate::resolve::RESOLVE_HAZARD.to_owned(),
+            operator: caller.principal.to_string(),
+            reason,
+            detail: truncated(&info.hazard, MAX_AUDIT_DETAIL),
+            at_unix_ms: 0,
+        };
+        // In the audit table of each participant of the transaction (of
+        // all, if this replica does not know its branches).
+        let names: Vec<String> = if info.branches.is_empty() {
+            self.shared.participants.all().map(|p| p.info().name).collect()
+        } else {
+            info.branches.iter().map(|b| b.participant.clone()).collect()
+        };
+        let asked = futures::future::join_all(names.into_iter().map(|name| {
+            let entry = entry.clone();
+            let txn_id = &txn_id;
+            async move {
+                let answer = match self.shared.participants.get(&name) {
+                    Ok(p) => p.audit(txn_id, Some(entry)).await,
+                    Err(err) => Err(err.into()),
+                };
+                (name, answer)
+            }
+        }))
+        .await;
+        let mut answers = Vec::new();
+        let mut failed = Vec::new();
+        let mut recorded = false;
+        for (participant, answer) in asked {
+            match answer {
+                Ok(audit) => {
+                    recorded |= audit.recorded;
+                    answers.push((participant, audit.entries));
+                }
+                Err(status) => failed.push(pb::ParticipantError {
+                    participant,
+                    error: status.message().to_owned(),
+                }),
+            }
+        }
+        let Some(mut resolution) = crate::resolve::resolution_of(&txn_id, &answers) else {
+            let why: Vec<String> = failed
+                .iter()
+                .map(|f| format!("{}: {}", f.participant, f.error))
+                .collect();
+            return Err(Error::Unavailable(format!(
+                "no participant could record the resolution ({}); try again",
+                why.join("; ")
+            ))
+            .into());
+        };
+        resolution.failed = failed;
+        resolution.already = !recorded;
+        self.shared.txns.resolve_hazard(&txn_id, &resolution);
+        tracing::warn!(
+            txn = %txn_id,
+            operator = %resolution.operator,
+            reason = %resolution.reason,
+            already = resolution.already,
+            "heuristic hazard resolved by an operator"
+        );
+        Ok(Response::new(resolution))
+    }
+}
+
+/// Longest reason an operator may give (the audit table's column).
+const MAX_AUDIT_REASON: usize = 1024;
+/// Longest hazard text kept with the resolution (the column, in bytes).
+const MAX_AUDIT_DETAIL: usize = 2048;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The caller, if it is an operator; PERMISSION_DENIED naming `call`

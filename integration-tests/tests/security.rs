@@ -102,6 +102,23 @@ async fn attack_participant(
     out.push(("commit", c, m));
     let (c, m) = code(client.recover(meant_for("alpha", pb::RecoverRequest::default())).await);
     out.push(("recover", c, m));
+    let (c, m) = code(
+        client
+            .list_in_doubt(meant_for("alpha", pb::ListInDoubtRequest {}))
+            .await,
+    );
+    out.push(("list_in_doubt", c, m));
+    let request = pb::AuditRequest {
+        gtrid: gtrid.to_owned(),
+        record: Some(pb::AuditEntry {
+            action: "resolve-hazard".to_owned(),
+            operator: "mallory".to_owned(),
+            reason: "forged".to_owned(),
+            ..pb::AuditEntry::default()
+        }),
+    };
+    let (c, m) = code(client.audit(meant_for("alpha", request)).await);
+    out.push(("audit", c, m));
     out
 }
 
@@ -119,6 +136,8 @@ async fn assert_untouched(cluster: &Cluster, gtrid: &str) {
     assert_eq!(scalar(pool, "SELECT COUNT(*) FROM notes WHERE id = 666").await, 0);
     let markers = format!("SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{gtrid}'");
     assert_eq!(scalar(pool, &markers).await, 0, "a marker or fence row for {gtrid}");
+    let audit = format!("SELECT COUNT(*) FROM tandem.audit WHERE gtrid = '{gtrid}'");
+    assert_eq!(scalar(pool, &audit).await, 0, "an audit row for {gtrid}");
     assert_no_prepared(cluster).await;
 }
 
@@ -230,6 +249,34 @@ async fn only_the_configured_coordinator_may_call_a_participant() {
         .expect_err("a deadline past the participant's maximum");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("--max-timeout-ms"), "{err:?}");
+    assert_untouched(&cluster, &future).await;
+
+    // Audit entries are bounded and of known actions, even from the
+    // coordinator.
+    let entry = |action: &str, reason: String| pb::AuditRequest {
+        gtrid: future.clone(),
+        record: Some(pb::AuditEntry {
+            action: action.to_owned(),
+            operator: "operator ops".to_owned(),
+            reason,
+            ..pb::AuditEntry::default()
+        }),
+    };
+    for (request, expected) in [
+        (entry("drop-everything", "x".to_owned()), "unknown audit action"),
+        (
+            entry("resolve-hazard", "x".repeat(1025)),
+            "reason is longer than 1024 bytes",
+        ),
+        (entry("resolve-hazard", " ".to_owned()), "names its operator and reason"),
+    ] {
+        let err = as_coordinator
+            .audit(meant_for("alpha", request))
+            .await
+            .expect_err("a bad audit entry");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(expected), "{err:?}");
+    }
     assert_untouched(&cluster, &future).await;
 
     // And the cluster still works: no id was fenced.

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use tandem_common::{Identity, Role, Transport, names};
 use tandem_proto::v1::decisions_client::DecisionsClient;
-use tandem_proto::v1::{BranchFate, DecisionKind, DecisionRequest, MarkedTransaction, UnsettledRequest};
+use tandem_proto::v1::{
+    AuditEntry, BranchFate, DecisionKind, DecisionRequest, InDoubtBranch, MarkedTransaction, UnsettledRequest,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -37,6 +39,54 @@ use crate::xa::{self, Op, Xid, codes};
 pub async fn prepared(shared: &Shared) -> Result<Vec<String>, Error> {
     let mut conn = acquire(shared).await?;
     xa::recover(&mut conn, &shared.name)
+        .await
+        .map_err(|e| unavailable(shared, &e))
+}
+
+/// Most branches one in-doubt listing returns.
+pub const MAX_LISTED: usize = 1000;
+
+/// Every branch prepared here (whoever issued it), oldest first, with its
+/// age and participant set from its marker row; whether there were more
+/// than [`MAX_LISTED`].
+pub async fn in_doubt(shared: &Shared) -> Result<(Vec<InDoubtBranch>, bool), Error> {
+    let mut gtrids = prepared(shared).await?;
+    let truncated = gtrids.len() > MAX_LISTED;
+    gtrids.truncate(MAX_LISTED);
+    let mut conn = acquire(shared).await?;
+    let mut markers = match xa::prepared_markers(&mut conn, &shared.name, &gtrids).await {
+        Ok(markers) => markers,
+        Err(err) => {
+            // The next transaction's isolation level may still be set.
+            drop(conn.detach());
+            return Err(unavailable(shared, &err));
+        }
+    };
+    let mut branches: Vec<InDoubtBranch> = gtrids
+        .into_iter()
+        .map(|gtrid| {
+            let (participants, age_ms) = markers.remove(&gtrid).unwrap_or_default();
+            InDoubtBranch {
+                participant: shared.name.clone(),
+                gtrid,
+                age_ms,
+                participants,
+            }
+        })
+        .collect();
+    branches.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    Ok((branches, truncated))
+}
+
+/// The audit trail of `gtrid` here, after recording `record` (see
+/// [`xa::audit`]).
+pub async fn audit(
+    shared: &Shared,
+    gtrid: &str,
+    record: Option<&AuditEntry>,
+) -> Result<(Vec<AuditEntry>, bool), Error> {
+    let mut conn = acquire(shared).await?;
+    xa::audit(&mut conn, gtrid, record)
         .await
         .map_err(|e| unavailable(shared, &e))
 }

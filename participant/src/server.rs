@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_proto::v1::participant_server::Participant;
+use tandem_proto::v1::{AuditEntry, AuditRequest, AuditResponse, ListInDoubtRequest, ListInDoubtResponse};
 use tandem_proto::v1::{
     BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchFate,
     BranchRollbackRequest, BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest,
@@ -465,6 +466,32 @@ impl Participant for ParticipantService {
         self.serve_inquire(request).instrument(span).await
     }
 
+    async fn list_in_doubt(
+        &self,
+        request: Request<ListInDoubtRequest>,
+    ) -> Result<Response<ListInDoubtResponse>, Status> {
+        // Any of this participant's coordinators, for an operator.
+        Calling::of(&request)?;
+        let (branches, truncated) = recovery::in_doubt(&self.shared).await?;
+        Ok(Response::new(ListInDoubtResponse { branches, truncated }))
+    }
+
+    async fn audit(&self, request: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {
+        let calling = Calling::of(&request)?;
+        let AuditRequest { gtrid, record } = request.into_inner();
+        self.xid(&gtrid, &calling)?;
+        if let Some(entry) = &record {
+            check_audit_entry(entry)?;
+        }
+        let shared = Arc::clone(&self.shared);
+        // Recorded whole even if the caller goes away.
+        let (entries, recorded) = detached("audit", async move {
+            recovery::audit(&shared, &gtrid, record.as_ref()).await
+        })
+        .await?;
+        Ok(Response::new(AuditResponse { entries, recorded }))
+    }
+
     async fn recover(&self, request: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
         let calling = Calling::of(&request)?;
         let ours = |gtrid: &String| self.auth.check_gtrid(&calling, gtrid).is_ok();
@@ -501,6 +528,35 @@ impl ParticipantService {
         telemetry::Parent::of(metadata).adopt(&span);
         span
     }
+}
+
+/// What an audit entry may hold (the columns of `tandem.audit`).
+fn check_audit_entry(entry: &AuditEntry) -> Result<(), Error> {
+    let fields = [
+        ("action", &entry.action, 32),
+        ("operator", &entry.operator, 255),
+        ("reason", &entry.reason, 1024),
+        ("detail", &entry.detail, 2048),
+    ];
+    for (name, value, max) in fields {
+        if value.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "audit {name} is longer than {max} bytes"
+            )));
+        }
+    }
+    if entry.action != "resolve-hazard" {
+        return Err(Error::InvalidArgument(format!(
+            "unknown audit action {:?} (known: resolve-hazard)",
+            entry.action
+        )));
+    }
+    if entry.operator.is_empty() || entry.reason.trim().is_empty() {
+        return Err(Error::InvalidArgument(
+            "an audit entry names its operator and reason".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a recovery step in its own task: tonic drops a handler's future

@@ -5,11 +5,12 @@
 //! plain text (`raw_sql`); a step that is two statements (`XA END; XA
 //! PREPARE`) goes in one round trip.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use sqlx::{AssertSqlSafe, MySqlConnection, Row};
 use tandem_common::names;
-use tandem_proto::v1::Isolation;
+use tandem_proto::v1::{AuditEntry, Isolation};
 
 use crate::error::Error;
 
@@ -41,7 +42,20 @@ const CREATE_MARKERS: &str = "CREATE DATABASE IF NOT EXISTS tandem; \
        KEY by_age (created_at) \
      ) ENGINE=InnoDB; \
      ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS fenced TINYINT NOT NULL DEFAULT 0 AFTER bqual; \
-     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS participants VARBINARY(16384) NULL AFTER fenced";
+     ALTER TABLE tandem.xa_markers ADD COLUMN IF NOT EXISTS participants VARBINARY(16384) NULL AFTER fenced; \
+     CREATE TABLE IF NOT EXISTS tandem.audit ( \
+       gtrid VARBINARY(64) NOT NULL, \
+       action VARCHAR(32) NOT NULL, \
+       operator VARCHAR(255) NOT NULL, \
+       reason VARCHAR(1024) NOT NULL, \
+       detail VARCHAR(2048) NOT NULL, \
+       at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), \
+       PRIMARY KEY (gtrid, action) \
+     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+/// Operators' actions on transactions (who, when, why), kept for good:
+/// one row per transaction and action, the first one recorded.
+pub const AUDIT_TABLE: &str = "tandem.audit";
 
 /// Most participants in one transaction's set (each name at most 63 bytes,
 /// so the set fits its marker column).
@@ -276,6 +290,87 @@ fn participant_set(column: Option<Vec<u8>>) -> Vec<String> {
         .filter(|name| !name.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The marker rows of prepared branches `gtrids` here (read uncommitted:
+/// they are the branches' own uncommitted rows): each one's participant
+/// set and age in ms by the database's clock. Like [`marker`], the
+/// isolation level is set for this one read.
+pub async fn prepared_markers(
+    conn: &mut MySqlConnection,
+    bqual: &str,
+    gtrids: &[String],
+) -> Result<HashMap<String, (Vec<String>, u64)>, sqlx::Error> {
+    if gtrids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    run(conn, "SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED".to_owned()).await?;
+    let marks = vec!["?"; gtrids.len()].join(", ");
+    let read = format!(
+        "SELECT gtrid, participants, CAST(TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) DIV 1000 AS SIGNED) \
+         FROM {MARKER_TABLE} WHERE bqual = ? AND fenced = 0 AND gtrid IN ({marks})"
+    );
+    let mut query = sqlx::query_as::<_, (Vec<u8>, Option<Vec<u8>>, i64)>(AssertSqlSafe(read)).bind(bqual.as_bytes());
+    for gtrid in gtrids {
+        query = query.bind(gtrid.as_bytes());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(gtrid, set, age)| {
+            (
+                String::from_utf8_lossy(&gtrid).into_owned(),
+                (participant_set(set), u64::try_from(age).unwrap_or(0)),
+            )
+        })
+        .collect())
+}
+
+/// The audit trail of transaction `gtrid` here, oldest first; `record`
+/// is added first unless an entry with its action is there already (the
+/// first one recorded stays), and whether it was.
+pub async fn audit(
+    conn: &mut MySqlConnection,
+    gtrid: &str,
+    record: Option<&AuditEntry>,
+) -> Result<(Vec<AuditEntry>, bool), sqlx::Error> {
+    let mut recorded = false;
+    if let Some(entry) = record {
+        let insert = format!(
+            "INSERT IGNORE INTO {AUDIT_TABLE} (gtrid, action, operator, reason, detail) VALUES (?, ?, ?, ?, ?)"
+        );
+        let done = sqlx::query(AssertSqlSafe(insert))
+            .bind(gtrid.as_bytes())
+            .bind(&entry.action)
+            .bind(&entry.operator)
+            .bind(&entry.reason)
+            .bind(&entry.detail)
+            .execute(&mut *conn)
+            .await?;
+        // A duplicate key is ignored: 0 rows. (IGNORE would also turn a
+        // value too long into a warning: the Audit RPC checks every length
+        // against its column first, in bytes of this utf8mb4 table.)
+        recorded = done.rows_affected() == 1;
+    }
+    let read = format!(
+        "SELECT action, operator, reason, detail, CAST(UNIX_TIMESTAMP(at) * 1000 AS SIGNED) FROM {AUDIT_TABLE} \
+         WHERE gtrid = ? ORDER BY at, action"
+    );
+    let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(AssertSqlSafe(read))
+        .bind(gtrid.as_bytes())
+        .fetch_all(&mut *conn)
+        .await?;
+    let entries = rows
+        .into_iter()
+        .map(|(action, operator, reason, detail, at)| AuditEntry {
+            action,
+            operator,
+            reason,
+            detail,
+            at_unix_ms: u64::try_from(at).unwrap_or(0),
+        })
+        .collect();
+    Ok((entries, recorded))
 }
 
 /// What a branch's marker row says (not a fence).

@@ -61,6 +61,32 @@ enum Command {
         /// The replica's NAME (one of --coordinator).
         replica: String,
     },
+    /// Branches prepared on the participants, oldest first, with their
+    /// age: in doubt until a coordinator finishes them.
+    InDoubt {
+        /// Only branches prepared at least this long ago.
+        #[arg(long, default_value_t = 0)]
+        older_than_secs: u64,
+    },
+    /// Heuristic hazards: transactions that committed while a branch was
+    /// found rolled back (or the other way). Unresolved ones by default.
+    #[command(subcommand)]
+    Hazards(Hazards),
+}
+
+#[derive(Debug, Subcommand)]
+enum Hazards {
+    /// Hazards no operator has resolved yet, from every replica.
+    List,
+    /// Records that the data of a hazard's transaction was reconciled by
+    /// hand: who (this operator's identity), when and why go in the
+    /// audit table of its participants.
+    Resolve {
+        txn_id: String,
+        /// What was done to reconcile the data.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +141,9 @@ async fn run(args: &Args) -> Result<()> {
         }
         Command::Transactions(Transactions::Show { txn_id }) => show(args, txn_id).await,
         Command::Drain { replica } => drain(args, replica).await,
+        Command::InDoubt { older_than_secs } => in_doubt(args, *older_than_secs).await,
+        Command::Hazards(Hazards::List) => list(args, Filter::Hazard, None, 1000).await,
+        Command::Hazards(Hazards::Resolve { txn_id, reason }) => resolve_hazard(args, txn_id, reason).await,
     }
 }
 
@@ -318,6 +347,12 @@ async fn show(args: &Args, txn_id: &str) -> Result<()> {
             lines.push((what, value.clone()));
         }
     }
+    if let Some(r) = &t.hazard_resolution {
+        lines.push((
+            "resolved",
+            format!("by {} ({}): {}", r.operator, age(r.resolved_unix_ms), r.reason),
+        ));
+    }
     for (what, value) in lines {
         println!("{what:<12} {value}");
     }
@@ -348,6 +383,159 @@ async fn drain(args: &Args, replica: &str) -> Result<()> {
     Ok(())
 }
 
+/// Asks the replicas in turn until one answers (any replica sees every
+/// participant).
+async fn first_replica<T>(
+    args: &Args,
+    call: impl AsyncFn(&mut Client) -> Result<T, tonic::Status>,
+) -> Result<(String, T)> {
+    let mut errors = Vec::new();
+    for (name, url) in &args.coordinators {
+        let answer = match connect(args, name, url).await {
+            Ok(mut client) => call(&mut client).await.map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        match answer {
+            Ok(answer) => return Ok((name.clone(), answer)),
+            Err(err) => errors.push(format!("replica {name}: {err:#}")),
+        }
+    }
+    bail!("{}", errors.join("; "))
+}
+
+async fn in_doubt(args: &Args, older_than_secs: u64) -> Result<()> {
+    let (replica, report) = first_replica(args, async |client| {
+        Ok(client
+            .raw()
+            .list_in_doubt(pb::ListInDoubtRequest {})
+            .await?
+            .into_inner())
+    })
+    .await?;
+    let branches: Vec<&pb::InDoubtBranch> = report
+        .branches
+        .iter()
+        .filter(|b| b.age_ms >= older_than_secs.saturating_mul(1000))
+        .collect();
+    if args.json {
+        let branches: Vec<Value> = branches
+            .iter()
+            .map(|b| {
+                json!({
+                    "participant": b.participant, "gtrid": b.gtrid, "age_ms": b.age_ms,
+                    "participants": b.participants, "issued_by": issuer(&b.gtrid),
+                })
+            })
+            .collect();
+        let unreachable: Vec<Value> = report
+            .unreachable
+            .iter()
+            .map(|u| json!({"participant": u.participant, "error": u.error}))
+            .collect();
+        println!(
+            "{}",
+            json!({"asked": replica, "branches": branches, "unreachable": unreachable, "truncated": report.truncated})
+        );
+    } else {
+        let rows = branches
+            .iter()
+            .map(|b| {
+                vec![
+                    b.participant.clone(),
+                    b.gtrid.clone(),
+                    duration(Duration::from_millis(b.age_ms)),
+                    issuer(&b.gtrid),
+                    b.participants.join(","),
+                ]
+            })
+            .collect();
+        print_table(
+            &["PARTICIPANT", "GTRID", "PREPARED FOR", "ISSUED BY", "PARTICIPANT SET"],
+            rows,
+        );
+        for u in &report.unreachable {
+            eprintln!("participant {} could not be asked: {}", u.participant, u.error);
+        }
+        if report.truncated {
+            eprintln!("a participant holds more prepared branches than it lists (1000)");
+        }
+    }
+    if !report.unreachable.is_empty() {
+        bail!("{} participant(s) could not be asked", report.unreachable.len());
+    }
+    Ok(())
+}
+
+/// The replica that issued a gtrid (`tc-…`), or `client key` for a keyed
+/// one (any replica may have run it).
+fn issuer(gtrid: &str) -> String {
+    match gtrid.split_once('-') {
+        Some(("key", _)) => "client key".to_owned(),
+        Some((replica, _)) => replica.to_owned(),
+        None => String::new(),
+    }
+}
+
+async fn resolve_hazard(args: &Args, txn_id: &str, reason: &str) -> Result<()> {
+    // Every replica that holds the transaction notes it; the participants'
+    // audit tables keep the first resolution.
+    let mut resolution = None;
+    let mut errors = Vec::new();
+    for (name, url) in &args.coordinators {
+        let request = pb::ResolveHazardRequest {
+            txn_id: txn_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let answer = match connect(args, name, url).await {
+            Ok(mut client) => client
+                .raw()
+                .resolve_hazard(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        match answer {
+            Ok(answer) => {
+                resolution.get_or_insert(answer);
+            }
+            Err(err) => errors.push(format!("replica {name}: {err:#}")),
+        }
+    }
+    let Some(r) = resolution else {
+        bail!("{}", errors.join("; "));
+    };
+    if args.json {
+        let failed: Vec<Value> = r
+            .failed
+            .iter()
+            .map(|f| json!({"participant": f.participant, "error": f.error}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "txn_id": r.txn_id, "operator": r.operator, "reason": r.reason,
+                "resolved_unix_ms": r.resolved_unix_ms, "recorded_on": r.recorded_on,
+                "failed": failed, "already": r.already,
+            })
+        );
+    } else {
+        let verb = if r.already { "was already resolved" } else { "resolved" };
+        println!(
+            "hazard of {} {verb} by {} ({}): {}",
+            r.txn_id,
+            r.operator,
+            age(r.resolved_unix_ms),
+            r.reason
+        );
+        println!("recorded in the audit table of: {}", r.recorded_on.join(", "));
+        for f in &r.failed {
+            eprintln!("participant {} did not record it: {}", f.participant, f.error);
+        }
+    }
+    Ok(())
+}
+
 fn txn_json(replica: &str, t: &pb::TransactionInfo) -> Value {
     let branches: Vec<Value> = t
         .branches
@@ -358,6 +546,9 @@ fn txn_json(replica: &str, t: &pb::TransactionInfo) -> Value {
         "txn_id": t.txn_id, "replica": replica, "state": state_name(t.state),
         "outcome": outcome_name(t.outcome), "label": t.label, "key": t.key,
         "reason": t.reason, "hazard": t.hazard, "started_unix_ms": t.started_unix_ms,
+        "hazard_resolution": t.hazard_resolution.as_ref().map(|r| json!({
+            "operator": r.operator, "reason": r.reason, "resolved_unix_ms": r.resolved_unix_ms,
+        })),
         "decided_unix_ms": t.decided_unix_ms, "finished_unix_ms": t.finished_unix_ms,
         "branches": branches,
     })
@@ -399,12 +590,17 @@ fn age(unix_ms: u64) -> String {
         return "-".to_owned();
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = now.saturating_sub(Duration::from_millis(unix_ms)).as_secs();
+    format!("{} ago", duration(now.saturating_sub(Duration::from_millis(unix_ms))))
+}
+
+/// A duration for people: `42s`, `3m07s`, `2h05m`, `1d03h`.
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
     match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m{:02}s ago", secs / 60, secs % 60),
-        3600..86_400 => format!("{}h{:02}m ago", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d{:02}h ago", secs / 86_400, secs % 86_400 / 3600),
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
     }
 }
 

@@ -145,3 +145,179 @@ async fn an_operator_sees_replicas_participants_and_transactions_and_drains_a_re
     assert_eq!(after["replicas"][1]["reachable"], false, "{after}");
     assert_eq!(after["replicas"][0]["reachable"], true, "{after}");
 }
+
+/// Rolls back `participant`'s prepared branch of `id` by hand, as an
+/// operator who decided it alone would (XAER_NOTA until MariaDB notices
+/// the participant's session is gone).
+async fn roll_back_by_hand(cluster: &Cluster, participant: &str, id: &str) {
+    let rollback = format!("XA ROLLBACK '{id}', '{participant}', {}", 0x7464_6d31);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(err) = sqlx::raw_sql(sqlx::AssertSqlSafe(rollback.clone()))
+        .execute(cluster.node(participant).pool())
+        .await
+    {
+        assert!(std::time::Instant::now() < until, "{rollback}: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The audit rows of `id` in `participant`'s database.
+async fn audit_rows(cluster: &Cluster, participant: &str, id: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as("SELECT operator, reason, detail FROM tandem.audit WHERE gtrid = ?")
+        .bind(id)
+        .fetch_all(cluster.node(participant).pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_lists_in_doubt_branches_and_resolves_a_hazard_with_an_audit_record() {
+    let mut cluster = Cluster::start(ClusterConfig {
+        participants: vec!["alpha".into(), "beta".into()],
+        ..ClusterConfig::default()
+    })
+    .await
+    .expect("cluster starts");
+    let ops = Identity::new(Role::Operator, "ops").unwrap();
+    let mut client = cluster.client().await.expect("client connects");
+    let note = |id: i64| {
+        Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
+            .bind(id)
+            .bind("hazard")
+    };
+    let plain = client
+        .submit(vec![("alpha", vec![note(2)]), ("beta", vec![note(2)])])
+        .await
+        .unwrap();
+    assert_eq!(plain.outcome(), Outcome::Committed, "{}", plain.reason);
+
+    // Phase 2 is held back: meanwhile both branches stay prepared.
+    cluster
+        .failpoint("coordinator", "coordinator::before_phase2", "2*return(delay:8000)")
+        .await
+        .unwrap();
+    let txn = client.begin().await.unwrap();
+    client.execute(&txn, "alpha", vec![note(1)]).await.unwrap();
+    client.execute(&txn, "beta", vec![note(1)]).await.unwrap();
+    let commit = {
+        let mut client = cluster.client().await.unwrap();
+        let txn = txn.clone();
+        tokio::spawn(async move { client.commit(&txn).await })
+    };
+
+    // In doubt on both participants, with their age and participant set.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    let listed = loop {
+        let report = json(&tandemctl(&cluster, &ops, &["in-doubt", "--json"]));
+        let ours: Vec<Value> = report["branches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["gtrid"] == txn.as_str())
+            .cloned()
+            .collect();
+        if ours.len() == 2 {
+            break ours;
+        }
+        assert!(std::time::Instant::now() < until, "not listed in doubt: {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut on: Vec<&str> = listed.iter().map(|b| b["participant"].as_str().unwrap()).collect();
+    on.sort_unstable();
+    assert_eq!(on, ["alpha", "beta"], "{listed:?}");
+    for branch in &listed {
+        assert_eq!(branch["participants"], serde_json::json!(["alpha", "beta"]), "{branch}");
+        assert_eq!(branch["issued_by"], "tc", "{branch}");
+        assert!(branch["age_ms"].as_u64().unwrap() < 30_000, "{branch}");
+    }
+    let table = stdout(&tandemctl(&cluster, &ops, &["in-doubt"]));
+    assert!(table.starts_with("PARTICIPANT") && table.contains(&txn), "{table}");
+    let old = json(&tandemctl(
+        &cluster,
+        &ops,
+        &["in-doubt", "--older-than-secs", "3600", "--json"],
+    ));
+    assert_eq!(old["branches"], serde_json::json!([]), "{old}");
+
+    // An operator rolls beta's branch back by hand before phase 2: the
+    // transaction commits on alpha alone, a heuristic hazard.
+    cluster.kill_participant("beta");
+    roll_back_by_hand(&cluster, "beta", &txn).await;
+    cluster.restart_participant("beta").await.unwrap();
+    let answer = commit.await.unwrap().unwrap();
+    assert_eq!(answer.outcome(), Outcome::Committed, "{}", answer.reason);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let hazards = json(&tandemctl(&cluster, &ops, &["hazards", "list", "--json"]));
+        if let Some(h) = hazards.as_array().unwrap().iter().find(|t| t["txn_id"] == txn.as_str()) {
+            assert!(h["hazard"].as_str().unwrap().contains("beta"), "{h}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "no hazard listed: {hazards}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bad requests change nothing: a client identity, no reason, a
+    // transaction without a hazard.
+    let client_identity = Identity::new(Role::Client, "tester").unwrap();
+    for args in [
+        &["hazards", "resolve", txn.as_str(), "--reason", "mine"][..],
+        &["in-doubt"][..],
+    ] {
+        let refused = tandemctl(&cluster, &client_identity, args);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("operator identities"), "{stderr}");
+    }
+    let refused = tandemctl(&cluster, &ops, &["hazards", "resolve", &txn, "--reason", "  "]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("reason is required"));
+    let refused = tandemctl(&cluster, &ops, &["hazards", "resolve", &plain.txn_id, "--reason", "x"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no heuristic hazard"));
+    for participant in ["alpha", "beta"] {
+        assert!(audit_rows(&cluster, participant, &txn).await.is_empty());
+    }
+
+    // Resolved: who, when and why in both participants' audit tables; the
+    // hazard leaves the list and the transaction shows its resolution.
+    let reason = "beta's note 1 re-inserted by hand (ticket OPS-12)";
+    let resolved = json(&tandemctl(
+        &cluster,
+        &ops,
+        &["--json", "hazards", "resolve", &txn, "--reason", reason],
+    ));
+    assert_eq!(resolved["operator"], "operator ops", "{resolved}");
+    assert_eq!(resolved["reason"], reason, "{resolved}");
+    assert_eq!(resolved["already"], false, "{resolved}");
+    assert_eq!(
+        resolved["recorded_on"],
+        serde_json::json!(["alpha", "beta"]),
+        "{resolved}"
+    );
+    assert!(resolved["resolved_unix_ms"].as_u64().unwrap() > 0, "{resolved}");
+    for participant in ["alpha", "beta"] {
+        let rows = audit_rows(&cluster, participant, &txn).await;
+        assert_eq!(rows.len(), 1, "{participant}: {rows:?}");
+        assert_eq!(rows[0].0, "operator ops");
+        assert_eq!(rows[0].1, reason);
+        assert!(rows[0].2.contains("beta"), "the hazard is kept with it: {rows:?}");
+    }
+    let hazards = json(&tandemctl(&cluster, &ops, &["hazards", "list", "--json"]));
+    assert_eq!(hazards, serde_json::json!([]), "{hazards}");
+    let shown = json(&tandemctl(&cluster, &ops, &["transactions", "show", &txn, "--json"]));
+    assert_eq!(shown["hazard_resolution"]["operator"], "operator ops", "{shown}");
+    assert_eq!(shown["hazard_resolution"]["reason"], reason, "{shown}");
+
+    // Resolving again records nothing new: the first resolution stands.
+    let again = stdout(&tandemctl(
+        &cluster,
+        &ops,
+        &["hazards", "resolve", &txn, "--reason", "another story"],
+    ));
+    assert!(again.contains("was already resolved by operator ops"), "{again}");
+    assert!(again.contains(reason), "{again}");
+    for participant in ["alpha", "beta"] {
+        assert_eq!(audit_rows(&cluster, participant, &txn).await.len(), 1);
+    }
+}

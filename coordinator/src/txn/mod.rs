@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 pub use actor::TxnHandle;
 use tandem_common::{Identity, names};
-use tandem_proto::v1::{BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState};
+use tandem_proto::v1::{
+    self as pb, BranchFate, DecisionKind, Isolation, Outcome, TransactionInfo, TxnFilter, TxnState,
+};
 use tonic::Status;
 
 use crate::Shared;
@@ -321,6 +323,17 @@ impl Txns {
         }
     }
 
+    /// Notes an operator's resolution of `id`'s hazard, if this replica
+    /// holds `id`.
+    pub fn resolve_hazard(&self, id: &str, resolution: &pb::HazardResolution) {
+        let mut inner = self.lock();
+        if let Some(live) = inner.live.get(id) {
+            lock(&live.record).info.hazard_resolution = Some(resolution.clone());
+        } else if let Some(record) = inner.finished.get_mut(id) {
+            record.info.hazard_resolution = Some(resolution.clone());
+        }
+    }
+
     /// The finished transaction `id`, if it has ended.
     pub fn finished(&self, id: &str) -> Option<Record> {
         self.lock().finished.get(id).cloned()
@@ -370,7 +383,7 @@ impl Txns {
                     TxnFilter::InDoubt => {
                         info.state == TxnState::Committing as i32 || info.state == TxnState::Aborting as i32
                     }
-                    TxnFilter::Hazard => !info.hazard.is_empty(),
+                    TxnFilter::Hazard => !info.hazard.is_empty() && info.hazard_resolution.is_none(),
                     TxnFilter::All | TxnFilter::InFlight => true,
                 };
             if wanted {
@@ -531,6 +544,11 @@ impl Txns {
         let probe = !(caller.is_operator() || by_key);
         match resolve::resolve(&shared.participants, id, &[], probe).await {
             Resolved::Committed { hazard } => Ok(TransactionInfo {
+                hazard_resolution: if hazard.is_empty() {
+                    None
+                } else {
+                    crate::resolve::hazard_resolution(&shared.participants, id).await
+                },
                 hazard,
                 ..decided(
                     Outcome::Committed,

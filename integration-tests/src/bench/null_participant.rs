@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use tandem_proto::v1::participant_server::{Participant, ParticipantServer};
+use tandem_proto::v1::{AuditRequest, AuditResponse, ListInDoubtRequest, ListInDoubtResponse};
 use tandem_proto::v1::{
     BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
     BranchRollbackResponse, InquireRequest, InquireResponse, Outcome, PrepareRequest, PrepareResponse, RecoverRequest,
@@ -74,6 +75,15 @@ impl Participant for NullParticipant {
         Err(Status::unimplemented(
             "the null participant keeps no record of branches",
         ))
+    }
+
+    async fn list_in_doubt(&self, _: Request<ListInDoubtRequest>) -> Result<Response<ListInDoubtResponse>, Status> {
+        // It prepares nothing durably.
+        Ok(Response::new(ListInDoubtResponse::default()))
+    }
+
+    async fn audit(&self, _: Request<AuditRequest>) -> Result<Response<AuditResponse>, Status> {
+        Err(Status::unimplemented("the null participant keeps no audit table"))
     }
 }
 
