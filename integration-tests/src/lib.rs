@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod demo;
 pub mod http;
 pub mod mariadb;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod schema;

@@ -33,6 +33,7 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
         tls: vec![true],
         single_client: true,
         coordinator_only: true,
+        telemetry_cost: true,
         timeout: Duration::from_secs(5),
         // The answer at the commit point: the path the latency target uses.
         ack: tandem_client::pb::Ack::Durable,
@@ -88,6 +89,19 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
     let alone = report.coordinator_only.as_ref().unwrap();
     assert!(alone.committed > 0 && alone.errors == 0, "{:?}", alone.reasons);
     assert!(alone.cpu_ms_per_tx_by_role["coordinator"] > 0.0);
+    // Each telemetry setting ran (the traced one checks its spans arrived).
+    let settings: Vec<_> = report.telemetry.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        settings,
+        [
+            bench::Telemetry::Off,
+            bench::Telemetry::Metrics,
+            bench::Telemetry::Traces
+        ]
+    );
+    for (telemetry, run) in &report.telemetry {
+        assert!(run.committed > 0 && run.errors == 0, "{telemetry:?}: {:?}", run.reasons);
+    }
 
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(

@@ -6,95 +6,26 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use tandem_client::Outcome;
 use tandem_client::pb;
+use tandem_integration_tests::otlp::{Collector, Got};
 use tandem_integration_tests::{Cluster, ClusterConfig};
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 
-/// An exported span and the service that sent it.
-#[derive(Debug, Clone)]
-struct Got {
-    service: String,
-    span: Span,
+/// What the test asks of the collector's spans.
+trait Spans {
+    fn of(&self, gtrid: &str) -> Vec<Got>;
+    async fn wait_for(&self, gtrid: &str, what: &str, done: impl Fn(&[Got]) -> bool) -> Vec<Got>;
 }
 
-impl Got {
-    fn attribute(&self, key: &str) -> Option<String> {
-        attribute(&self.span.attributes, key)
-    }
-}
-
-fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    let value = attributes
-        .iter()
-        .find(|a| a.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?;
-    Some(match value {
-        any_value::Value::StringValue(s) => s.clone(),
-        other => format!("{other:?}"),
-    })
-}
-
-/// An OTLP/gRPC trace collector that keeps every span it is sent.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Got>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .as_ref()
-                .and_then(|r| attribute(&r.attributes, "service.name"))
-                .unwrap_or_default();
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|span| Got {
-                    service: service.clone(),
-                    span,
-                }));
-            }
-        }
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-impl Collector {
-    /// Starts it on a free local port; returns its endpoint URL.
-    fn start(&self) -> String {
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let url = format!("http://{}", incoming.local_addr().unwrap());
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming),
-        );
-        url
-    }
-
+impl Spans for Collector {
     /// The spans of transaction `gtrid` (the coordinator's carry it, the
     /// participants' too).
     fn of(&self, gtrid: &str) -> Vec<Got> {
-        let spans = self.spans.lock().unwrap();
+        let spans = self.spans();
         // The transaction's trace: every span in it, also the phases,
         // which carry no gtrid of their own.
         let traces: Vec<Vec<u8>> = spans
@@ -182,8 +113,8 @@ fn complete(spans: &[Got], phases: &[&str]) -> bool {
 
 #[tokio::test]
 async fn each_transaction_is_one_trace_across_the_coordinator_and_its_participants() {
-    let collector = Collector::default();
-    let endpoint = collector.start();
+    let collector = Collector::new(true);
+    let endpoint = collector.start().unwrap();
     let otlp = vec!["--otlp-endpoint".to_owned(), endpoint];
     let cluster = Cluster::start(ClusterConfig {
         participants: vec!["alpha".into(), "beta".into()],

@@ -74,7 +74,7 @@ pub async fn in_doubt(shared: &Shared) -> Result<(Vec<InDoubtBranch>, bool), Err
             }
         })
         .collect();
-    branches.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+    branches.sort_by_key(|b| std::cmp::Reverse(b.age_ms));
     Ok((branches, truncated))
 }
 

@@ -82,6 +82,9 @@ pub struct Options {
     pub single_client: bool,
     /// Also measure the coordinator alone against null participants.
     pub coordinator_only: bool,
+    /// Also run the coordinator alone with each [`Telemetry`]: what
+    /// metrics and traces cost.
+    pub telemetry_cost: bool,
     /// Deadline of each transaction (and the baselines' lock wait limit).
     pub timeout: Duration,
     /// When tandem answers a committed Submit: after phase 2 (visible) or
@@ -123,8 +126,14 @@ pub async fn run(options: &Options) -> Result<Report> {
                 }
             }
             if options.coordinator_only {
-                let alone = coordinator_alone(options, &bins).await?;
+                let alone = coordinator_alone(options, &bins, Telemetry::Off).await?;
                 report.coordinator_only = Some(alone);
+            }
+            if options.telemetry_cost {
+                for telemetry in [Telemetry::Off, Telemetry::Metrics, Telemetry::Traces] {
+                    let run = coordinator_alone(options, &bins, telemetry).await?;
+                    report.telemetry.push((telemetry, run));
+                }
             }
         }
     }
@@ -638,10 +647,25 @@ async fn roll_back_baseline_leftovers(pools: &[MySqlPool], names: &[String]) -> 
     Ok(found)
 }
 
+/// What the coordinator-alone run exports, to measure what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Telemetry {
+    /// No admin listener, no traces (the shipped default). The metrics
+    /// are counted in memory all the same: they cannot be turned off.
+    Off,
+    /// The admin listener on, `/metrics` and `/status.json` fetched every
+    /// second as a Prometheus and an open status page would.
+    Metrics,
+    /// Every transaction traced (sample ratio 1) to an OTLP collector in
+    /// this process.
+    Traces,
+}
+
 /// The coordinator alone: the real `tandem-coordinator` against null
 /// participants (this binary, `null-participant`), each its own process.
 /// Reports the coordinator's CPU time per transaction.
-async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<RunResult> {
+async fn coordinator_alone(options: &Options, bins: &std::path::Path, telemetry: Telemetry) -> Result<RunResult> {
     let dir = tempfile::Builder::new().prefix("tandem-bench-").tempdir()?;
     let names = crate::cluster::participant_names(options.participants);
     let mut processes = Vec::new();
@@ -668,7 +692,33 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
     for (name, addr) in names.iter().zip(&addrs) {
         command.arg("--participant").arg(format!("{name}=http://{addr}"));
     }
+    let collector = crate::otlp::Collector::new(false);
+    let mut admin = None;
+    match telemetry {
+        Telemetry::Off => {}
+        Telemetry::Metrics => {
+            let addr = crate::cluster::free_addr()?;
+            command.arg("--admin-listen").arg(addr.to_string());
+            admin = Some(addr);
+        }
+        Telemetry::Traces => {
+            command.arg("--otlp-endpoint").arg(collector.start()?);
+        }
+    }
     let coordinator = Process::spawn("coordinator", command, &dir.path().join("coordinator.log"))?;
+    // A scraper and an open status page.
+    let scraper = admin.map(|addr| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for path in ["/metrics", "/status.json"] {
+                    if let Err(err) = crate::http::get(addr, path).await {
+                        eprintln!("GET {path}: {err:#}");
+                    }
+                }
+            }
+        })
+    });
     for addr in addrs.iter().chain([&coordinator_addr]) {
         wait_serving(*addr).await?;
     }
@@ -700,11 +750,21 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path) -> Result<
         keys: Keys::uniform(options.accounts),
         binlog: false,
     };
-    eprintln!("the coordinator alone, against {} null participants", names.len());
+    eprintln!(
+        "the coordinator alone, against {} null participants (telemetry: {telemetry:?})",
+        names.len()
+    );
     let result = rounds(options, &target, &[spec], &[], &watched)
         .await?
         .pop()
         .context("no coordinator-alone result")?;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
+    if telemetry == Telemetry::Traces {
+        eprintln!("  the collector received {} spans", collector.received());
+        anyhow::ensure!(collector.received() > 0, "tracing was on but no span arrived");
+    }
     drop(coordinator);
     drop(processes);
     Ok(result)

@@ -80,6 +80,8 @@ pub struct Report {
     pub sections: Vec<Section>,
     /// The coordinator against null participants.
     pub coordinator_only: Option<RunResult>,
+    /// The same with each telemetry setting (`--telemetry-cost`).
+    pub telemetry: Vec<(super::Telemetry, RunResult)>,
 }
 
 /// tandem's throughput over a baseline's, per workload.
@@ -114,6 +116,7 @@ impl Report {
             machine: machine(),
             sections: Vec::new(),
             coordinator_only: None,
+            telemetry: Vec::new(),
         }
     }
 
@@ -297,12 +300,36 @@ impl Report {
             }
         }
         self.print_tls_cost();
+        self.print_telemetry_cost();
         if let Some(alone) = &self.coordinator_only {
             let cpu = alone.cpu_ms_per_tx_by_role.get("coordinator").copied().unwrap_or(0.0);
             let per_core = if cpu > 0.0 { 1000.0 / cpu } else { 0.0 };
             println!(
                 "  coordinator alone (null participants): {:.0} tx/s, {:.3} ms coordinator CPU per transaction = {:.0} tx/s per coordinator core",
                 alone.tx_per_s, cpu, per_core
+            );
+        }
+    }
+
+    fn print_telemetry_cost(&self) {
+        let Some((_, off)) = self.telemetry.first() else {
+            return;
+        };
+        let cpu = |r: &RunResult| r.cpu_ms_per_tx_by_role.get("coordinator").copied().unwrap_or(0.0);
+        println!("  telemetry, the coordinator alone (null participants):");
+        println!(
+            "    {:<9} {:>8} {:>9} {:>10} {:>10} {:>9}",
+            "setting", "tx/s", "vs off", "coord CPU", "vs off", "p50 ms"
+        );
+        for (telemetry, run) in &self.telemetry {
+            println!(
+                "    {:<9} {:>8.0} {:>8.2}x {:>7.3} ms {:>+9.1}% {:>9.2}",
+                format!("{telemetry:?}").to_lowercase(),
+                run.tx_per_s,
+                run.tx_per_s / off.tx_per_s.max(f64::MIN_POSITIVE),
+                cpu(run),
+                (cpu(run) / cpu(off).max(f64::MIN_POSITIVE) - 1.0) * 100.0,
+                run.latency.p50_ms
             );
         }
     }

@@ -84,6 +84,10 @@ struct Args {
     /// Skip the single-client latency runs.
     #[arg(long)]
     no_single_client: bool,
+    /// Also run the coordinator alone with metrics scraped and with every
+    /// transaction traced: what each costs beside neither.
+    #[arg(long)]
+    telemetry_cost: bool,
     /// Skip the coordinator-alone run against null participants.
     #[arg(long)]
     no_coordinator_only: bool,
@@ -209,6 +213,7 @@ fn main() -> Result<()> {
         },
         single_client: !args.no_single_client,
         coordinator_only: !args.no_coordinator_only,
+        telemetry_cost: args.telemetry_cost,
         timeout: args.timeout,
         ack: match args.ack {
             AckArg::Visible => tandem_client::pb::Ack::Visible,
