@@ -12,7 +12,7 @@
 //! never to the log; while traces are off nobody listens to that target,
 //! so the spans cost a branch each.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -34,6 +34,10 @@ pub const TARGET: &str = "tandem::trace";
 /// Whether traces are exported: the propagation helpers do nothing
 /// otherwise.
 static ON: AtomicBool = AtomicBool::new(false);
+/// The sample ratio's bits (an `f64`), and how many roots were asked
+/// about ([`sample`]).
+static RATIO: AtomicU64 = AtomicU64::new(0);
+static ROOTS: AtomicU64 = AtomicU64::new(0);
 
 /// The trace settings every binary takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,7 +94,10 @@ pub fn init(service: &'static str, args: &TraceArgs) -> Result<Telemetry, String
         .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
     let provider = SdkTracerProvider::builder()
         .with_span_processor(BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build())
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
+        // The ratio is applied before any span exists ([`sample`]): a
+        // transaction not traced costs no span at all. What reaches the
+        // SDK is traced, unless a caller's context says otherwise.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(Resource::builder().with_service_name(service).build())
         .build();
     let traces = tracing_opentelemetry::layer()
@@ -101,6 +108,7 @@ pub fn init(service: &'static str, args: &TraceArgs) -> Result<Telemetry, String
         .with(traces)
         .try_init()
         .map_err(|e| e.to_string())?;
+    RATIO.store(ratio.to_bits(), Ordering::Relaxed);
     ON.store(true, Ordering::Relaxed);
     tracing::info!(endpoint, service, ratio, "exporting traces (OTLP)");
     Ok(Telemetry {
@@ -124,6 +132,24 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
+/// Whether to trace a transaction that no caller's context parents: true
+/// for the configured share of them, spread evenly (a golden-ratio
+/// sequence), false while traces are off.
+pub fn sample() -> bool {
+    if !enabled() {
+        return false;
+    }
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    sampled(ROOTS.fetch_add(1, Ordering::Relaxed), ratio)
+}
+
+/// Whether the `n`th root is in the sampled share `ratio`: the
+/// fractional parts of `n` times the golden ratio cover [0, 1) evenly.
+fn sampled(n: u64, ratio: f64) -> bool {
+    let point = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    point < ratio
+}
+
 /// Writes the current span's context into an outgoing request's metadata.
 pub fn inject(metadata: &mut MetadataMap) {
     if !enabled() {
@@ -139,6 +165,11 @@ pub fn inject(metadata: &mut MetadataMap) {
 pub struct Parent(Option<opentelemetry::Context>);
 
 impl Parent {
+    /// Whether the request carried a trace context.
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn of(metadata: &MetadataMap) -> Self {
         if !enabled() || metadata.get("traceparent").is_none() {
             return Self(None);
@@ -185,5 +216,24 @@ impl Extractor for MetadataExtractor<'_> {
                 KeyRef::Binary(_) => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled;
+
+    #[test]
+    fn the_sampled_share_is_the_ratio_in_every_window() {
+        for ratio in [0.0, 0.01, 0.1, 0.5, 1.0] {
+            for start in [0, 12_345] {
+                let hits = (start..start + 1000).filter(|&n| sampled(n, ratio)).count();
+                let expected = ratio * 1000.0;
+                assert!(
+                    (hits as f64 - expected).abs() <= 2.0,
+                    "ratio {ratio} from {start}: {hits} of 1000"
+                );
+            }
+        }
     }
 }

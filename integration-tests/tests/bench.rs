@@ -96,7 +96,8 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
         [
             bench::Telemetry::Off,
             bench::Telemetry::Metrics,
-            bench::Telemetry::Traces
+            bench::Telemetry::Traces,
+            bench::Telemetry::SampledTraces,
         ]
     );
     for (telemetry, run) in &report.telemetry {

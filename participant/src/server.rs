@@ -512,10 +512,13 @@ impl Participant for ParticipantService {
 
 impl ParticipantService {
     /// The trace span of a branch RPC: a child of the coordinator's phase
-    /// span when the request carries its context. (The gtrid is the
+    /// span, when the request carries its context. (The gtrid is the
     /// caller's claim until `xid` checks it; the span only names it.)
     fn span(&self, rpc: &'static str, gtrid: &str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
-        if !telemetry::enabled() {
+        // Only inside a coordinator's trace: an untraced transaction sends
+        // no context, and its branches make no span.
+        let parent = telemetry::Parent::of(metadata);
+        if !parent.is_some() {
             return tracing::Span::none();
         }
         let span = tracing::info_span!(
@@ -525,7 +528,7 @@ impl ParticipantService {
             gtrid = %gtrid.chars().take(names::MAX_XA_ID_LEN).collect::<String>(),
             participant = %self.shared.name,
         );
-        telemetry::Parent::of(metadata).adopt(&span);
+        parent.adopt(&span);
         span
     }
 }

@@ -40,6 +40,13 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).expect("UTF-8")
 }
 
+/// A row of the demo schema's `notes` table.
+fn note(id: i64, body: &str) -> Statement {
+    Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
+        .bind(id)
+        .bind(body)
+}
+
 fn json(output: &Output) -> Value {
     serde_json::from_str(&stdout(output)).expect("JSON")
 }
@@ -55,11 +62,7 @@ async fn an_operator_sees_replicas_participants_and_transactions_and_drains_a_re
     .expect("cluster starts");
     let ops = Identity::new(Role::Operator, "ops").unwrap();
     let mut client = cluster.client().await.expect("client connects");
-    let note = |id: i64| {
-        Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
-            .bind(id)
-            .bind("ctl")
-    };
+    let note = |id: i64| note(id, "ctl");
     let done = client
         .submit_with(pb::SubmitRequest {
             label: "ctl-1".into(),
@@ -180,11 +183,7 @@ async fn an_operator_lists_in_doubt_branches_and_resolves_a_hazard_with_an_audit
     .expect("cluster starts");
     let ops = Identity::new(Role::Operator, "ops").unwrap();
     let mut client = cluster.client().await.expect("client connects");
-    let note = |id: i64| {
-        Statement::new("INSERT INTO notes (id, body) VALUES (?, ?)")
-            .bind(id)
-            .bind("hazard")
-    };
+    let note = |id: i64| note(id, "hazard");
     let plain = client
         .submit(vec![("alpha", vec![note(2)]), ("beta", vec![note(2)])])
         .await

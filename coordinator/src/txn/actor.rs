@@ -83,14 +83,20 @@ impl TxnHandle {
         };
         // One trace per transaction: this span, a span per phase under it
         // (the participants' spans join through the RPCs' metadata).
-        let span = tracing::info_span!(
-            target: "tandem::trace",
-            "transaction",
-            gtrid = %params.id,
-            api = field::Empty,
-            outcome = field::Empty,
-        );
-        params.parent.adopt(&span);
+        // (Only for the sampled share: an untraced one has no span at all.)
+        let span = if params.parent.is_some() || telemetry::sample() {
+            let span = tracing::info_span!(
+                target: "tandem::trace",
+                "transaction",
+                gtrid = %params.id,
+                api = field::Empty,
+                outcome = field::Empty,
+            );
+            params.parent.adopt(&span);
+            span
+        } else {
+            Span::none()
+        };
         let phase = phase_span(&span, State::Active);
         let actor = TxnActor {
             deadline: Instant::now() + params.timeout,
@@ -630,7 +636,9 @@ impl TxnActor {
                 self.shared.metrics.unknown_answer();
             }
         }
-        tracing::info!(target: "tandem::trace", parent: &self.span, answer = ?code, "client answered");
+        if !self.span.is_disabled() {
+            tracing::info!(target: "tandem::trace", parent: &self.span, answer = ?code, "client answered");
+        }
         if let Some(asked) = self.timing.asked.take() {
             self.shared.metrics.phase(Phase::answer, asked.elapsed());
         }
@@ -775,7 +783,7 @@ impl TxnActor {
         timing.one_phase |= state == State::OnePhase;
         timing.state = state;
         timing.since = now;
-        if decided && !matches!(state, State::Committed | State::Aborted) {
+        if decided && !matches!(state, State::Committed | State::Aborted) && !self.span.is_disabled() {
             tracing::info!(target: "tandem::trace", parent: &self.span, decision = ?state, "decided");
         }
         self.phase = phase_span(&self.span, state);
@@ -802,7 +810,7 @@ impl TxnActor {
         };
         self.span.record("api", labels.api);
         self.span.record("outcome", labels.outcome);
-        if !self.engine.hazards().is_empty() {
+        if !self.engine.hazards().is_empty() && !self.span.is_disabled() {
             tracing::info!(target: "tandem::trace", parent: &self.span, "heuristic hazard");
         }
         self.shared.metrics.ended(labels, !self.engine.hazards().is_empty());
@@ -889,6 +897,9 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// The span of a protocol phase: the engine's state while it runs.
 fn phase_span(transaction: &Span, state: State) -> Span {
+    if transaction.is_disabled() {
+        return Span::none();
+    }
     let name = match state {
         State::Active => "execute",
         State::Preparing => "prepare",

@@ -130,7 +130,12 @@ pub async fn run(options: &Options) -> Result<Report> {
                 report.coordinator_only = Some(alone);
             }
             if options.telemetry_cost {
-                for telemetry in [Telemetry::Off, Telemetry::Metrics, Telemetry::Traces] {
+                for telemetry in [
+                    Telemetry::Off,
+                    Telemetry::Metrics,
+                    Telemetry::Traces,
+                    Telemetry::SampledTraces,
+                ] {
                     let run = coordinator_alone(options, &bins, telemetry).await?;
                     report.telemetry.push((telemetry, run));
                 }
@@ -660,6 +665,8 @@ pub enum Telemetry {
     /// Every transaction traced (sample ratio 1) to an OTLP collector in
     /// this process.
     Traces,
+    /// One transaction in ten traced (`--trace-sample-ratio 0.1`).
+    SampledTraces,
 }
 
 /// The coordinator alone: the real `tandem-coordinator` against null
@@ -703,6 +710,10 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path, telemetry:
         }
         Telemetry::Traces => {
             command.arg("--otlp-endpoint").arg(collector.start()?);
+        }
+        Telemetry::SampledTraces => {
+            command.arg("--otlp-endpoint").arg(collector.start()?);
+            command.arg("--trace-sample-ratio").arg("0.1");
         }
     }
     let coordinator = Process::spawn("coordinator", command, &dir.path().join("coordinator.log"))?;
@@ -761,7 +772,7 @@ async fn coordinator_alone(options: &Options, bins: &std::path::Path, telemetry:
     if let Some(scraper) = scraper {
         scraper.abort();
     }
-    if telemetry == Telemetry::Traces {
+    if matches!(telemetry, Telemetry::Traces | Telemetry::SampledTraces) {
         eprintln!("  the collector received {} spans", collector.received());
         anyhow::ensure!(collector.received() > 0, "tracing was on but no span arrived");
     }

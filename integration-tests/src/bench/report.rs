@@ -318,12 +318,12 @@ impl Report {
         let cpu = |r: &RunResult| r.cpu_ms_per_tx_by_role.get("coordinator").copied().unwrap_or(0.0);
         println!("  telemetry, the coordinator alone (null participants):");
         println!(
-            "    {:<9} {:>8} {:>9} {:>10} {:>10} {:>9}",
+            "    {:<15} {:>8} {:>9} {:>10} {:>10} {:>9}",
             "setting", "tx/s", "vs off", "coord CPU", "vs off", "p50 ms"
         );
         for (telemetry, run) in &self.telemetry {
             println!(
-                "    {:<9} {:>8.0} {:>8.2}x {:>7.3} ms {:>+9.1}% {:>9.2}",
+                "    {:<15} {:>8.0} {:>8.2}x {:>7.3} ms {:>+9.1}% {:>9.2}",
                 format!("{telemetry:?}").to_lowercase(),
                 run.tx_per_s,
                 run.tx_per_s / off.tx_per_s.max(f64::MIN_POSITIVE),
