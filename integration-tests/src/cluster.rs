@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub schema: Vec<String>,
     /// Extra `mariadbd` options for every instance.
     pub mariadb_options: Vec<String>,
+    /// Participants reach their MariaDB over TCP on 127.0.0.1 (a port each)
+    /// instead of its Unix socket, as across hosts.
+    pub mysql_over_tcp: bool,
     /// Default transaction timeout of the coordinator.
     pub default_timeout_ms: u64,
     /// Coordinator replicas (`tc`, `tc2`, `tc3`, …); every participant is
@@ -86,6 +89,7 @@ impl Default for ClusterConfig {
             participants: ["alpha", "beta", "gamma"].map(str::to_owned).to_vec(),
             schema: crate::schema::DEMO.iter().map(|s| (*s).to_owned()).collect(),
             mariadb_options: Vec::new(),
+            mysql_over_tcp: false,
             default_timeout_ms: 10_000,
             replicas: 1,
             keep_dir: false,
@@ -244,10 +248,14 @@ impl Cluster {
         installed.into_iter().collect::<Result<Vec<()>>>()?;
         let mut dbs = Vec::new();
         for name in &config.participants {
+            let mut options = config.mariadb_options.clone();
+            if config.mysql_over_tcp {
+                options.extend(MariaDb::tcp_options(free_addr()?.port()));
+            }
             dbs.push(MariaDb::launch_installed(
                 name,
                 &root.join(format!("db-{name}")),
-                &config.mariadb_options,
+                &options,
             )?);
         }
         let schema: Vec<&str> = config.schema.iter().map(String::as_str).collect();

@@ -92,9 +92,34 @@ impl MariaDb {
         self.dir.join("mysql.sock")
     }
 
-    /// The URL a participant uses.
+    /// Server options that also serve MySQL over TCP on 127.0.0.1 (`port`),
+    /// beside the Unix socket; [`MariaDb::url`] then names TCP.
+    pub fn tcp_options(port: u16) -> Vec<String> {
+        vec![
+            "--skip-networking=0".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--port={port}"),
+        ]
+    }
+
+    /// The TCP port, when the server was started with [`MariaDb::tcp_options`].
+    pub fn tcp_port(&self) -> Option<u16> {
+        if !self.extra.iter().any(|o| o == "--skip-networking=0") {
+            return None;
+        }
+        self.extra
+            .iter()
+            .rev()
+            .find_map(|o| o.strip_prefix("--port=")?.parse().ok())
+    }
+
+    /// The URL a participant uses: over TCP when the server listens on it,
+    /// otherwise over the Unix socket.
     pub fn url(&self) -> String {
-        format!("mysql://root@localhost/{DATABASE}?socket={}", self.socket().display())
+        match self.tcp_port() {
+            Some(port) => format!("mysql://root@127.0.0.1:{port}/{DATABASE}"),
+            None => format!("mysql://root@localhost/{DATABASE}?socket={}", self.socket().display()),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -188,6 +213,16 @@ impl MariaDb {
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE IF NOT EXISTS {DATABASE}")))
             .execute(&pool)
             .await?;
+        if self.tcp_port().is_some() {
+            // mariadb-install-db makes root@localhost only; TCP clients
+            // arrive as 127.0.0.1 (--skip-name-resolve).
+            sqlx::raw_sql(
+                "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; \
+                 GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION",
+            )
+            .execute(&pool)
+            .await?;
+        }
         let mut conn = pool.acquire().await?;
         sqlx::raw_sql(AssertSqlSafe(format!("USE {DATABASE}")))
             .execute(&mut *conn)

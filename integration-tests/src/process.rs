@@ -129,3 +129,63 @@ pub fn signal(pid: u32, sig: libc::c_int) {
         }
     }
 }
+
+/// `TCP_NODELAY` of each of process `pid`'s TCP sockets whose peer port is
+/// `port` (IPv4), as (its fd in that process, the option): each socket is
+/// copied out of the process with `pidfd_getfd` (root, or its tracer) and
+/// asked with `getsockopt`, since nothing in `/proc` shows the option.
+#[allow(unsafe_code)]
+pub fn tcp_nodelay_of_sockets_to(pid: u32, port: u16) -> Vec<(i32, bool)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let owned = |r: libc::c_long| -> Option<OwnedFd> {
+        let fd = i32::try_from(r).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: a successful pidfd_open/pidfd_getfd returns a new fd
+        // that nothing else owns.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: plain syscalls without memory arguments; results checked.
+    let pidfd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) }).expect("pidfd_open");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's fds")
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        let Ok(n) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: as above; the copy closes when `fd` drops.
+        let Some(fd) = owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) }) else {
+            continue;
+        };
+        // SAFETY: sockaddr_in is plain data; getpeername writes at most
+        // `len` bytes into it.
+        let mut peer: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).expect("small");
+        let named = unsafe { libc::getpeername(fd.as_raw_fd(), (&raw mut peer).cast(), &raw mut len) };
+        if named != 0 || i32::from(peer.sin_family) != libc::AF_INET || u16::from_be(peer.sin_port) != port {
+            continue;
+        }
+        let mut on: libc::c_int = 0;
+        let mut size = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("small");
+        // SAFETY: an int-sized option read into an int.
+        let read = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw mut on).cast(),
+                &raw mut size,
+            )
+        };
+        assert_eq!(read, 0, "getsockopt(TCP_NODELAY) on fd {n} of process {pid}");
+        found.push((n, on != 0));
+    }
+    found
+}
