@@ -31,6 +31,8 @@ async fn a_short_benchmark_runs_every_workload_and_system() {
         participants: 3,
         binlog: vec![false],
         tls: vec![true],
+        // The shape across hosts (the default is the Unix socket).
+        mysql_tcp: true,
         single_client: true,
         coordinator_only: true,
         telemetry_cost: true,

@@ -78,6 +78,9 @@ pub struct Options {
     /// TLS between every process (as deployed) and/or plaintext
     /// (`--insecure-plaintext`), each on a fresh cluster: what TLS costs.
     pub tls: Vec<bool>,
+    /// tandem's participants and the baselines reach MariaDB over TCP
+    /// (127.0.0.1) rather than its Unix socket.
+    pub mysql_tcp: bool,
     /// Also measure latency with a single client (tandem and B1).
     pub single_client: bool,
     /// Also measure the coordinator alone against null participants.
@@ -179,9 +182,10 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool, tls: 
         Vec::new()
     };
     eprintln!(
-        "starting a cluster: {} MariaDB instances (binlog {}), {} participants, a coordinator, TLS {}",
+        "starting a cluster: {} MariaDB instances (binlog {}, reached over {}), {} participants, a coordinator, TLS {}",
         names.len(),
         if binlog { "on, sync_binlog=1" } else { "off" },
+        if options.mysql_tcp { "TCP" } else { "the Unix socket" },
         names.len(),
         if tls { "on" } else { "off" }
     );
@@ -189,6 +193,7 @@ async fn launched(options: &Options, bins: &std::path::Path, binlog: bool, tls: 
         participants: names.clone(),
         schema: Vec::new(),
         mariadb_options,
+        mysql_over_tcp: options.mysql_tcp,
         log_filter: options.log_filter.clone(),
         keep_dir: options.keep,
         bin_dir: Some(bins.to_owned()),

@@ -81,6 +81,10 @@ struct Args {
     /// (--insecure-plaintext), or both (one cluster each, to see its cost).
     #[arg(long, value_enum, default_value_t = Tls::On)]
     tls: Tls,
+    /// The participants and the baselines reach MariaDB over TCP on
+    /// 127.0.0.1 instead of its Unix socket, as across hosts.
+    #[arg(long)]
+    mysql_tcp: bool,
     /// Skip the single-client latency runs.
     #[arg(long)]
     no_single_client: bool,
@@ -211,6 +215,7 @@ fn main() -> Result<()> {
             Tls::Off => vec![false],
             Tls::Both => vec![true, false],
         },
+        mysql_tcp: args.mysql_tcp,
         single_client: !args.no_single_client,
         coordinator_only: !args.no_coordinator_only,
         telemetry_cost: args.telemetry_cost,
