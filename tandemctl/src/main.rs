@@ -37,7 +37,9 @@ struct Args {
     /// --tls-ca).
     #[arg(long, env = "TANDEMCTL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Development only: replicas started with --insecure-plaintext.
+    /// Development only: replicas started with --insecure-plaintext. A
+    /// plaintext caller without --token is an anonymous client, which the
+    /// operator calls refuse: pass an operator's token.
     #[arg(long)]
     insecure_plaintext: bool,
     /// JSON instead of tables.
