@@ -12,6 +12,7 @@
 //! never to the log; while traces are off nobody listens to that target,
 //! so the spans cost a branch each.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -159,6 +160,16 @@ pub fn inject(metadata: &mut MetadataMap) {
     TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
 }
 
+/// The current span's context for a message on a stream, whose calls
+/// carry no metadata of their own; empty while traces are off.
+pub fn inject_map(trace: &mut HashMap<String, String>) {
+    if !enabled() {
+        return;
+    }
+    let context = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, trace);
+}
+
 /// The trace context of an incoming request, kept until the span it
 /// parents exists (a transaction's span lives in its actor).
 #[derive(Debug, Default, Clone)]
@@ -177,6 +188,14 @@ impl Parent {
         Self(Some(
             TraceContextPropagator::new().extract(&MetadataExtractor(metadata)),
         ))
+    }
+
+    /// The context a branch call on the stream carried (see [`inject_map`]).
+    pub fn of_map(trace: &HashMap<String, String>) -> Self {
+        if !enabled() || !trace.contains_key("traceparent") {
+            return Self(None);
+        }
+        Self(Some(TraceContextPropagator::new().extract(trace)))
     }
 
     /// Makes `span` a child of the trace context the request carried, if

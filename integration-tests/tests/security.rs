@@ -119,7 +119,42 @@ async fn attack_participant(
     };
     let (c, m) = code(client.audit(meant_for("alpha", request)).await);
     out.push(("audit", c, m));
+    let call = branch_call(pb::branch_call::Call::Execute(forged_commit(gtrid)));
+    let (c, m) = on_stream(&mut client, "alpha", call).await;
+    out.push(("branches", c, m));
     out
+}
+
+/// A call on the branch stream, as a coordinator sends it.
+fn branch_call(call: pb::branch_call::Call) -> pb::BranchCall {
+    pb::BranchCall {
+        id: 7,
+        timeout_ms: 5_000,
+        trace: Default::default(),
+        call: Some(call),
+    }
+}
+
+/// Opens a branch stream meant for `participant`, sends `call` on it and
+/// returns the answer's code: the stream's own if it was refused, the
+/// call's if the call failed.
+async fn on_stream(client: &mut ParticipantClient<Channel>, participant: &str, call: pb::BranchCall) -> (Code, String) {
+    let id = call.id;
+    let opened = client
+        .branches(meant_for(participant, futures::stream::iter([call])))
+        .await;
+    let mut answers = match opened {
+        Ok(answers) => answers.into_inner(),
+        Err(status) => return (status.code(), status.message().to_owned()),
+    };
+    match answers.message().await {
+        Ok(Some(pb::BranchAnswer {
+            id: answered,
+            answer: Some(pb::branch_answer::Answer::Error(error)),
+        })) if answered == id => (Code::from_i32(error.code), error.message),
+        Ok(answer) => (Code::Ok, format!("{answer:?}")),
+        Err(status) => (status.code(), status.message().to_owned()),
+    }
 }
 
 fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
@@ -238,6 +273,29 @@ async fn only_the_configured_coordinator_may_call_a_participant() {
         .await
         .expect_err("a request that names no participant");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_untouched(&cluster, &future).await;
+
+    // The same checks hold for each call on the branch stream.
+    let execute = |request| branch_call(pb::branch_call::Call::Execute(request));
+    let (c, m) = on_stream(&mut as_coordinator, "alpha", execute(forged_commit("other-1-1"))).await;
+    assert_eq!(c, Code::PermissionDenied, "{m}");
+    assert!(
+        m.contains("was not issued by any of this participant's coordinators"),
+        "{m}"
+    );
+    let (c, m) = on_stream(&mut as_coordinator, "beta", execute(forged_commit(&future))).await;
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
+    assert!(m.contains("this is participant alpha, not beta"), "{m}");
+    let mut long = forged_commit(&future);
+    long.timeout_ms = 3_600_000;
+    let (c, m) = on_stream(&mut as_coordinator, "alpha", execute(long)).await;
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("--max-timeout-ms"), "{m}");
+    let mut empty = execute(forged_commit(&future));
+    empty.call = None;
+    let (c, m) = on_stream(&mut as_coordinator, "alpha", empty).await;
+    assert_eq!(c, Code::InvalidArgument, "{m}");
+    assert!(m.contains("must carry execute, prepare, commit or rollback"), "{m}");
     assert_untouched(&cluster, &future).await;
 
     // The participant enforces its own deadline bound.

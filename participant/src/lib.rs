@@ -8,6 +8,8 @@
 //!   participant.
 //! - [`server`]: the `Participant` gRPC service. Validates requests (SQL via
 //!   [`sql`], parameters via [`values`], ids via [`xa`]) and forwards them.
+//!   On the hot path they arrive on one [`stream`] per coordinator
+//!   connection, served each as its unary RPC would be.
 //! - [`branch`]: one actor per branch ([`branch::actor`]) owning the pinned
 //!   connection from `XA START` to phase 2, driven by a pure state machine
 //!   ([`branch::engine`]); the [`branch::Registry`] finds it by gtrid.
@@ -34,6 +36,7 @@ pub mod schema;
 pub mod server;
 pub mod sessions;
 pub mod sql;
+pub mod stream;
 pub mod values;
 pub mod xa;
 
@@ -248,7 +251,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         config.drain_timeout,
         stopped.clone(),
     ));
-    let service = server::ParticipantService::new(Arc::clone(&shared), auth.clone(), config.max_timeout);
+    let service =
+        server::ParticipantService::new(Arc::clone(&shared), auth.clone(), config.max_timeout, stopped.clone());
     let router = serve::server(&config.transport, true)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?
         .add_service(health_service)

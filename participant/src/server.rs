@@ -11,11 +11,12 @@ use std::time::Duration;
 use tandem_proto::v1::participant_server::Participant;
 use tandem_proto::v1::{AuditEntry, AuditRequest, AuditResponse, ListInDoubtRequest, ListInDoubtResponse};
 use tandem_proto::v1::{
-    BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchFate,
+    BranchCall, BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchFate,
     BranchRollbackRequest, BranchRollbackResponse, InquireRequest, InquireResponse, Isolation, Outcome, PrepareRequest,
     PrepareResponse, RecoverRequest, RecoverResponse, Statement, Then, Vote, VoteKind,
 };
-use tonic::{Code, Request, Response, Status};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{Calling, CoordinatorAuth};
 use crate::branch::{Batch, Ending, Lookup};
@@ -23,18 +24,22 @@ use crate::error::Error;
 use crate::recovery::Earlier;
 use crate::sql::{self, Effect};
 use crate::xa::{self, Op, Xid};
-use crate::{Shared, recovery, values};
+use crate::{Shared, recovery, stream, values};
 use tandem_common::{names, telemetry};
 use tracing::Instrument;
 
 /// Most statements accepted in one request.
 pub const MAX_STATEMENTS: usize = 1_000;
 
+#[derive(Clone)]
 pub struct ParticipantService {
     shared: Arc<Shared>,
     auth: CoordinatorAuth,
     /// Longest deadline a branch may be given.
     max_timeout: Duration,
+    /// Cancelled when the listener stops (after a drain): branch streams
+    /// end then, or the listener would wait for them forever.
+    stopped: CancellationToken,
 }
 
 impl ParticipantService {
@@ -252,12 +257,23 @@ impl ParticipantService {
         })
     }
 
-    pub fn new(shared: Arc<Shared>, auth: CoordinatorAuth, max_timeout: Duration) -> Self {
+    pub fn new(shared: Arc<Shared>, auth: CoordinatorAuth, max_timeout: Duration, stopped: CancellationToken) -> Self {
         Self {
             shared,
             auth,
             max_timeout,
+            stopped,
         }
+    }
+
+    /// Cancelled when the listener stops.
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.stopped
+    }
+
+    /// This participant's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 
     /// The branch's XID, if `gtrid` is well formed and the calling
@@ -300,44 +316,41 @@ pub fn check_statements(statements: &[Statement]) -> Result<Vec<Effect>, Error> 
 
 /// The branch RPCs, each run inside its trace span (see the trait impl).
 impl ParticipantService {
-    async fn serve_execute(
+    pub(crate) async fn serve_execute(
         &self,
-        request: Request<BranchExecuteRequest>,
-    ) -> Result<Response<BranchExecuteResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let req = request.into_inner();
-        let xid = self.xid(&req.gtrid, &calling)?;
+        calling: &Calling,
+        req: BranchExecuteRequest,
+    ) -> Result<BranchExecuteResponse, Status> {
+        let xid = self.xid(&req.gtrid, calling)?;
         if !names::is_keyed_gtrid(&req.gtrid) {
-            return Ok(Response::new(self.run_execute(xid, req).await?));
+            return Ok(self.run_execute(xid, req).await?);
         }
         // A keyed branch's NO is fenced before it is told.
         let then = Then::try_from(req.then).unwrap_or(Then::KeepOpen);
         let answer = match self.run_execute(xid.clone(), req).await {
-            Ok(answer) if !voted_no(&answer) => return Ok(Response::new(answer)),
+            Ok(answer) if !voted_no(&answer) => return Ok(answer),
             answer => answer,
         };
         match answer {
             Err(err) if !matches!(err, Error::Aborted(_) | Error::InvalidArgument(_)) => Err(err.into()),
             answer => {
                 if self.fence_no(&xid).await? {
-                    Ok(Response::new(answer?))
+                    Ok(answer?)
                 } else {
                     // Its marker is committed: an earlier attempt committed it.
-                    Ok(Response::new(earlier_answer(
-                        &self.shared.name,
-                        &xid,
-                        then,
-                        Earlier::Committed,
-                    )?))
+                    Ok(earlier_answer(&self.shared.name, &xid, then, Earlier::Committed)?)
                 }
             }
         }
     }
 
-    async fn serve_prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let PrepareRequest { gtrid, participants } = request.into_inner();
-        let xid = self.xid(&gtrid, &calling)?;
+    pub(crate) async fn serve_prepare(
+        &self,
+        calling: &Calling,
+        req: PrepareRequest,
+    ) -> Result<PrepareResponse, Status> {
+        let PrepareRequest { gtrid, participants } = req;
+        let xid = self.xid(&gtrid, calling)?;
         xa::validate_participants(&participants)?;
         let vote = match self.shared.branches.lookup(&gtrid) {
             Lookup::Live(handle) => handle.prepare(participants).await?,
@@ -365,16 +378,15 @@ impl ParticipantService {
         } else {
             vote
         };
-        Ok(Response::new(PrepareResponse { vote: Some(vote) }))
+        Ok(PrepareResponse { vote: Some(vote) })
     }
 
-    async fn serve_commit(
+    pub(crate) async fn serve_commit(
         &self,
-        request: Request<BranchCommitRequest>,
-    ) -> Result<Response<BranchCommitResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let req = request.into_inner();
-        let xid = self.xid(&req.gtrid, &calling)?;
+        calling: &Calling,
+        req: BranchCommitRequest,
+    ) -> Result<BranchCommitResponse, Status> {
+        let xid = self.xid(&req.gtrid, calling)?;
         match self.run_commit(&xid, &req).await {
             // A keyed branch's abort is fenced before it is told; a marker
             // found committed instead means it committed.
@@ -385,16 +397,16 @@ impl ParticipantService {
             }
             done => done?,
         }
-        Ok(Response::new(BranchCommitResponse {}))
+        Ok(BranchCommitResponse {})
     }
 
-    async fn serve_rollback(
+    pub(crate) async fn serve_rollback(
         &self,
-        request: Request<BranchRollbackRequest>,
-    ) -> Result<Response<BranchRollbackResponse>, Status> {
-        let calling = Calling::of(&request)?;
-        let gtrid = request.into_inner().gtrid;
-        let xid = self.xid(&gtrid, &calling)?;
+        calling: &Calling,
+        req: BranchRollbackRequest,
+    ) -> Result<BranchRollbackResponse, Status> {
+        let gtrid = req.gtrid;
+        let xid = self.xid(&gtrid, calling)?;
         self.run_rollback(&xid).await?;
         // A keyed branch stays rolled back: a later attempt with the same
         // key must not begin it again. (A read-only branch's committed
@@ -402,7 +414,7 @@ impl ParticipantService {
         if names::is_keyed_gtrid(&gtrid) {
             self.fence_no(&xid).await?;
         }
-        Ok(Response::new(BranchRollbackResponse {}))
+        Ok(BranchRollbackResponse {})
     }
 
     async fn serve_inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
@@ -434,35 +446,64 @@ impl ParticipantService {
 #[tonic::async_trait]
 impl Participant for ParticipantService {
     async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
-        let span = self.span("execute", &request.get_ref().gtrid, request.metadata());
-        self.serve_execute(request).instrument(span).await
+        let (calling, parent, req) = unary(request)?;
+        let span = self.span(BranchRpc::Execute, &req.gtrid, &parent);
+        self.serve_execute(&calling, req)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn prepare(&self, request: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {
-        let span = self.span("prepare", &request.get_ref().gtrid, request.metadata());
-        self.serve_prepare(request).instrument(span).await
+        let (calling, parent, req) = unary(request)?;
+        let span = self.span(BranchRpc::Prepare, &req.gtrid, &parent);
+        self.serve_prepare(&calling, req)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn commit(&self, request: Request<BranchCommitRequest>) -> Result<Response<BranchCommitResponse>, Status> {
-        let name = if request.get_ref().one_phase {
-            "commit one-phase"
-        } else {
-            "commit"
-        };
-        let span = self.span(name, &request.get_ref().gtrid, request.metadata());
-        self.serve_commit(request).instrument(span).await
+        let (calling, parent, req) = unary(request)?;
+        let span = self.span(BranchRpc::commit(&req), &req.gtrid, &parent);
+        self.serve_commit(&calling, req)
+            .instrument(span)
+            .await
+            .map(Response::new)
     }
 
     async fn rollback(
         &self,
         request: Request<BranchRollbackRequest>,
     ) -> Result<Response<BranchRollbackResponse>, Status> {
-        let span = self.span("rollback", &request.get_ref().gtrid, request.metadata());
-        self.serve_rollback(request).instrument(span).await
+        let (calling, parent, req) = unary(request)?;
+        let span = self.span(BranchRpc::Rollback, &req.gtrid, &parent);
+        self.serve_rollback(&calling, req)
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    type BranchesStream = stream::Answers;
+
+    async fn branches(
+        &self,
+        request: Request<Streaming<BranchCall>>,
+    ) -> Result<Response<Self::BranchesStream>, Status> {
+        let calling = Calling::of(&request)?;
+        Ok(Response::new(stream::serve(
+            self.clone(),
+            calling,
+            request.into_inner(),
+        )))
     }
 
     async fn inquire(&self, request: Request<InquireRequest>) -> Result<Response<InquireResponse>, Status> {
-        let span = self.span("inquire", &request.get_ref().gtrid, request.metadata());
+        let span = self.span(
+            BranchRpc::Inquire,
+            &request.get_ref().gtrid,
+            &telemetry::Parent::of(request.metadata()),
+        );
         self.serve_inquire(request).instrument(span).await
     }
 
@@ -514,23 +555,61 @@ impl ParticipantService {
     /// The trace span of a branch RPC: a child of the coordinator's phase
     /// span, when the request carries its context. (The gtrid is the
     /// caller's claim until `xid` checks it; the span only names it.)
-    fn span(&self, rpc: &'static str, gtrid: &str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    pub(crate) fn span(&self, rpc: BranchRpc, gtrid: &str, parent: &telemetry::Parent) -> tracing::Span {
         // Only inside a coordinator's trace: an untraced transaction sends
         // no context, and its branches make no span.
-        let parent = telemetry::Parent::of(metadata);
         if !parent.is_some() {
             return tracing::Span::none();
         }
         let span = tracing::info_span!(
             target: "tandem::trace",
             "branch",
-            otel.name = rpc,
+            otel.name = rpc.name(),
             gtrid = %gtrid.chars().take(names::MAX_XA_ID_LEN).collect::<String>(),
             participant = %self.shared.name,
         );
         parent.adopt(&span);
         span
     }
+}
+
+/// The branch RPCs, by the names their trace spans carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BranchRpc {
+    Execute,
+    Prepare,
+    Commit,
+    CommitOnePhase,
+    Rollback,
+    Inquire,
+}
+
+impl BranchRpc {
+    pub(crate) fn commit(req: &BranchCommitRequest) -> Self {
+        if req.one_phase {
+            Self::CommitOnePhase
+        } else {
+            Self::Commit
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Execute => "execute",
+            Self::Prepare => "prepare",
+            Self::Commit => "commit",
+            Self::CommitOnePhase => "commit one-phase",
+            Self::Rollback => "rollback",
+            Self::Inquire => "inquire",
+        }
+    }
+}
+
+/// A unary branch RPC's caller, trace context and message.
+fn unary<T>(request: Request<T>) -> Result<(Calling, telemetry::Parent, T), Status> {
+    let calling = Calling::of(&request)?;
+    let parent = telemetry::Parent::of(request.metadata());
+    Ok((calling, parent, request.into_inner()))
 }
 
 /// What an audit entry may hold (the columns of `tandem.audit`).

@@ -6,16 +6,21 @@
 //! to vote YES without a database behind it.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use anyhow::{Context, Result};
+use futures::{Stream, StreamExt};
+use tandem_proto::v1::branch_answer::Answer;
+use tandem_proto::v1::branch_call::Call;
 use tandem_proto::v1::participant_server::{Participant, ParticipantServer};
 use tandem_proto::v1::{AuditRequest, AuditResponse, ListInDoubtRequest, ListInDoubtResponse};
+use tandem_proto::v1::{BranchAnswer, BranchCall, CallError};
 use tandem_proto::v1::{
     BranchCommitRequest, BranchCommitResponse, BranchExecuteRequest, BranchExecuteResponse, BranchRollbackRequest,
     BranchRollbackResponse, InquireRequest, InquireResponse, Outcome, PrepareRequest, PrepareResponse, RecoverRequest,
     RecoverResponse, StatementResult, Then, Vote, VoteKind,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 struct NullParticipant;
 
@@ -27,32 +32,66 @@ fn yes() -> Vote {
     }
 }
 
+/// The answer to a branch Execute.
+fn executed(req: &BranchExecuteRequest) -> Result<BranchExecuteResponse, Status> {
+    let results = req
+        .statements
+        .iter()
+        .map(|_| StatementResult {
+            rows_affected: 1,
+            ..StatementResult::default()
+        })
+        .collect();
+    let then = Then::try_from(req.then).map_err(|_| Status::invalid_argument("unknown `then`"))?;
+    Ok(BranchExecuteResponse {
+        // Every statement "affects a row": the branch wrote.
+        wrote: true,
+        results,
+        vote: (then == Then::Prepare).then(yes),
+        outcome: if then == Then::CommitOnePhase {
+            Outcome::Committed as i32
+        } else {
+            Outcome::Unspecified as i32
+        },
+        reason: String::new(),
+        earlier: false,
+    })
+}
+
+/// The answer to a call on the branch stream, at once.
+fn answer(call: BranchCall) -> BranchAnswer {
+    let answer = match call.call {
+        Some(Call::Execute(req)) => executed(&req).map(Answer::Execute),
+        Some(Call::Prepare(_)) => Ok(Answer::Prepare(PrepareResponse { vote: Some(yes()) })),
+        Some(Call::Commit(_)) => Ok(Answer::Commit(BranchCommitResponse {})),
+        Some(Call::Rollback(_)) => Ok(Answer::Rollback(BranchRollbackResponse {})),
+        None => Err(Status::invalid_argument("empty branch call")),
+    };
+    BranchAnswer {
+        id: call.id,
+        answer: Some(answer.unwrap_or_else(|status| {
+            Answer::Error(CallError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            })
+        })),
+    }
+}
+
+type Answers = Pin<Box<dyn Stream<Item = Result<BranchAnswer, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Participant for NullParticipant {
     async fn execute(&self, request: Request<BranchExecuteRequest>) -> Result<Response<BranchExecuteResponse>, Status> {
-        let req = request.into_inner();
-        let results = req
-            .statements
-            .iter()
-            .map(|_| StatementResult {
-                rows_affected: 1,
-                ..StatementResult::default()
-            })
-            .collect();
-        let then = Then::try_from(req.then).map_err(|_| Status::invalid_argument("unknown `then`"))?;
-        Ok(Response::new(BranchExecuteResponse {
-            // Every statement "affects a row": the branch wrote.
-            wrote: true,
-            results,
-            vote: (then == Then::Prepare).then(yes),
-            outcome: if then == Then::CommitOnePhase {
-                Outcome::Committed as i32
-            } else {
-                Outcome::Unspecified as i32
-            },
-            reason: String::new(),
-            earlier: false,
-        }))
+        executed(request.get_ref()).map(Response::new)
+    }
+
+    type BranchesStream = Answers;
+
+    async fn branches(&self, request: Request<Streaming<BranchCall>>) -> Result<Response<Answers>, Status> {
+        let calls = request.into_inner();
+        let answers = calls.map(|call| call.map(answer));
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn prepare(&self, _: Request<PrepareRequest>) -> Result<Response<PrepareResponse>, Status> {

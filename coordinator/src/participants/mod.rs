@@ -1,12 +1,18 @@
 //! The participants the coordinator drives: one long-lived gRPC channel
-//! each (HTTP/2 multiplexes every transaction's RPCs over it), typed RPC
-//! helpers with timeouts, and the health view `ListParticipants` shows.
+//! each, typed RPC helpers with timeouts, and the health view
+//! `ListParticipants` shows. Branch calls (execute, prepare, commit,
+//! rollback) travel on one long-lived [`stream`] per participant; the
+//! rarer ones (inquire, recover, audit) are unary calls on the same channel.
+
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_common::{Identity, Role, Transport};
+use tandem_proto::v1::branch_answer::Answer;
+use tandem_proto::v1::branch_call::Call;
 use tandem_proto::v1::participant_client::ParticipantClient;
 use tandem_proto::v1::{
     AuditEntry, AuditRequest, AuditResponse, BranchCommitRequest, BranchExecuteRequest, BranchExecuteResponse,
@@ -67,6 +73,8 @@ pub struct Participant {
     pub name: String,
     pub url: String,
     client: ParticipantClient<Channel>,
+    /// Every branch call goes out on it.
+    branches: stream::BranchStream,
     /// The participant's name as request metadata.
     header: MetadataValue<tonic::metadata::Ascii>,
     health: Mutex<Health>,
@@ -101,13 +109,15 @@ impl Participant {
         }
         let header = MetadataValue::try_from(name.as_str())
             .map_err(|e| Error::InvalidArgument(format!("participant name {name:?}: {e}")))?;
+        // Large SELECT results travel back through this hop.
+        let client = ParticipantClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(max_answer_bytes(max_result_bytes));
         Ok(Self {
+            branches: stream::BranchStream::new(name.clone(), client.clone(), header.clone()),
             header,
             name,
             url,
-            // Large SELECT results travel back through this hop.
-            client: ParticipantClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(max_answer_bytes(max_result_bytes)),
+            client,
             health: Mutex::new(Health::default()),
         })
     }
@@ -150,7 +160,7 @@ impl Participant {
         call: ExecuteCall,
     ) -> Result<BranchExecuteResponse, Status> {
         let timeout = call.timeout;
-        let mut request = self.request(BranchExecuteRequest {
+        let request = BranchExecuteRequest {
             gtrid: gtrid.to_owned(),
             begin: call.begin,
             statements,
@@ -159,12 +169,16 @@ impl Participant {
             then: call.then as i32,
             max_result_bytes: call.max_result_bytes,
             participants: call.participants,
-        });
-        // The transport waits a little longer than the branch's own limits
-        // so the participant's answer (e.g. a lock wait timeout) arrives.
-        request.set_timeout(timeout + Duration::from_secs(2));
-        self.note(self.client.clone().execute(request).await)
-            .map(tonic::Response::into_inner)
+        };
+        // The call waits a little longer than the branch's own limits so
+        // the participant's answer (e.g. a lock wait timeout) arrives.
+        match self
+            .branch_call(Call::Execute(request), timeout + Duration::from_secs(2))
+            .await?
+        {
+            Answer::Execute(answer) => Ok(answer),
+            other => Err(self.mismatched("execute", &other)),
+        }
     }
 
     pub async fn prepare(
@@ -173,29 +187,58 @@ impl Participant {
         participants: Vec<String>,
         timeout: Duration,
     ) -> Result<Option<Vote>, Status> {
-        let mut request = self.request(PrepareRequest {
+        let request = PrepareRequest {
             gtrid: gtrid.to_owned(),
             participants,
-        });
-        request.set_timeout(timeout.max(Duration::from_secs(1)));
-        Ok(self.note(self.client.clone().prepare(request).await)?.into_inner().vote)
+        };
+        match self
+            .branch_call(Call::Prepare(request), timeout.max(Duration::from_secs(1)))
+            .await?
+        {
+            Answer::Prepare(answer) => Ok(answer.vote),
+            other => Err(self.mismatched("prepare", &other)),
+        }
     }
 
     pub async fn commit(&self, gtrid: &str, one_phase: bool) -> Result<(), Status> {
-        let mut request = self.request(BranchCommitRequest {
+        let request = BranchCommitRequest {
             gtrid: gtrid.to_owned(),
             one_phase,
-        });
-        request.set_timeout(PHASE2_TIMEOUT);
-        self.note(self.client.clone().commit(request).await).map(|_| ())
+        };
+        match self.branch_call(Call::Commit(request), PHASE2_TIMEOUT).await? {
+            Answer::Commit(_) => Ok(()),
+            other => Err(self.mismatched("commit", &other)),
+        }
     }
 
     pub async fn rollback(&self, gtrid: &str) -> Result<(), Status> {
-        let mut request = self.request(BranchRollbackRequest {
+        let request = BranchRollbackRequest {
             gtrid: gtrid.to_owned(),
-        });
-        request.set_timeout(PHASE2_TIMEOUT);
-        self.note(self.client.clone().rollback(request).await).map(|_| ())
+        };
+        match self.branch_call(Call::Rollback(request), PHASE2_TIMEOUT).await? {
+            Answer::Rollback(_) => Ok(()),
+            other => Err(self.mismatched("rollback", &other)),
+        }
+    }
+
+    /// One call on the branch stream, noted in the health view.
+    async fn branch_call(&self, call: Call, timeout: Duration) -> Result<Answer, Status> {
+        self.note(self.branches.call(call, timeout).await)
+    }
+
+    /// An answer of the wrong kind: the participant broke the protocol.
+    fn mismatched(&self, call: &str, answer: &Answer) -> Status {
+        let kind = match answer {
+            Answer::Execute(_) => "execute",
+            Answer::Prepare(_) => "prepare",
+            Answer::Commit(_) => "commit",
+            Answer::Rollback(_) => "rollback",
+            Answer::Error(_) => "error",
+        };
+        Status::internal(format!(
+            "participant {} answered a {call} call with a {kind} answer",
+            self.name
+        ))
     }
 
     /// How the branch of `gtrid` ended on this participant, fencing it if
