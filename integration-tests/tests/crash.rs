@@ -1212,3 +1212,108 @@ async fn a_writing_branch_that_read_and_whose_database_crashed_before_the_other_
     held.crash_alpha_then_free_beta(&mut cluster).await;
     assert_eq!(scalar(&alpha, "SELECT COUNT(*) FROM notes").await, 0);
 }
+
+/// Where a single-branch Submit is struck.
+#[derive(Debug, Clone, Copy)]
+enum Strike {
+    Participant,
+    Database,
+    Coordinator,
+}
+
+/// A Submit's only branch runs as a plain local transaction (`START
+/// TRANSACTION` … marker row … `COMMIT`), not as XA. Struck at each step
+/// (its participant, its database or its coordinator killed while the
+/// commit is held before or after MySQL committed), it ends as its marker
+/// row says: committed exactly when MySQL committed it, and its client
+/// finds that outcome by its key.
+#[tokio::test]
+async fn a_single_branch_submit_struck_at_each_step_ends_as_its_marker_row_says() {
+    let (mut cluster, _) = bank(ClusterConfig::default()).await;
+    let alpha_balance = "SELECT balance FROM accounts WHERE id = 1";
+    let mut balance = 100;
+    let steps = [
+        ("participant::before_commit", Strike::Participant, false),
+        ("participant::before_commit", Strike::Database, false),
+        ("participant::after_commit", Strike::Participant, true),
+        ("participant::before_commit", Strike::Coordinator, true),
+    ];
+    for (n, (failpoint, strike, commits)) in steps.into_iter().enumerate() {
+        let key = format!("single-{n}");
+        cluster
+            .failpoint("alpha", failpoint, "1*return(delay:3000)")
+            .await
+            .unwrap();
+        let xa_starts = global_status(cluster.node("alpha").pool(), "Com_xa_start").await;
+        let access = cluster.access(TEST_PRINCIPAL).unwrap();
+        let request = pb::SubmitRequest {
+            timeout_ms: 20_000,
+            key: key.clone(),
+            branches: vec![pb::Branch {
+                participant: "alpha".into(),
+                statements: vec![debit(1, AMOUNT)],
+            }],
+            ..Default::default()
+        };
+        let submit = tokio::spawn(async move { access.connect().await?.submit_with(request).await });
+        // Held at the failpoint: before the commit, the branch's
+        // transaction holds its row lock; after it, the debit is visible.
+        let until = Instant::now() + Duration::from_secs(10);
+        let alpha = cluster.node("alpha").pool().clone();
+        loop {
+            let held = if commits && matches!(strike, Strike::Participant) {
+                scalar(&alpha, alpha_balance).await == balance - AMOUNT
+            } else {
+                // (INNODB_TRX does not list a plain transaction's row locks)
+                sqlx::query("SELECT balance FROM accounts WHERE id = 1 FOR UPDATE NOWAIT")
+                    .fetch_all(&alpha)
+                    .await
+                    .is_err()
+            };
+            if held {
+                break;
+            }
+            assert!(!submit.is_finished(), "step {n}: the Submit ended: {:?}", submit.await);
+            assert!(Instant::now() < until, "step {n}: the branch never reached {failpoint}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            global_status(&alpha, "Com_xa_start").await,
+            xa_starts,
+            "step {n}: the only branch of a Submit runs without XA"
+        );
+        match strike {
+            Strike::Participant => {
+                cluster.kill_participant("alpha");
+                cluster.restart_participant("alpha").await.unwrap();
+            }
+            Strike::Database => {
+                cluster.kill_mariadb("alpha");
+                cluster.restart_mariadb("alpha").unwrap();
+            }
+            Strike::Coordinator => {
+                cluster.kill_coordinator();
+                cluster.restart_coordinator().await.unwrap();
+            }
+        }
+        let want = if commits { Outcome::Committed } else { Outcome::Aborted };
+        // The call may have died with the process; if it answered, the
+        // answer is the truth.
+        if let Ok(Ok(answer)) = submit.await {
+            assert_eq!(
+                answer.outcome(),
+                want,
+                "step {n} ({strike:?} at {failpoint}): {answer:?}"
+            );
+        }
+        let info = outcome_by_key(&cluster, 0, &key).await;
+        assert_eq!(info.outcome(), want, "step {n} ({strike:?} at {failpoint}): {info:?}");
+        if commits {
+            balance -= AMOUNT;
+        }
+        let alpha = cluster.node("alpha").pool();
+        assert_eq!(scalar(alpha, alpha_balance).await, balance, "step {n}");
+        assert_unlocked(alpha, "accounts", "id = 1").await;
+        assert_no_prepared(&cluster).await;
+    }
+}

@@ -511,13 +511,40 @@ async fn single_participant_and_read_only_branches_skip_prepare() {
         global_status(alpha, "Com_xa_prepare").await,
         global_status(beta, "Com_xa_prepare").await,
     );
+    let xa_starts = global_status(alpha, "Com_xa_start").await;
+    let commits = global_status(alpha, "Com_commit").await;
+    let rollbacks = global_status(alpha, "Com_rollback").await;
 
+    // A Submit's only branch runs as a plain local transaction, its marker
+    // row committed with it.
     let done = client
         .submit(vec![("alpha", vec![insert_note(1, "one phase")])])
         .await
         .unwrap();
     assert_eq!(done.outcome(), Outcome::Committed, "{}", done.reason);
     assert_eq!(global_status(alpha, "Com_xa_prepare").await, before.0);
+    assert_eq!(global_status(alpha, "Com_xa_start").await, xa_starts);
+    assert_eq!(global_status(alpha, "Com_commit").await, commits + 1);
+    let marker = format!(
+        "SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{}' AND bqual = 'alpha' AND fenced = 0",
+        done.txn_id
+    );
+    assert_eq!(scalar(alpha, &marker).await, 1);
+    // One that fails rolls back, and leaves neither its row nor a marker.
+    let guarded = Statement::new("UPDATE notes SET body = 'x' WHERE id = 999").expect_rows_affected(1);
+    let failed = client
+        .submit(vec![("alpha", vec![insert_note(9, "rolled back"), guarded])])
+        .await
+        .unwrap();
+    assert_eq!(failed.outcome(), Outcome::Aborted, "{}", failed.reason);
+    assert_eq!(global_status(alpha, "Com_rollback").await, rollbacks + 1);
+    assert_eq!(global_status(alpha, "Com_xa_start").await, xa_starts);
+    assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes WHERE id = 9").await, 0);
+    let marker = format!(
+        "SELECT COUNT(*) FROM tandem.xa_markers WHERE gtrid = '{}' AND fenced = 0",
+        failed.txn_id
+    );
+    assert_eq!(scalar(alpha, &marker).await, 0);
 
     let done = client
         .submit(vec![
@@ -551,6 +578,8 @@ async fn single_participant_and_read_only_branches_skip_prepare() {
         .unwrap();
     assert_eq!(client.commit(&txn).await.unwrap().outcome(), Outcome::Committed);
     assert_eq!(global_status(alpha, "Com_xa_prepare").await, before.0 + 1);
+    // (an XA branch: whether it is the only one is known only at commit)
+    assert_eq!(global_status(alpha, "Com_xa_start").await, xa_starts + 2);
     assert_eq!(scalar(alpha, "SELECT COUNT(*) FROM notes").await, 3);
     assert_no_prepared(&cluster).await;
 }

@@ -123,7 +123,7 @@ async fn finish_orphan_on(
     // could be later): end it before looking. Unknown owner: end whatever
     // session (of an earlier participant process) still runs the branch.
     end_branch_sessions(shared, conn, xid, owner).await?;
-    let commit = matches!(op, Op::Commit | Op::EndCommitOnePhase);
+    let commit = matches!(op, Op::Commit | Op::EndCommitOnePhase | Op::CommitLocal);
     for _ in 0..20 {
         let listed = xa::recover(conn, &shared.name)
             .await

@@ -206,12 +206,20 @@ impl Session {
         self.reused
     }
 
-    /// Begins branch `xid` (`XA START`) with the session's isolation level
-    /// and its lock wait and statement limits set to `limit_secs`, in one
-    /// round trip; settings the session already has are not sent again.
-    pub async fn start(&mut self, xid: &Xid, isolation: Isolation, limit_secs: u64) -> Result<(), sqlx::Error> {
+    /// Begins branch `xid` (`XA START`, or `START TRANSACTION` for a local
+    /// one) with the session's isolation level and its lock wait and
+    /// statement limits set to `limit_secs`, in one round trip; settings
+    /// the session already has are not sent again.
+    pub async fn start(
+        &mut self,
+        xid: &Xid,
+        kind: xa::Kind,
+        isolation: Isolation,
+        limit_secs: u64,
+    ) -> Result<(), sqlx::Error> {
         let sql = xa::start_sql(
             xid,
+            kind,
             (self.isolation != Some(isolation)).then_some(isolation),
             (self.limit_secs != Some(limit_secs)).then_some(limit_secs),
         );

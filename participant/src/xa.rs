@@ -114,10 +114,24 @@ impl fmt::Display for Xid {
     }
 }
 
-/// `XA START`, preceded by the session settings that must change: the
-/// isolation level, and the lock wait and statement limits (the time left
-/// until the deadline). One round trip.
-pub fn start_sql(xid: &Xid, isolation: Option<Isolation>, limit_secs: Option<u64>) -> String {
+/// How a branch runs in MySQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An XA branch (`XA START` … `XA PREPARE`, or `XA COMMIT … ONE PHASE`).
+    Xa,
+    /// A plain local transaction (`START TRANSACTION` … `COMMIT`): a
+    /// Submit's only branch, which commits in one phase and never
+    /// prepares. Its marker row commits with it exactly as an XA branch's
+    /// one-phase commit would, so the marker and the fence arbitrate its
+    /// fate the same way, without the XA statements' round trip and work.
+    Local,
+}
+
+/// `XA START` (or `START TRANSACTION` for a [`Kind::Local`] branch),
+/// preceded by the session settings that must change: the isolation level,
+/// and the lock wait and statement limits (the time left until the
+/// deadline). One round trip.
+pub fn start_sql(xid: &Xid, kind: Kind, isolation: Option<Isolation>, limit_secs: Option<u64>) -> String {
     let mut sql = String::new();
     if let Some(isolation) = isolation {
         sql.push_str("SET SESSION TRANSACTION ISOLATION LEVEL ");
@@ -129,7 +143,10 @@ pub fn start_sql(xid: &Xid, isolation: Option<Isolation>, limit_secs: Option<u64
             "SET SESSION innodb_lock_wait_timeout = {secs}, max_statement_time = {secs}; "
         ));
     }
-    sql.push_str(&format!("XA START {xid}"));
+    match kind {
+        Kind::Xa => sql.push_str(&format!("XA START {xid}")),
+        Kind::Local => sql.push_str("START TRANSACTION"),
+    }
     sql
 }
 
@@ -199,6 +216,9 @@ pub enum Op {
     /// Phase 2 of a prepared branch.
     Commit,
     Rollback,
+    /// The end of a [`Kind::Local`] branch.
+    CommitLocal,
+    RollbackLocal,
 }
 
 impl Op {
@@ -207,6 +227,8 @@ impl Op {
             Op::EndPrepare => "XA PREPARE",
             Op::EndRollback | Op::Rollback => "XA ROLLBACK",
             Op::EndCommitOnePhase | Op::Commit => "XA COMMIT",
+            Op::CommitLocal => "COMMIT",
+            Op::RollbackLocal => "ROLLBACK",
         }
     }
 
@@ -217,6 +239,8 @@ impl Op {
             Op::EndCommitOnePhase => format!("XA END {xid}; XA COMMIT {xid} ONE PHASE"),
             Op::Commit => format!("XA COMMIT {xid}"),
             Op::Rollback => format!("XA ROLLBACK {xid}"),
+            Op::CommitLocal => "COMMIT".to_owned(),
+            Op::RollbackLocal => "ROLLBACK".to_owned(),
         }
     }
 }
@@ -631,6 +655,11 @@ mod tests {
         assert!(
             marked_sql(&xid, Op::EndCommitOnePhase, &set, true).contains("VALUES ('tc-1-7','alpha',2,'alpha,beta')")
         );
+        // A local branch's marker commits with it.
+        assert_eq!(
+            marked_sql(&xid, Op::CommitLocal, &set[..1], false),
+            "INSERT INTO tandem.xa_markers (gtrid, bqual, fenced, participants) VALUES ('tc-1-7','alpha',0,'alpha'); COMMIT"
+        );
         for bad in [
             vec!["a'b".to_owned()],
             vec!["a,b".to_owned()],
@@ -648,15 +677,19 @@ mod tests {
     #[test]
     fn xa_start_sends_only_the_settings_that_change() {
         let xid = Xid::new("tc-1-7", "alpha").unwrap();
-        assert_eq!(start_sql(&xid, None, None), "XA START 'tc-1-7','alpha',1952738609");
         assert_eq!(
-            start_sql(&xid, Some(Isolation::ReadCommitted), Some(4)),
+            start_sql(&xid, Kind::Xa, None, None),
+            "XA START 'tc-1-7','alpha',1952738609"
+        );
+        assert_eq!(start_sql(&xid, Kind::Local, None, None), "START TRANSACTION");
+        assert_eq!(
+            start_sql(&xid, Kind::Xa, Some(Isolation::ReadCommitted), Some(4)),
             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
              SET SESSION innodb_lock_wait_timeout = 4, max_statement_time = 4; \
              XA START 'tc-1-7','alpha',1952738609"
         );
         assert_eq!(
-            start_sql(&xid, Some(Isolation::Serializable), None),
+            start_sql(&xid, Kind::Xa, Some(Isolation::Serializable), None),
             "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE; XA START 'tc-1-7','alpha',1952738609"
         );
     }

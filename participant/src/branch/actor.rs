@@ -108,6 +108,7 @@ impl BranchHandle {
             settle_at: None,
             used: Used::default(),
             participants: Vec::new(),
+            kind: xa::Kind::Xa,
             rx,
         };
         tokio::spawn(actor.run());
@@ -162,6 +163,10 @@ struct BranchActor {
     /// The transaction's participant set, once the coordinator sent it:
     /// written into the marker row.
     participants: Vec<String>,
+    /// How the branch runs in MySQL: a branch begun with its one-phase
+    /// commit in the same batch (a Submit's only branch) is a plain local
+    /// transaction.
+    kind: xa::Kind,
     rx: mpsc::Receiver<Msg>,
 }
 
@@ -555,8 +560,23 @@ impl BranchActor {
     }
 
     /// Runs an XA step on the pinned connection, after writing the
-    /// marker row `mark` asks for, in the same round trip.
+    /// marker row `mark` asks for, in the same round trip. A local branch
+    /// ends with `COMMIT` or `ROLLBACK` instead, and never prepares.
     async fn on_conn(&mut self, op: Op, mark: Mark) -> Result<(), Error> {
+        let op = match (self.kind, op) {
+            (xa::Kind::Xa, op) => op,
+            (xa::Kind::Local, Op::EndCommitOnePhase) => Op::CommitLocal,
+            (xa::Kind::Local, Op::EndRollback) => Op::RollbackLocal,
+            (xa::Kind::Local, op) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "branch {} on participant {} runs as a local transaction (its one-phase commit came with its \
+                     statements): {} does not apply",
+                    self.xid.gtrid(),
+                    self.shared.name,
+                    op.name()
+                )));
+            }
+        };
         let conn = self
             .conn
             .as_mut()
@@ -624,7 +644,12 @@ impl BranchActor {
             .await
             .map_err(|_| busy())?
             .map_err(|e| unavailable(&e))?;
-        let mut started = session.start(&self.xid, batch.isolation, secs).await;
+        self.kind = if batch.then == Then::CommitOnePhase {
+            xa::Kind::Local
+        } else {
+            xa::Kind::Xa
+        };
+        let mut started = session.start(&self.xid, self.kind, batch.isolation, secs).await;
         if let Err(err) = &started
             && session.reused()
             && is_connection_error(err)
@@ -635,7 +660,7 @@ impl BranchActor {
                 .await
                 .map_err(|_| busy())?
                 .map_err(|e| unavailable(&e))?;
-            started = session.start(&self.xid, batch.isolation, secs).await;
+            started = session.start(&self.xid, self.kind, batch.isolation, secs).await;
         }
         match started {
             Ok(()) => {
@@ -725,10 +750,17 @@ impl BranchActor {
             return None;
         }
         if let Some(conn) = self.conn.as_mut() {
-            // XA END fails when MySQL already ended the transaction (e.g. a
-            // deadlock); the rollback that follows is what matters.
-            let _ = xa::end(conn.conn(), &self.xid).await;
-            if xa::exec(conn.conn(), &self.xid, Op::Rollback).await.is_ok() {
+            let rolled_back = match self.kind {
+                xa::Kind::Local => xa::exec(conn.conn(), &self.xid, Op::RollbackLocal).await,
+                xa::Kind::Xa => {
+                    // XA END fails when MySQL already ended the transaction
+                    // (e.g. a deadlock); the rollback that follows is what
+                    // matters.
+                    let _ = xa::end(conn.conn(), &self.xid).await;
+                    xa::exec(conn.conn(), &self.xid, Op::Rollback).await
+                }
+            };
+            if rolled_back.is_ok() {
                 self.release();
                 return None;
             }
