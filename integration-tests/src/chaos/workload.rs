@@ -2,10 +2,11 @@
 //! between participants, and auditors reading every balance.
 //!
 //! A transfer debits one account (guarded: it aborts on insufficient
-//! funds) and credits one or two accounts on other participants; every
-//! branch also inserts a ledger row `(op, account, delta)` naming the
-//! client's operation id, so the checker can see which branches of which
-//! transfer were applied. Half the transfers are one `Submit`, half are
+//! funds) and credits one or two accounts on other participants, or one
+//! time in five another account of the same participant; every write also
+//! inserts a ledger row `(op, account, delta)` naming the client's
+//! operation id, so the checker can see which writes of which transfer
+//! were applied. Half the transfers are one `Submit`, half are
 //! interactive (Begin, one Execute per branch, Commit). An audit reads
 //! every balance on every participant in one SERIALIZABLE transaction.
 //!
@@ -227,9 +228,29 @@ impl Worker {
         }
     }
 
-    /// A debit on one participant and a credit on one or two others.
+    /// A debit on one participant and a credit on one or two others; or,
+    /// one time in five, a debit and a credit between two accounts of one
+    /// participant (a Submit's only branch runs as a local transaction).
     fn draw_transfer(&mut self) -> Vec<Write> {
         let parts = &self.bank.participants;
+        if self.bank.accounts >= 2 && self.rng.random_bool(0.2) {
+            let participant = parts.choose(&mut self.rng).cloned().unwrap_or_default();
+            let from = self.rng.random_range(1..=self.bank.accounts);
+            let to = (from % self.bank.accounts) + 1;
+            let amount = self.rng.random_range(2..=40);
+            return vec![
+                Write {
+                    participant: participant.clone(),
+                    account: from,
+                    delta: -amount,
+                },
+                Write {
+                    participant,
+                    account: to,
+                    delta: amount,
+                },
+            ];
+        }
         let branches = if parts.len() >= 3 && self.rng.random_bool(0.25) {
             3
         } else {
@@ -262,13 +283,7 @@ impl Worker {
         let request = pb::SubmitRequest {
             timeout_ms: TRANSFER_TIMEOUT_MS,
             label: op.to_owned(),
-            branches: writes
-                .iter()
-                .map(|w| pb::Branch {
-                    participant: w.participant.clone(),
-                    statements: branch_statements(op, w),
-                })
-                .collect(),
+            branches: transfer_branches(op, writes),
             key: op.to_owned(),
             ..pb::SubmitRequest::default()
         };
@@ -461,6 +476,22 @@ fn refused(status: &tonic::Status) -> bool {
 /// request cut off after it was sent is "transport error" or a timeout.)
 fn not_sent(status: &tonic::Status) -> bool {
     status.code() == Code::Unavailable && status.message().starts_with("tcp connect error")
+}
+
+/// One branch per participant, its writes in order.
+fn transfer_branches(op: &str, writes: &[Write]) -> Vec<pb::Branch> {
+    let mut branches: Vec<pb::Branch> = Vec::new();
+    for w in writes {
+        let statements = branch_statements(op, w);
+        match branches.iter_mut().find(|b| b.participant == w.participant) {
+            Some(branch) => branch.statements.extend(statements),
+            None => branches.push(pb::Branch {
+                participant: w.participant.clone(),
+                statements,
+            }),
+        }
+    }
+    branches
 }
 
 fn branch_statements(op: &str, w: &Write) -> Vec<Statement> {
