@@ -11,8 +11,9 @@
 //! - [`txn`]: one actor per global transaction ([`txn::actor`]) running the
 //!   pure 2PC state machine ([`txn::engine`]); [`txn::Txns`] finds them.
 //! - [`participants`]: one long-lived gRPC channel per participant and the
-//!   RPCs the actor sends over it (Execute, Prepare, Inquire, Commit,
-//!   Rollback).
+//!   calls the actor sends over it: Execute, Prepare, Commit and Rollback
+//!   as messages on one branch stream per participant, Inquire as a unary
+//!   RPC.
 //! - [`resolve`]: how a transaction this replica does not hold ended, from
 //!   the participants alone (for `Decisions` and `GetTransaction`).
 //! - [`ids`]: gtrids that never repeat across restarts or replicas (a
