@@ -153,21 +153,21 @@ fn sampled(n: u64, ratio: f64) -> bool {
 
 /// Writes the current span's context into an outgoing request's metadata.
 pub fn inject(metadata: &mut MetadataMap) {
-    if !enabled() {
-        return;
-    }
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+    inject_into(&mut MetadataInjector(metadata));
 }
 
 /// The current span's context for a message on a stream, whose calls
 /// carry no metadata of their own; empty while traces are off.
 pub fn inject_map(trace: &mut HashMap<String, String>) {
+    inject_into(trace);
+}
+
+fn inject_into(carrier: &mut dyn Injector) {
     if !enabled() {
         return;
     }
     let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, trace);
+    TraceContextPropagator::new().inject_context(&context, carrier);
 }
 
 /// The trace context of an incoming request, kept until the span it

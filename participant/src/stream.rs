@@ -92,46 +92,28 @@ async fn answer(service: ParticipantService, calling: Calling, call: BranchCall)
         trace,
         call,
     } = call;
-    let parent = telemetry::Parent::of_map(&trace);
+    let span = match &call {
+        Some(Call::Execute(req)) => Some((BranchRpc::Execute, &req.gtrid)),
+        Some(Call::Prepare(req)) => Some((BranchRpc::Prepare, &req.gtrid)),
+        Some(Call::Commit(req)) => Some((BranchRpc::commit(req), &req.gtrid)),
+        Some(Call::Rollback(req)) => Some((BranchRpc::Rollback, &req.gtrid)),
+        None => None,
+    }
+    .map_or_else(tracing::Span::none, |(rpc, gtrid)| {
+        service.span(rpc, gtrid, &telemetry::Parent::of_map(&trace))
+    });
     let served = async {
         match call {
-            Some(Call::Execute(req)) => {
-                let span = service.span(BranchRpc::Execute, &req.gtrid, &parent);
-                service
-                    .serve_execute(&calling, req)
-                    .instrument(span)
-                    .await
-                    .map(Answer::Execute)
-            }
-            Some(Call::Prepare(req)) => {
-                let span = service.span(BranchRpc::Prepare, &req.gtrid, &parent);
-                service
-                    .serve_prepare(&calling, req)
-                    .instrument(span)
-                    .await
-                    .map(Answer::Prepare)
-            }
-            Some(Call::Commit(req)) => {
-                let span = service.span(BranchRpc::commit(&req), &req.gtrid, &parent);
-                service
-                    .serve_commit(&calling, req)
-                    .instrument(span)
-                    .await
-                    .map(Answer::Commit)
-            }
-            Some(Call::Rollback(req)) => {
-                let span = service.span(BranchRpc::Rollback, &req.gtrid, &parent);
-                service
-                    .serve_rollback(&calling, req)
-                    .instrument(span)
-                    .await
-                    .map(Answer::Rollback)
-            }
+            Some(Call::Execute(req)) => service.serve_execute(&calling, req).await.map(Answer::Execute),
+            Some(Call::Prepare(req)) => service.serve_prepare(&calling, req).await.map(Answer::Prepare),
+            Some(Call::Commit(req)) => service.serve_commit(&calling, req).await.map(Answer::Commit),
+            Some(Call::Rollback(req)) => service.serve_rollback(&calling, req).await.map(Answer::Rollback),
             None => Err(Status::invalid_argument(
                 "a branch call must carry execute, prepare, commit or rollback",
             )),
         }
-    };
+    }
+    .instrument(span);
     let served = if timeout_ms == 0 {
         served.await
     } else {
