@@ -1317,3 +1317,50 @@ async fn a_single_branch_submit_struck_at_each_step_ends_as_its_marker_row_says(
         assert_no_prepared(&cluster).await;
     }
 }
+
+/// A branch call that panics on the participant (here at a failpoint, as a
+/// bug would) is answered INTERNAL at once instead of leaving its caller
+/// waiting for the deadline (or breaking the stream it came on, which
+/// would fail its calls UNAVAILABLE): the transaction it belonged to
+/// aborts, the next one commits.
+#[tokio::test]
+async fn a_branch_call_that_panics_is_answered_at_once_and_its_stream_serves_on() {
+    let (cluster, mut client) = bank(ClusterConfig {
+        default_timeout_ms: 30_000,
+        ..ClusterConfig::default()
+    })
+    .await;
+    // Opens beta's stream, so the panic happens on a stream in use.
+    let id = open_transfer(&mut client).await;
+    client.rollback(&id).await.expect("rollback");
+
+    cluster
+        .failpoint("beta", "participant::serve_call", "1*panic(a bug)")
+        .await
+        .unwrap();
+    let id = client.begin().await.expect("begin");
+    client
+        .execute(&id, "alpha", vec![debit(1, AMOUNT)])
+        .await
+        .expect("debit on alpha");
+    let asked = Instant::now();
+    let err = client
+        .execute(&id, "beta", vec![credit(1, AMOUNT)])
+        .await
+        .expect_err("beta's call panicked");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}, near the 30 s deadline",
+        asked.elapsed()
+    );
+    assert!(err.message().contains("panicked"), "{err:?}");
+    let info = outcome_of(&cluster, &id).await;
+    assert_eq!(info.outcome(), Outcome::Aborted, "{info:?}");
+    assert_settled(&cluster, false).await;
+
+    // beta serves on (it did not restart): the next transaction commits.
+    let id = open_transfer(&mut client).await;
+    let answer = client.commit(&id).await.expect("commit");
+    assert_eq!(answer.outcome(), Outcome::Committed, "{answer:?}");
+    assert_settled(&cluster, true).await;
+}
