@@ -65,7 +65,7 @@ impl ParticipantService {
         let keyed = names::is_keyed_gtrid(&req.gtrid);
         if req.begin
             && keyed
-            && let Some(found) = recovery::earlier(&self.shared, &xid).await?
+            && let Some(found) = Box::pin(recovery::earlier(&self.shared, &xid)).await?
         {
             return earlier_answer(&self.shared.name, &xid, then, found);
         }
@@ -129,7 +129,7 @@ impl ParticipantService {
             Lookup::Ended(Ending::Committed) => {}
             Lookup::Ended(Ending::Unknown(owner)) => {
                 // Settle it from the marker row now, if MySQL answers.
-                let committed = recovery::settle_one_phase(&self.shared, &xid, owner).await?;
+                let committed = Box::pin(recovery::settle_one_phase(&self.shared, &xid, owner)).await?;
                 self.shared.branches.settle(&req.gtrid, committed);
                 if !committed {
                     return Err(Error::Aborted(format!(
@@ -202,7 +202,7 @@ impl ParticipantService {
             }
             Lookup::Ended(Ending::Unknown(owner)) => {
                 // Settle it from the marker row now, if MySQL answers.
-                let committed = recovery::settle_one_phase(&self.shared, &xid, owner).await?;
+                let committed = Box::pin(recovery::settle_one_phase(&self.shared, &xid, owner)).await?;
                 self.shared.branches.settle(&gtrid, committed);
                 if committed {
                     return Err(Error::Heuristic(format!(
@@ -365,7 +365,7 @@ impl ParticipantService {
                 ))
                 .into());
             }
-            Lookup::Unknown if recovery::is_prepared(&self.shared, &xid).await? => vote(VoteKind::Yes, ""),
+            Lookup::Unknown if Box::pin(recovery::is_prepared(&self.shared, &xid)).await? => vote(VoteKind::Yes, ""),
             Lookup::Unknown => vote(
                 VoteKind::No,
                 &format!("participant {} has no branch {gtrid} (restarted?)", self.shared.name),
@@ -644,13 +644,15 @@ fn check_audit_entry(entry: &AuditEntry) -> Result<(), Error> {
 /// Runs a recovery step in its own task: tonic drops a handler's future
 /// when the caller goes away, and a fence or an orphan's phase 2 must not
 /// stop half-way (its session settings would return to the pool).
-async fn detached<T: Send + 'static>(
+fn detached<T: Send + 'static>(
     what: &str,
     step: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::spawn(step)
-        .await
-        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?
+) -> impl std::future::Future<Output = Result<T, Error>> {
+    // Spawned now, not at the first poll: the caller's future then holds
+    // only the join handle, not the step's whole state.
+    let step = tokio::spawn(step);
+    let what = what.to_owned();
+    async move { step.await.map_err(|e| Error::Internal(format!("{what} failed: {e}")))? }
 }
 
 fn voted_no(answer: &BranchExecuteResponse) -> bool {

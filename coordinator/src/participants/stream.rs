@@ -110,9 +110,16 @@ impl BranchStream {
     /// The stream to use: the current one, or a new one if there is none
     /// or it broke.
     async fn open(&self) -> Result<Arc<Open>, Status> {
-        if let Some(open) = self.working() {
-            return Ok(open);
+        match self.working() {
+            Some(open) => Ok(open),
+            // Boxed: every call's future would otherwise carry the state of
+            // opening a stream, which few of them need.
+            None => Box::pin(self.reopen()).await,
         }
+    }
+
+    /// Opens a new stream, unless another caller just did.
+    async fn reopen(&self) -> Result<Arc<Open>, Status> {
         let _opening = self.opening.lock().await;
         if let Some(open) = self.working() {
             return Ok(open);

@@ -281,7 +281,7 @@ impl BranchActor {
     async fn inquire(&mut self) -> Result<BranchFate, Error> {
         Ok(match self.engine.phase() {
             Phase::Prepared if self.conn.is_none() => {
-                let prepared = recovery::settle_prepare(&self.shared, &self.xid, self.session).await?;
+                let prepared = Box::pin(recovery::settle_prepare(&self.shared, &self.xid, self.session)).await?;
                 self.settle_at = None;
                 if prepared {
                     BranchFate::Prepared
@@ -375,7 +375,7 @@ impl BranchActor {
             if effect.access == Access::Write {
                 self.engine.note_write();
             }
-            match self.run_statement(i + 1, statement, &mut budget).await {
+            match self.run_statement(i + 1, statement, effect, &mut budget).await {
                 Ok(result) => out.results.push(result),
                 Err(err) => {
                     self.abort_after_failure(Step::RunStatements, false).await;
@@ -540,7 +540,7 @@ impl BranchActor {
     /// cannot be asked now, the branch ends as unknown and a later commit
     /// or inquiry asks again.
     async fn settle_one_phase(&mut self) {
-        match recovery::settle_one_phase(&self.shared, &self.xid, self.session).await {
+        match Box::pin(recovery::settle_one_phase(&self.shared, &self.xid, self.session)).await {
             Ok(committed) => {
                 warn!(xid = %self.xid, committed, "a one-phase commit lost its connection; settled from the marker row");
                 self.engine.settled(committed);
@@ -556,7 +556,7 @@ impl BranchActor {
         if self.conn.is_some() {
             return self.on_conn(op, Mark::None).await;
         }
-        recovery::finish_orphan(&self.shared, &self.xid, op, self.session).await
+        Box::pin(recovery::finish_orphan(&self.shared, &self.xid, op, self.session)).await
     }
 
     /// Runs an XA step on the pinned connection, after writing the
@@ -656,7 +656,7 @@ impl BranchActor {
         {
             // The server closed it while it was idle; nothing began.
             drop(session);
-            session = tokio::time::timeout(wait, sessions.open())
+            session = tokio::time::timeout(wait, Box::pin(sessions.open()))
                 .await
                 .map_err(|_| busy())?
                 .map_err(|e| unavailable(&e))?;
@@ -677,6 +677,7 @@ impl BranchActor {
         &mut self,
         n: usize,
         statement: &Statement,
+        effect: &Effect,
         budget: &mut Budget,
     ) -> Result<StatementResult, Error> {
         let name = &self.shared.name;
@@ -685,9 +686,11 @@ impl BranchActor {
             .conn
             .as_mut()
             .ok_or_else(|| Error::Internal("branch has no connection".to_owned()))?;
-        let sql = crate::sql::check(&statement.sql)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?
-            .sql;
+        // Checked by the server: `effect.len` bytes of it are sent.
+        let sql = statement
+            .sql
+            .get(..effect.len)
+            .ok_or_else(|| Error::Internal(format!("statement {n} is shorter than its checked text")))?;
         let query = values::bind(sqlx::query(AssertSqlSafe(sql.to_owned())), &statement.params);
         let mut result = StatementResult::default();
         let mut stream = conn.conn().fetch_many(query);
@@ -766,7 +769,14 @@ impl BranchActor {
             }
         }
         self.drop_conn();
-        match recovery::finish_orphan(&self.shared, &self.xid, Op::Rollback, self.session).await {
+        match Box::pin(recovery::finish_orphan(
+            &self.shared,
+            &self.xid,
+            Op::Rollback,
+            self.session,
+        ))
+        .await
+        {
             Ok(()) => None,
             Err(hazard @ Error::Heuristic(_)) => {
                 error!(xid = %self.xid, error = %hazard, "a failed branch was found committed");

@@ -69,6 +69,9 @@ pub struct Effect {
     pub access: Access,
     /// See [`Checked::reads_rows`].
     pub reads_rows: bool,
+    /// How many leading bytes of the statement are sent: [`Checked::sql`]
+    /// is that prefix of it, so the branch need not lex it again.
+    pub len: usize,
 }
 
 /// A statement that passed the checks.
@@ -91,6 +94,7 @@ impl Checked<'_> {
         Effect {
             access: self.access,
             reads_rows: self.reads_rows,
+            len: self.sql.len(),
         }
     }
 }
