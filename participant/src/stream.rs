@@ -94,10 +94,17 @@ impl Stream for AnswerStream {
             match Pin::new(&mut this.calls).poll_next(cx) {
                 Poll::Ready(Some(Ok(call))) => {
                     let id = call.id;
+                    let service = Arc::clone(&this.service);
                     let serving = answer(Arc::clone(&this.service), Arc::clone(&this.calling), call);
                     this.in_flight
                         .push(Box::pin(AssertUnwindSafe(serving).catch_unwind().map(move |served| {
-                            served.unwrap_or_else(|_| error_answer(id, &Status::internal("the call panicked")))
+                            served.unwrap_or_else(|_| {
+                                let panicked = format!(
+                                    "branch call {id} panicked on participant {} (a bug; its log has the panic)",
+                                    service.name()
+                                );
+                                error_answer(id, &Status::internal(panicked))
+                            })
                         })));
                 }
                 // The caller is done sending: answer what is in flight.
